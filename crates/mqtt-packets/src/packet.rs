@@ -1,0 +1,260 @@
+//! The `Packet` enum, incremental decoding from a buffer, and encoding into one.
+
+use bytes::{Buf, BufMut, BytesMut};
+
+use crate::data::{Reader, put_variable_byte_integer_checked};
+use crate::varint::{VARIABLE_BYTE_INTEGER_MAX, variable_byte_integer_len};
+use crate::{
+    Auth, ConnAck, Connect, DecodeError, Disconnect, EncodeError, FixedHeader, Malformed, PacketType,
+    Protocol, PubAck, PubComp, PubRec, PubRel, Publish, SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
+
+/// The largest packet the protocol can express: a 5-byte fixed header and a Remaining Length of
+/// 268,435,455 bytes. The default [`DecodeContext::maximum_packet_size`].
+pub const PROTOCOL_MAXIMUM_PACKET_SIZE: u32 = VARIABLE_BYTE_INTEGER_MAX + 5;
+
+/// A control packet of any type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packet {
+    /// CONNECT.
+    Connect(Box<Connect>),
+    /// CONNACK.
+    ConnAck(ConnAck),
+    /// PUBLISH.
+    Publish(Publish),
+    /// PUBACK.
+    PubAck(PubAck),
+    /// PUBREC.
+    PubRec(PubRec),
+    /// PUBREL.
+    PubRel(PubRel),
+    /// PUBCOMP.
+    PubComp(PubComp),
+    /// SUBSCRIBE.
+    Subscribe(Subscribe),
+    /// SUBACK.
+    SubAck(SubAck),
+    /// UNSUBSCRIBE.
+    Unsubscribe(Unsubscribe),
+    /// UNSUBACK.
+    UnsubAck(UnsubAck),
+    /// PINGREQ.
+    PingReq,
+    /// PINGRESP.
+    PingResp,
+    /// DISCONNECT.
+    Disconnect(Disconnect),
+    /// AUTH (MQTT 5 only).
+    Auth(Auth),
+}
+
+/// What the decoder needs to know about the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeContext {
+    /// The protocol level of the connection (CONNECT itself is decoded whatever this says).
+    pub protocol: Protocol,
+    /// The largest packet accepted, fixed header included (§2.1.4). Larger packets are refused
+    /// from their fixed header, before their body is buffered.
+    pub maximum_packet_size: u32,
+}
+
+impl DecodeContext {
+    /// A context for this protocol level with the protocol's own size limit.
+    pub const fn new(protocol: Protocol) -> Self {
+        Self { protocol, maximum_packet_size: PROTOCOL_MAXIMUM_PACKET_SIZE }
+    }
+
+    /// The same context with another maximum packet size.
+    pub const fn with_maximum_packet_size(self, maximum_packet_size: u32) -> Self {
+        Self { maximum_packet_size, ..self }
+    }
+}
+
+/// Decodes one packet from the front of `buf`.
+///
+/// * `Ok(Some(packet))`: the packet's bytes are removed from `buf`; strings, binary data and the
+///   payload are slices of them, not copies.
+/// * `Ok(None)`: `buf` holds only part of a packet; read more and call again. Once the fixed
+///   header is complete, `buf` has room reserved for the rest of the packet.
+/// * `Err(_)`: the connection must end (with the reason code the error maps to, for MQTT 5). A
+///   packet above [`DecodeContext::maximum_packet_size`] is refused as soon as its fixed header
+///   (at most 5 bytes) is in, so nothing larger than the limit is ever buffered.
+pub fn decode(buf: &mut BytesMut, context: &DecodeContext) -> Result<Option<Packet>, DecodeError> {
+    let Some(header) = FixedHeader::parse(buf, context.protocol)? else {
+        return Ok(None);
+    };
+    let size = header.packet_size();
+    if size > context.maximum_packet_size as usize {
+        return Err(DecodeError::PacketTooLarge { size, maximum: context.maximum_packet_size });
+    }
+    if buf.len() < size {
+        buf.reserve(size - buf.len());
+        return Ok(None);
+    }
+    let mut frame = buf.split_to(size).freeze();
+    frame.advance(header.header_length);
+    let reader = Reader::new(frame, header.packet_type);
+    let protocol = context.protocol;
+    let packet = match header.packet_type {
+        PacketType::Connect => Packet::Connect(Box::new(Connect::decode(reader)?)),
+        PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(reader, protocol)?),
+        PacketType::Publish => Packet::Publish(Publish::decode(reader, header.flags, protocol)?),
+        PacketType::PubAck => Packet::PubAck(PubAck::decode(reader, protocol)?),
+        PacketType::PubRec => Packet::PubRec(PubRec::decode(reader, protocol)?),
+        PacketType::PubRel => Packet::PubRel(PubRel::decode(reader, protocol)?),
+        PacketType::PubComp => Packet::PubComp(PubComp::decode(reader, protocol)?),
+        PacketType::Subscribe => Packet::Subscribe(Subscribe::decode(reader, protocol)?),
+        PacketType::SubAck => Packet::SubAck(SubAck::decode(reader, protocol)?),
+        PacketType::Unsubscribe => Packet::Unsubscribe(Unsubscribe::decode(reader, protocol)?),
+        PacketType::UnsubAck => Packet::UnsubAck(UnsubAck::decode(reader, protocol)?),
+        PacketType::PingReq => {
+            reader.finish()?;
+            Packet::PingReq
+        }
+        PacketType::PingResp => {
+            reader.finish()?;
+            Packet::PingResp
+        }
+        PacketType::Disconnect => Packet::Disconnect(Disconnect::decode(reader, protocol)?),
+        PacketType::Auth if protocol.is_v5() => Packet::Auth(Auth::decode(reader)?),
+        PacketType::Auth => {
+            return Err(Malformed::PacketTypeNotInProtocol { packet: PacketType::Auth }.into());
+        }
+    };
+    Ok(Some(packet))
+}
+
+/// The variable header and payload of one packet type.
+pub(crate) trait Body {
+    fn packet_type(&self) -> PacketType;
+
+    /// The low nibble of the first byte; only PUBLISH varies it.
+    fn flags(&self) -> u8 {
+        self.packet_type().fixed_flags()
+    }
+
+    /// The Remaining Length at this protocol level.
+    fn body_len(&self, protocol: Protocol) -> usize;
+
+    fn encode_body(&self, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError>;
+}
+
+fn packet_len(body: &dyn Body, protocol: Protocol) -> usize {
+    let len = body.body_len(protocol);
+    1 + variable_byte_integer_len(len) + len
+}
+
+fn encode_packet(body: &dyn Body, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
+    let start = out.len();
+    let len = body.body_len(protocol);
+    out.reserve(1 + variable_byte_integer_len(len) + len);
+    out.put_u8(((body.packet_type() as u8) << 4) | body.flags());
+    let result = put_variable_byte_integer_checked(out, len)
+        .and_then(|()| body.encode_body(protocol, out));
+    if result.is_err() {
+        // Leave nothing half-written behind.
+        out.truncate(start);
+    }
+    debug_assert!(result.is_err() || out.len() - start == packet_len(body, protocol));
+    result
+}
+
+macro_rules! encodable {
+    ($($name:ident),*) => {$(
+        impl $name {
+            /// Appends this packet, fixed header included, as spoken at `protocol`.
+            ///
+            /// Fields the level cannot carry (properties and reason codes below MQTT 5) are left
+            /// out. On error `out` is left as it was.
+            pub fn encode(&self, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
+                encode_packet(self, protocol, out)
+            }
+
+            /// The number of bytes [`Self::encode`] writes, computed without encoding: the size
+            /// to compare with the peer's Maximum Packet Size [MQTT-3.1.2-24].
+            pub fn encoded_len(&self, protocol: Protocol) -> usize {
+                packet_len(self, protocol)
+            }
+        }
+    )*};
+}
+
+encodable!(
+    Connect, ConnAck, Publish, PubAck, PubRec, PubRel, PubComp, Subscribe, SubAck, Unsubscribe,
+    UnsubAck, Disconnect, Auth
+);
+
+/// PINGREQ and PINGRESP have no body.
+#[derive(Debug)]
+struct Empty(PacketType);
+
+impl Body for Empty {
+    fn packet_type(&self) -> PacketType {
+        self.0
+    }
+    fn body_len(&self, _: Protocol) -> usize {
+        0
+    }
+    fn encode_body(&self, _: Protocol, _: &mut BytesMut) -> Result<(), EncodeError> {
+        Ok(())
+    }
+}
+
+impl Packet {
+    /// The packet type.
+    pub fn packet_type(&self) -> PacketType {
+        self.body().packet_type()
+    }
+
+    fn body(&self) -> &dyn Body {
+        match self {
+            Packet::Connect(p) => p.as_ref(),
+            Packet::ConnAck(p) => p,
+            Packet::Publish(p) => p,
+            Packet::PubAck(p) => p,
+            Packet::PubRec(p) => p,
+            Packet::PubRel(p) => p,
+            Packet::PubComp(p) => p,
+            Packet::Subscribe(p) => p,
+            Packet::SubAck(p) => p,
+            Packet::Unsubscribe(p) => p,
+            Packet::UnsubAck(p) => p,
+            Packet::PingReq => &Empty(PacketType::PingReq),
+            Packet::PingResp => &Empty(PacketType::PingResp),
+            Packet::Disconnect(p) => p,
+            Packet::Auth(p) => p,
+        }
+    }
+
+    /// Appends this packet, fixed header included, as spoken at `protocol` (CONNECT is always
+    /// written at its own level). On error `out` is left as it was.
+    pub fn encode(&self, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
+        encode_packet(self.body(), protocol, out)
+    }
+
+    /// The number of bytes [`Packet::encode`] writes, computed without encoding.
+    pub fn encoded_len(&self, protocol: Protocol) -> usize {
+        packet_len(self.body(), protocol)
+    }
+}
+
+macro_rules! from_packet {
+    ($($name:ident),*) => {$(
+        impl From<$name> for Packet {
+            fn from(packet: $name) -> Self {
+                Packet::$name(packet)
+            }
+        }
+    )*};
+}
+
+from_packet!(
+    ConnAck, Publish, PubAck, PubRec, PubRel, PubComp, Subscribe, SubAck, Unsubscribe, UnsubAck,
+    Disconnect, Auth
+);
+
+impl From<Connect> for Packet {
+    fn from(packet: Connect) -> Self {
+        Packet::Connect(Box::new(packet))
+    }
+}

@@ -1,0 +1,124 @@
+//! PUBLISH (§3.3): an application message, in either direction.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::data::{self, Reader};
+use crate::packet::Body;
+use crate::{
+    DecodeError, EncodeError, Malformed, MqttString, PacketId, PacketType, Protocol,
+    ProtocolViolation, PublishProperties, QoS,
+};
+
+/// A PUBLISH packet.
+///
+/// The topic and the payload are slices of the decoded buffer: forwarding a message to many
+/// subscribers clones reference counts, not bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Publish {
+    /// DUP: this is a resend [MQTT-3.3.1-1]. Always false at QoS 0.
+    pub dup: bool,
+    /// The QoS of this delivery.
+    pub qos: QoS,
+    /// RETAIN.
+    pub retain: bool,
+    /// The Topic Name. Empty only when a Topic Alias stands for it (MQTT 5).
+    pub topic: MqttString,
+    /// The Packet Identifier: present exactly when `qos` is 1 or 2 [MQTT-2.2.1-2].
+    pub packet_id: Option<PacketId>,
+    /// The payload; may be empty.
+    pub payload: Bytes,
+    /// PUBLISH properties (MQTT 5 only).
+    pub properties: PublishProperties,
+}
+
+impl Publish {
+    /// A QoS 0 PUBLISH without properties.
+    pub fn new(topic: MqttString, payload: impl Into<Bytes>) -> Self {
+        Self { topic, payload: payload.into(), ..Self::default() }
+    }
+
+    pub(crate) fn decode(
+        mut reader: Reader,
+        flags: u8,
+        protocol: Protocol,
+    ) -> Result<Self, DecodeError> {
+        let dup = flags & 0x08 != 0;
+        let qos = QoS::from_u8((flags >> 1) & 0x03)
+            .ok_or(Malformed::InvalidQoS { field: "PUBLISH QoS" })?;
+        let retain = flags & 0x01 != 0;
+        if dup && qos == QoS::AtMostOnce {
+            return Err(ProtocolViolation::DupOnQoS0.into());
+        }
+        let topic = reader.string("topic name")?;
+        let packet_id = if qos == QoS::AtMostOnce { None } else { Some(reader.packet_id()?) };
+        let properties = if protocol.is_v5() {
+            PublishProperties::decode(&mut reader)?
+        } else {
+            PublishProperties::default()
+        };
+        if has_wildcard(&topic) {
+            return Err(ProtocolViolation::WildcardInTopicName { topic: topic.to_string() }.into());
+        }
+        if topic.is_empty() && properties.topic_alias.is_none() {
+            return Err(ProtocolViolation::EmptyTopicName.into());
+        }
+        reject_wildcard_response_topic(properties.response_topic.as_ref())?;
+        let payload = reader.rest();
+        Ok(Self { dup, qos, retain, topic, packet_id, payload, properties })
+    }
+}
+
+fn has_wildcard(topic: &str) -> bool {
+    topic.bytes().any(|byte| byte == b'+' || byte == b'#')
+}
+
+/// A Topic Name as the codec can judge it alone: non-empty and without wildcards. Further rules
+/// (length and level limits, `$` topics) belong to the topics crate.
+pub(crate) fn is_valid_topic_name(topic: &str) -> bool {
+    !topic.is_empty() && !has_wildcard(topic)
+}
+
+/// The Response Topic must not contain wildcards [MQTT-3.3.2-14].
+pub(crate) fn reject_wildcard_response_topic(
+    response_topic: Option<&MqttString>,
+) -> Result<(), DecodeError> {
+    match response_topic {
+        Some(topic) if has_wildcard(topic) => {
+            Err(ProtocolViolation::WildcardInResponseTopic { topic: topic.to_string() }.into())
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Body for Publish {
+    fn packet_type(&self) -> PacketType {
+        PacketType::Publish
+    }
+
+    fn flags(&self) -> u8 {
+        (u8::from(self.dup) << 3) | (self.qos.as_u8() << 1) | u8::from(self.retain)
+    }
+
+    fn body_len(&self, protocol: Protocol) -> usize {
+        data::string_len(&self.topic)
+            + if self.packet_id.is_some() { 2 } else { 0 }
+            + if protocol.is_v5() { self.properties.block_len() } else { 0 }
+            + self.payload.len()
+    }
+
+    fn encode_body(&self, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
+        data::put_string(out, &self.topic, "topic name")?;
+        match (self.qos, self.packet_id) {
+            (QoS::AtMostOnce, None) => {}
+            (QoS::AtLeastOnce | QoS::ExactlyOnce, Some(id)) => out.put_u16(id.get()),
+            (qos, packet_id) => {
+                return Err(EncodeError::PacketIdentifierMismatch { qos, packet_id });
+            }
+        }
+        if protocol.is_v5() {
+            self.properties.encode(out)?;
+        }
+        out.put_slice(&self.payload);
+        Ok(())
+    }
+}

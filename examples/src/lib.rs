@@ -1,0 +1,1 @@
+//! Examples of Mochi MQTT; see the `[[example]]` entries in `Cargo.toml`.
