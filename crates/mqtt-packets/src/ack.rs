@@ -95,10 +95,17 @@ fn decode_ack(
     let code = reader.u8("reason code")?;
     let reason_code = ReasonCode(code);
     if !reason_code.is_allowed_in(reader.packet()) {
-        return Err(ProtocolViolation::InvalidReasonCode { packet: reader.packet(), code }.into());
+        return Err(ProtocolViolation::InvalidReasonCode {
+            packet: reader.packet(),
+            code,
+        }
+        .into());
     }
-    let properties =
-        if reader.is_empty() { AckProperties::default() } else { AckProperties::decode(&mut reader)? };
+    let properties = if reader.is_empty() {
+        AckProperties::default()
+    } else {
+        AckProperties::decode(&mut reader)?
+    };
     reader.finish()?;
     Ok((packet_id, reason_code, properties))
 }

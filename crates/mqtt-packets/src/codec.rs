@@ -33,12 +33,16 @@ pub enum CodecError {
 impl MqttCodec {
     /// A codec for this protocol level, accepting packets up to the protocol's limit.
     pub fn new(protocol: Protocol) -> Self {
-        Self { context: DecodeContext::new(protocol) }
+        Self {
+            context: DecodeContext::new(protocol),
+        }
     }
 
     /// The same codec refusing inbound packets above `maximum_packet_size` bytes.
     pub fn with_maximum_packet_size(self, maximum_packet_size: u32) -> Self {
-        Self { context: self.context.with_maximum_packet_size(maximum_packet_size) }
+        Self {
+            context: self.context.with_maximum_packet_size(maximum_packet_size),
+        }
     }
 
     /// The protocol level currently in use.
@@ -100,9 +104,14 @@ mod tests {
         let mut server = MqttCodec::new(Protocol::V5);
         let mut wire = BytesMut::new();
         let connect = Connect::new(Protocol::V3_1_1, MqttString::from_static("c1"));
-        client.encode(Packet::from(connect.clone()), &mut wire).unwrap();
+        client
+            .encode(Packet::from(connect.clone()), &mut wire)
+            .unwrap();
         assert_eq!(client.protocol(), Protocol::V3_1_1);
-        assert_eq!(server.decode(&mut wire).unwrap(), Some(Packet::from(connect)));
+        assert_eq!(
+            server.decode(&mut wire).unwrap(),
+            Some(Packet::from(connect))
+        );
         assert_eq!(server.protocol(), Protocol::V3_1_1);
 
         // 3.1.1 PUBACK: the reason code is not on the wire.

@@ -28,18 +28,29 @@ pub struct ConnAck {
 impl ConnAck {
     /// A CONNACK with this reason code, no session and no properties.
     pub fn new(reason_code: ReasonCode) -> Self {
-        Self { session_present: false, reason_code, properties: ConnAckProperties::default() }
+        Self {
+            session_present: false,
+            reason_code,
+            properties: ConnAckProperties::default(),
+        }
     }
 
     pub(crate) fn decode(mut reader: Reader, protocol: Protocol) -> Result<Self, DecodeError> {
         let flags = reader.u8("connect acknowledge flags")?;
         // MQTT 3.1 reserves the whole byte; later levels use bit 0 for Session Present.
-        let reserved = if protocol == Protocol::V3_1 { 0xFF } else { 0xFE };
+        let reserved = if protocol == Protocol::V3_1 {
+            0xFF
+        } else {
+            0xFE
+        };
         if flags & reserved != 0 {
             return Err(Malformed::ConnAckReservedFlags.into());
         }
         let code = reader.u8("reason code")?;
-        let invalid = || ProtocolViolation::InvalidReasonCode { packet: PacketType::ConnAck, code };
+        let invalid = || ProtocolViolation::InvalidReasonCode {
+            packet: PacketType::ConnAck,
+            code,
+        };
         let (reason_code, properties) = if protocol.is_v5() {
             let reason_code = ReasonCode(code);
             if !reason_code.is_allowed_in(PacketType::ConnAck) {
@@ -51,7 +62,11 @@ impl ConnAck {
             (reason_code, ConnAckProperties::default())
         };
         reader.finish()?;
-        Ok(Self { session_present: flags & 0x01 != 0, reason_code, properties })
+        Ok(Self {
+            session_present: flags & 0x01 != 0,
+            reason_code,
+            properties,
+        })
     }
 }
 
@@ -61,7 +76,11 @@ impl Body for ConnAck {
     }
 
     fn body_len(&self, protocol: Protocol) -> usize {
-        2 + if protocol.is_v5() { self.properties.block_len() } else { 0 }
+        2 + if protocol.is_v5() {
+            self.properties.block_len()
+        } else {
+            0
+        }
     }
 
     fn encode_body(&self, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
@@ -69,11 +88,13 @@ impl Body for ConnAck {
         let code = if protocol.is_v5() {
             self.reason_code.value()
         } else {
-            self.reason_code.to_v3_connect_return_code().ok_or(EncodeError::NotInProtocol {
-                packet: PacketType::ConnAck,
-                protocol,
-                why: "the reason code has no 3.x return code",
-            })?
+            self.reason_code
+                .to_v3_connect_return_code()
+                .ok_or(EncodeError::NotInProtocol {
+                    packet: PacketType::ConnAck,
+                    protocol,
+                    why: "the reason code has no 3.x return code",
+                })?
         };
         out.put_u8(u8::from(session_present));
         out.put_u8(code);

@@ -109,18 +109,44 @@ impl Connect {
             };
             let topic = reader.string("will topic")?;
             if !is_valid_topic_name(&topic) {
-                return Err(ProtocolViolation::InvalidWillTopic { topic: topic.to_string() }.into());
+                return Err(ProtocolViolation::InvalidWillTopic {
+                    topic: topic.to_string(),
+                }
+                .into());
             }
             reject_wildcard_response_topic(properties.response_topic.as_ref())?;
             let payload = reader.binary("will payload")?;
-            Some(Will { topic, payload, qos: will_qos, retain: will_retain, properties })
+            Some(Will {
+                topic,
+                payload,
+                qos: will_qos,
+                retain: will_retain,
+                properties,
+            })
         } else {
             None
         };
-        let username = if username_flag { Some(reader.string("user name")?) } else { None };
-        let password = if password_flag { Some(reader.binary("password")?) } else { None };
+        let username = if username_flag {
+            Some(reader.string("user name")?)
+        } else {
+            None
+        };
+        let password = if password_flag {
+            Some(reader.binary("password")?)
+        } else {
+            None
+        };
         reader.finish()?;
-        Ok(Self { protocol, clean_start, keep_alive, client_id, will, username, password, properties })
+        Ok(Self {
+            protocol,
+            clean_start,
+            keep_alive,
+            client_id,
+            will,
+            username,
+            password,
+            properties,
+        })
     }
 }
 
@@ -143,7 +169,10 @@ impl Body for Connect {
             len += data::string_len(&will.topic) + data::binary_len(&will.payload);
         }
         len += self.username.as_ref().map_or(0, data::string_len);
-        len += self.password.as_ref().map_or(0, |password| data::binary_len(password));
+        len += self
+            .password
+            .as_ref()
+            .map_or(0, |password| data::binary_len(password));
         len
     }
 

@@ -28,7 +28,11 @@ impl Reader {
     }
 
     fn end(&self, field: &'static str) -> DecodeError {
-        Malformed::UnexpectedEnd { packet: self.packet, field }.into()
+        Malformed::UnexpectedEnd {
+            packet: self.packet,
+            field,
+        }
+        .into()
     }
 
     pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
@@ -70,7 +74,10 @@ impl Reader {
         if self.buf.len() < len {
             return Err(self.end(field));
         }
-        Ok(Reader { buf: self.buf.split_to(len), packet: self.packet })
+        Ok(Reader {
+            buf: self.buf.split_to(len),
+            packet: self.packet,
+        })
     }
 
     /// Everything that is left.
@@ -103,7 +110,12 @@ impl Reader {
 
     pub(crate) fn packet_id(&mut self) -> Result<PacketId, DecodeError> {
         let id = self.u16("packet identifier")?;
-        PacketId::new(id).ok_or_else(|| Malformed::PacketIdentifierZero { packet: self.packet }.into())
+        PacketId::new(id).ok_or_else(|| {
+            Malformed::PacketIdentifierZero {
+                packet: self.packet,
+            }
+            .into()
+        })
     }
 
     /// Fails unless every byte has been read.
@@ -111,7 +123,11 @@ impl Reader {
         if self.buf.is_empty() {
             Ok(())
         } else {
-            Err(Malformed::TrailingBytes { packet: self.packet, count: self.buf.len() }.into())
+            Err(Malformed::TrailingBytes {
+                packet: self.packet,
+                count: self.buf.len(),
+            }
+            .into())
         }
     }
 }
@@ -144,8 +160,10 @@ pub(crate) fn put_binary(
     bytes: &[u8],
     field: &'static str,
 ) -> Result<(), EncodeError> {
-    let len = u16::try_from(bytes.len())
-        .map_err(|_| EncodeError::FieldTooLong { field, len: bytes.len() })?;
+    let len = u16::try_from(bytes.len()).map_err(|_| EncodeError::FieldTooLong {
+        field,
+        len: bytes.len(),
+    })?;
     debug_assert!(bytes.len() <= MAX_STRING_LEN);
     out.put_u16(len);
     out.put_slice(bytes);
@@ -189,33 +207,64 @@ mod tests {
 
     #[test]
     fn string_rejects_invalid_utf8_mqtt_1_5_4_1() {
-        let error = reader(b"\x00\x02\xC3\x28").string("topic name").unwrap_err();
-        assert_eq!(error, Malformed::InvalidUtf8 { field: "topic name" }.into());
+        let error = reader(b"\x00\x02\xC3\x28")
+            .string("topic name")
+            .unwrap_err();
+        assert_eq!(
+            error,
+            Malformed::InvalidUtf8 {
+                field: "topic name"
+            }
+            .into()
+        );
     }
 
     #[test]
     fn string_rejects_surrogates_mqtt_1_5_4_1() {
         // U+D800 encoded in the CESU style.
-        let error = reader(b"\x00\x03\xED\xA0\x80").string("topic name").unwrap_err();
-        assert_eq!(error, Malformed::InvalidUtf8 { field: "topic name" }.into());
+        let error = reader(b"\x00\x03\xED\xA0\x80")
+            .string("topic name")
+            .unwrap_err();
+        assert_eq!(
+            error,
+            Malformed::InvalidUtf8 {
+                field: "topic name"
+            }
+            .into()
+        );
     }
 
     #[test]
     fn string_rejects_nul_mqtt_1_5_4_2() {
         let error = reader(b"\x00\x03a\x00b").string("topic name").unwrap_err();
-        assert_eq!(error, Malformed::NullCharacter { field: "topic name" }.into());
+        assert_eq!(
+            error,
+            Malformed::NullCharacter {
+                field: "topic name"
+            }
+            .into()
+        );
     }
 
     #[test]
     fn string_shorter_than_its_length_is_malformed() {
         let error = reader(b"\x00\x05abc").string("topic name").unwrap_err();
-        assert!(matches!(error, DecodeError::Malformed(Malformed::UnexpectedEnd { .. })));
+        assert!(matches!(
+            error,
+            DecodeError::Malformed(Malformed::UnexpectedEnd { .. })
+        ));
     }
 
     #[test]
     fn put_binary_refuses_65536_bytes() {
         let mut out = BytesMut::new();
         let error = put_binary(&mut out, &vec![0; 65_536], "payload").unwrap_err();
-        assert_eq!(error, EncodeError::FieldTooLong { field: "payload", len: 65_536 });
+        assert_eq!(
+            error,
+            EncodeError::FieldTooLong {
+                field: "payload",
+                len: 65_536
+            }
+        );
     }
 }

@@ -22,7 +22,10 @@ pub struct Disconnect {
 impl Disconnect {
     /// A DISCONNECT with this reason code and no properties.
     pub fn new(reason_code: ReasonCode) -> Self {
-        Self { reason_code, properties: DisconnectProperties::default() }
+        Self {
+            reason_code,
+            properties: DisconnectProperties::default(),
+        }
     }
 
     pub(crate) fn decode(mut reader: Reader, protocol: Protocol) -> Result<Self, DecodeError> {
@@ -33,7 +36,11 @@ impl Disconnect {
         let code = reader.u8("reason code")?;
         let reason_code = ReasonCode(code);
         if !reason_code.is_allowed_in(PacketType::Disconnect) {
-            return Err(ProtocolViolation::InvalidReasonCode { packet: PacketType::Disconnect, code }.into());
+            return Err(ProtocolViolation::InvalidReasonCode {
+                packet: PacketType::Disconnect,
+                code,
+            }
+            .into());
         }
         // A Remaining Length below 2 means there is no Property Length [MQTT-3.14.2-1].
         let properties = if reader.is_empty() {
@@ -42,7 +49,10 @@ impl Disconnect {
             DisconnectProperties::decode(&mut reader)?
         };
         reader.finish()?;
-        Ok(Self { reason_code, properties })
+        Ok(Self {
+            reason_code,
+            properties,
+        })
     }
 }
 
@@ -93,15 +103,25 @@ impl Auth {
         let code = reader.u8("reason code")?;
         let reason_code = ReasonCode(code);
         if !reason_code.is_allowed_in(PacketType::Auth) {
-            return Err(ProtocolViolation::InvalidReasonCode { packet: PacketType::Auth, code }.into());
+            return Err(ProtocolViolation::InvalidReasonCode {
+                packet: PacketType::Auth,
+                code,
+            }
+            .into());
         }
-        let properties =
-            if reader.is_empty() { AuthProperties::default() } else { AuthProperties::decode(&mut reader)? };
+        let properties = if reader.is_empty() {
+            AuthProperties::default()
+        } else {
+            AuthProperties::decode(&mut reader)?
+        };
         reader.finish()?;
         if properties.authentication_method.is_none() {
             return Err(ProtocolViolation::AuthWithoutMethod.into());
         }
-        Ok(Self { reason_code, properties })
+        Ok(Self {
+            reason_code,
+            properties,
+        })
     }
 }
 

@@ -127,7 +127,11 @@ impl FixedHeader {
         if packet_type != PacketType::Publish && flags != packet_type.fixed_flags() {
             let v3_retry = protocol == Protocol::V3_1 && flags == 0b1010;
             if !(v3_retry && packet_type.fixed_flags() == 0b0010) {
-                return Err(Malformed::InvalidFixedHeaderFlags { packet: packet_type, flags }.into());
+                return Err(Malformed::InvalidFixedHeaderFlags {
+                    packet: packet_type,
+                    flags,
+                }
+                .into());
             }
         }
         let Some((remaining_length, len)) =
@@ -135,7 +139,12 @@ impl FixedHeader {
         else {
             return Ok(None);
         };
-        Ok(Some(Self { packet_type, flags, remaining_length, header_length: 1 + len }))
+        Ok(Some(Self {
+            packet_type,
+            flags,
+            remaining_length,
+            header_length: 1 + len,
+        }))
     }
 
     /// The size of the whole packet: fixed header plus Remaining Length (§2.1.4).
@@ -150,17 +159,29 @@ mod tests {
 
     #[test]
     fn pubrel_needs_flags_0010_mqtt_3_6_1_1() {
-        assert!(FixedHeader::parse(&[0x62, 0x02], Protocol::V5).unwrap().is_some());
+        assert!(
+            FixedHeader::parse(&[0x62, 0x02], Protocol::V5)
+                .unwrap()
+                .is_some()
+        );
         let error = FixedHeader::parse(&[0x60, 0x02], Protocol::V5).unwrap_err();
         assert_eq!(
             error,
-            Malformed::InvalidFixedHeaderFlags { packet: PacketType::PubRel, flags: 0 }.into()
+            Malformed::InvalidFixedHeaderFlags {
+                packet: PacketType::PubRel,
+                flags: 0
+            }
+            .into()
         );
     }
 
     #[test]
     fn v3_1_retry_dup_flag_is_tolerated() {
-        assert!(FixedHeader::parse(&[0x8A, 0x00], Protocol::V3_1).unwrap().is_some());
+        assert!(
+            FixedHeader::parse(&[0x8A, 0x00], Protocol::V3_1)
+                .unwrap()
+                .is_some()
+        );
         assert!(FixedHeader::parse(&[0x8A, 0x00], Protocol::V3_1_1).is_err());
     }
 
@@ -174,7 +195,9 @@ mod tests {
 
     #[test]
     fn header_size_counts_in_packet_size() {
-        let header = FixedHeader::parse(&[0x30, 0x80, 0x01], Protocol::V5).unwrap().unwrap();
+        let header = FixedHeader::parse(&[0x30, 0x80, 0x01], Protocol::V5)
+            .unwrap()
+            .unwrap();
         assert_eq!(header.remaining_length, 128);
         assert_eq!(header.packet_size(), 131);
     }

@@ -110,7 +110,9 @@ pub use reason_code::ReasonCode;
 pub use string::{InvalidString, MAX_STRING_LEN, MqttString, UserProperty};
 pub use subscribe::{RetainHandling, SubAck, Subscribe, Subscription, SubscriptionOptions};
 pub use unsubscribe::{UnsubAck, Unsubscribe};
-pub use varint::{VARIABLE_BYTE_INTEGER_MAX, read_variable_byte_integer, variable_byte_integer_len};
+pub use varint::{
+    VARIABLE_BYTE_INTEGER_MAX, read_variable_byte_integer, variable_byte_integer_len,
+};
 
 pub(crate) use publish::{is_valid_topic_name, reject_wildcard_response_topic};
 

@@ -5,8 +5,9 @@ use bytes::{Buf, BufMut, BytesMut};
 use crate::data::{Reader, put_variable_byte_integer_checked};
 use crate::varint::{VARIABLE_BYTE_INTEGER_MAX, variable_byte_integer_len};
 use crate::{
-    Auth, ConnAck, Connect, DecodeError, Disconnect, EncodeError, FixedHeader, Malformed, PacketType,
-    Protocol, PubAck, PubComp, PubRec, PubRel, Publish, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    Auth, ConnAck, Connect, DecodeError, Disconnect, EncodeError, FixedHeader, Malformed,
+    PacketType, Protocol, PubAck, PubComp, PubRec, PubRel, Publish, SubAck, Subscribe, UnsubAck,
+    Unsubscribe,
 };
 
 /// The largest packet the protocol can express: a 5-byte fixed header and a Remaining Length of
@@ -61,12 +62,18 @@ pub struct DecodeContext {
 impl DecodeContext {
     /// A context for this protocol level with the protocol's own size limit.
     pub const fn new(protocol: Protocol) -> Self {
-        Self { protocol, maximum_packet_size: PROTOCOL_MAXIMUM_PACKET_SIZE }
+        Self {
+            protocol,
+            maximum_packet_size: PROTOCOL_MAXIMUM_PACKET_SIZE,
+        }
     }
 
     /// The same context with another maximum packet size.
     pub const fn with_maximum_packet_size(self, maximum_packet_size: u32) -> Self {
-        Self { maximum_packet_size, ..self }
+        Self {
+            maximum_packet_size,
+            ..self
+        }
     }
 }
 
@@ -75,7 +82,8 @@ impl DecodeContext {
 /// * `Ok(Some(packet))`: the packet's bytes are removed from `buf`; strings, binary data and the
 ///   payload are slices of them, not copies.
 /// * `Ok(None)`: `buf` holds only part of a packet; read more and call again. Once the fixed
-///   header is complete, `buf` has room reserved for the rest of the packet.
+///   header is complete, `buf` has room for the rest of the packet: if it had less, it is
+///   replaced by a buffer of exactly the packet's size holding the bytes received so far.
 /// * `Err(_)`: the connection must end (with the reason code the error maps to, for MQTT 5). A
 ///   packet above [`DecodeContext::maximum_packet_size`] is refused as soon as its fixed header
 ///   (at most 5 bytes) is in, so nothing larger than the limit is ever buffered.
@@ -85,10 +93,19 @@ pub fn decode(buf: &mut BytesMut, context: &DecodeContext) -> Result<Option<Pack
     };
     let size = header.packet_size();
     if size > context.maximum_packet_size as usize {
-        return Err(DecodeError::PacketTooLarge { size, maximum: context.maximum_packet_size });
+        return Err(DecodeError::PacketTooLarge {
+            size,
+            maximum: context.maximum_packet_size,
+        });
     }
     if buf.len() < size {
-        buf.reserve(size - buf.len());
+        if buf.capacity() < size {
+            // Room for exactly this packet (at most the maximum packet size): `reserve` would
+            // round up to twice the current capacity.
+            let mut exact = BytesMut::with_capacity(size);
+            exact.extend_from_slice(buf);
+            *buf = exact;
+        }
         return Ok(None);
     }
     let mut frame = buf.split_to(size).freeze();
@@ -118,7 +135,10 @@ pub fn decode(buf: &mut BytesMut, context: &DecodeContext) -> Result<Option<Pack
         PacketType::Disconnect => Packet::Disconnect(Disconnect::decode(reader, protocol)?),
         PacketType::Auth if protocol.is_v5() => Packet::Auth(Auth::decode(reader)?),
         PacketType::Auth => {
-            return Err(Malformed::PacketTypeNotInProtocol { packet: PacketType::Auth }.into());
+            return Err(Malformed::PacketTypeNotInProtocol {
+                packet: PacketType::Auth,
+            }
+            .into());
         }
     };
     Ok(Some(packet))
@@ -144,13 +164,17 @@ fn packet_len(body: &dyn Body, protocol: Protocol) -> usize {
     1 + variable_byte_integer_len(len) + len
 }
 
-fn encode_packet(body: &dyn Body, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
+fn encode_packet(
+    body: &dyn Body,
+    protocol: Protocol,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
     let start = out.len();
     let len = body.body_len(protocol);
     out.reserve(1 + variable_byte_integer_len(len) + len);
     out.put_u8(((body.packet_type() as u8) << 4) | body.flags());
-    let result = put_variable_byte_integer_checked(out, len)
-        .and_then(|()| body.encode_body(protocol, out));
+    let result =
+        put_variable_byte_integer_checked(out, len).and_then(|()| body.encode_body(protocol, out));
     if result.is_err() {
         // Leave nothing half-written behind.
         out.truncate(start);
@@ -180,8 +204,19 @@ macro_rules! encodable {
 }
 
 encodable!(
-    Connect, ConnAck, Publish, PubAck, PubRec, PubRel, PubComp, Subscribe, SubAck, Unsubscribe,
-    UnsubAck, Disconnect, Auth
+    Connect,
+    ConnAck,
+    Publish,
+    PubAck,
+    PubRec,
+    PubRel,
+    PubComp,
+    Subscribe,
+    SubAck,
+    Unsubscribe,
+    UnsubAck,
+    Disconnect,
+    Auth
 );
 
 /// PINGREQ and PINGRESP have no body.
@@ -249,8 +284,18 @@ macro_rules! from_packet {
 }
 
 from_packet!(
-    ConnAck, Publish, PubAck, PubRec, PubRel, PubComp, Subscribe, SubAck, Unsubscribe, UnsubAck,
-    Disconnect, Auth
+    ConnAck,
+    Publish,
+    PubAck,
+    PubRec,
+    PubRel,
+    PubComp,
+    Subscribe,
+    SubAck,
+    Unsubscribe,
+    UnsubAck,
+    Disconnect,
+    Auth
 );
 
 impl From<Connect> for Packet {

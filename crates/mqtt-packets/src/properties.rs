@@ -11,8 +11,12 @@ use std::num::{NonZeroU16, NonZeroU32};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::data::{self, Reader};
-use crate::varint::{VARIABLE_BYTE_INTEGER_MAX, put_variable_byte_integer, variable_byte_integer_len};
-use crate::{DecodeError, EncodeError, Malformed, MqttString, ProtocolViolation, QoS, UserProperty};
+use crate::varint::{
+    VARIABLE_BYTE_INTEGER_MAX, put_variable_byte_integer, variable_byte_integer_len,
+};
+use crate::{
+    DecodeError, EncodeError, Malformed, MqttString, ProtocolViolation, QoS, UserProperty,
+};
 
 macro_rules! property_ids {
     ($( $(#[$doc:meta])* $name:ident = $value:literal, $text:literal; )*) => {
@@ -305,7 +309,11 @@ fn set_once<T: PropertyValue>(
     reader: &mut Reader,
 ) -> Result<(), DecodeError> {
     if slot.is_some() {
-        return Err(ProtocolViolation::DuplicateProperty { property: id, context }.into());
+        return Err(ProtocolViolation::DuplicateProperty {
+            property: id,
+            context,
+        }
+        .into());
     }
     *slot = Some(T::decode(id, reader)?);
     Ok(())
@@ -320,9 +328,12 @@ pub(crate) fn property_block(reader: &mut Reader) -> Result<Reader, DecodeError>
 fn read_id(reader: &mut Reader, context: &'static str) -> Result<PropertyId, DecodeError> {
     // Property ids are Variable Byte Integers (§2.2.2.2), though all fit in one byte.
     let raw = reader.variable_byte_integer("property identifier")?;
-    PropertyId::from_u32(raw).ok_or_else(|| Malformed::PropertyNotAllowed { id: raw, context }.into())
+    PropertyId::from_u32(raw)
+        .ok_or_else(|| Malformed::PropertyNotAllowed { id: raw, context }.into())
 }
 
+/// Generates a property set: `for ""` names errors after the packet being decoded, any other
+/// literal (Will properties) names them with that literal.
 macro_rules! property_set {
     (
         $(#[$meta:meta])*
@@ -349,13 +360,16 @@ macro_rules! property_set {
 
             /// Reads a Property Length and the properties it covers.
             pub(crate) fn decode(reader: &mut Reader) -> Result<Self, DecodeError> {
+                // The error context: the packet's name, or the literal for Will properties.
+                let context: &'static str =
+                    if $context.is_empty() { reader.packet().name() } else { $context };
                 let mut block = property_block(reader)?;
                 let mut properties = Self::default();
                 while !block.is_empty() {
-                    let id = read_id(&mut block, $context)?;
+                    let id = read_id(&mut block, context)?;
                     match id {
                         $( PropertyId::$id => {
-                            set_once(&mut properties.$field, id, $context, &mut block)?
+                            set_once(&mut properties.$field, id, context, &mut block)?
                         } )*
                         $( PropertyId::$rid => {
                             properties.$rfield.push(<$rty>::decode(id, &mut block)?)
@@ -367,7 +381,7 @@ macro_rules! property_set {
                         other => {
                             return Err(Malformed::PropertyNotAllowed {
                                 id: other as u32,
-                                context: $context,
+                                context,
                             }
                             .into())
                         }
@@ -420,7 +434,7 @@ macro_rules! property_set {
 
 property_set! {
     /// CONNECT properties (§3.1.2.11).
-    ConnectProperties for "CONNECT" {
+    ConnectProperties for "" {
         /// Session Expiry Interval (0x11), seconds; absent means 0, `u32::MAX` never expires.
         session_expiry_interval: u32 = SessionExpiryInterval,
         /// Receive Maximum (0x21); absent means 65,535.
@@ -460,7 +474,7 @@ property_set! {
 
 property_set! {
     /// CONNACK properties (§3.2.2.3).
-    ConnAckProperties for "CONNACK" {
+    ConnAckProperties for "" {
         /// Session Expiry Interval (0x11) the server uses, when it differs from the client's.
         session_expiry_interval: u32 = SessionExpiryInterval,
         /// Receive Maximum (0x21) of the server; absent means 65,535.
@@ -498,7 +512,7 @@ property_set! {
 
 property_set! {
     /// PUBLISH properties (§3.3.2.3).
-    PublishProperties for "PUBLISH" {
+    PublishProperties for "" {
         /// Payload Format Indicator (0x01).
         payload_format_indicator: PayloadFormatIndicator = PayloadFormatIndicator,
         /// Message Expiry Interval (0x02), seconds.
@@ -521,7 +535,7 @@ property_set! {
 
 property_set! {
     /// Properties of PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK and UNSUBACK.
-    AckProperties for "acknowledgement" {
+    AckProperties for "" {
         /// Reason String (0x1F).
         reason_string: MqttString = ReasonString,
     }
@@ -529,7 +543,7 @@ property_set! {
 
 property_set! {
     /// SUBSCRIBE properties (§3.8.2.1).
-    SubscribeProperties for "SUBSCRIBE" {
+    SubscribeProperties for "" {
         /// Subscription Identifier (0x0B): 1 to 268,435,455.
         subscription_identifier: NonZeroU32 = SubscriptionIdentifier,
     }
@@ -537,12 +551,12 @@ property_set! {
 
 property_set! {
     /// UNSUBSCRIBE properties (§3.10.2.1): only User Properties.
-    UnsubscribeProperties for "UNSUBSCRIBE" {}
+    UnsubscribeProperties for "" {}
 }
 
 property_set! {
     /// DISCONNECT properties (§3.14.2.2).
-    DisconnectProperties for "DISCONNECT" {
+    DisconnectProperties for "" {
         /// Session Expiry Interval (0x11); client to server only [MQTT-3.14.2-2].
         session_expiry_interval: u32 = SessionExpiryInterval,
         /// Reason String (0x1F).
@@ -554,7 +568,7 @@ property_set! {
 
 property_set! {
     /// AUTH properties (§3.15.2.2).
-    AuthProperties for "AUTH" {
+    AuthProperties for "" {
         /// Authentication Method (0x15); required.
         authentication_method: MqttString = AuthenticationMethod,
         /// Authentication Data (0x16).
@@ -569,7 +583,10 @@ mod tests {
     use super::*;
     use crate::PacketType;
 
-    fn decode<T>(bytes: &'static [u8], f: fn(&mut Reader) -> Result<T, DecodeError>) -> Result<T, DecodeError> {
+    fn decode<T>(
+        bytes: &'static [u8],
+        f: fn(&mut Reader) -> Result<T, DecodeError>,
+    ) -> Result<T, DecodeError> {
         let mut reader = Reader::new(Bytes::from_static(bytes), PacketType::Publish);
         f(&mut reader)
     }
@@ -581,7 +598,11 @@ mod tests {
             PublishProperties::decode,
         )
         .unwrap();
-        let names: Vec<&str> = props.user_properties.iter().map(|p| p.name.as_str()).collect();
+        let names: Vec<&str> = props
+            .user_properties
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
         assert_eq!(names, ["b", "a"]);
     }
 
@@ -602,7 +623,11 @@ mod tests {
     #[test]
     fn subscription_identifier_may_repeat_in_publish() {
         let props = decode(b"\x05\x0B\x01\x0B\x80\x01", PublishProperties::decode).unwrap();
-        let ids: Vec<u32> = props.subscription_identifiers.iter().map(|id| id.get()).collect();
+        let ids: Vec<u32> = props
+            .subscription_identifiers
+            .iter()
+            .map(|id| id.get())
+            .collect();
         assert_eq!(ids, [1, 128]);
         assert_eq!(props.len(), 5);
     }
@@ -614,7 +639,14 @@ mod tests {
         assert_eq!(error.reason_code(), crate::ReasonCode::MALFORMED_PACKET);
         // An id that does not exist.
         let error = decode(b"\x01\x7F", PublishProperties::decode).unwrap_err();
-        assert_eq!(error, Malformed::PropertyNotAllowed { id: 0x7F, context: "PUBLISH" }.into());
+        assert_eq!(
+            error,
+            Malformed::PropertyNotAllowed {
+                id: 0x7F,
+                context: "PUBLISH"
+            }
+            .into()
+        );
     }
 
     #[test]
@@ -626,6 +658,9 @@ mod tests {
     #[test]
     fn property_length_beyond_the_packet_is_malformed() {
         let error = decode(b"\x05\x01\x01", PublishProperties::decode).unwrap_err();
-        assert!(matches!(error, DecodeError::Malformed(Malformed::UnexpectedEnd { .. })));
+        assert!(matches!(
+            error,
+            DecodeError::Malformed(Malformed::UnexpectedEnd { .. })
+        ));
     }
 }

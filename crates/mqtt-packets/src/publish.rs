@@ -34,7 +34,11 @@ pub struct Publish {
 impl Publish {
     /// A QoS 0 PUBLISH without properties.
     pub fn new(topic: MqttString, payload: impl Into<Bytes>) -> Self {
-        Self { topic, payload: payload.into(), ..Self::default() }
+        Self {
+            topic,
+            payload: payload.into(),
+            ..Self::default()
+        }
     }
 
     pub(crate) fn decode(
@@ -43,28 +47,44 @@ impl Publish {
         protocol: Protocol,
     ) -> Result<Self, DecodeError> {
         let dup = flags & 0x08 != 0;
-        let qos = QoS::from_u8((flags >> 1) & 0x03)
-            .ok_or(Malformed::InvalidQoS { field: "PUBLISH QoS" })?;
+        let qos = QoS::from_u8((flags >> 1) & 0x03).ok_or(Malformed::InvalidQoS {
+            field: "PUBLISH QoS",
+        })?;
         let retain = flags & 0x01 != 0;
         if dup && qos == QoS::AtMostOnce {
             return Err(ProtocolViolation::DupOnQoS0.into());
         }
         let topic = reader.string("topic name")?;
-        let packet_id = if qos == QoS::AtMostOnce { None } else { Some(reader.packet_id()?) };
+        let packet_id = if qos == QoS::AtMostOnce {
+            None
+        } else {
+            Some(reader.packet_id()?)
+        };
         let properties = if protocol.is_v5() {
             PublishProperties::decode(&mut reader)?
         } else {
             PublishProperties::default()
         };
         if has_wildcard(&topic) {
-            return Err(ProtocolViolation::WildcardInTopicName { topic: topic.to_string() }.into());
+            return Err(ProtocolViolation::WildcardInTopicName {
+                topic: topic.to_string(),
+            }
+            .into());
         }
         if topic.is_empty() && properties.topic_alias.is_none() {
             return Err(ProtocolViolation::EmptyTopicName.into());
         }
         reject_wildcard_response_topic(properties.response_topic.as_ref())?;
         let payload = reader.rest();
-        Ok(Self { dup, qos, retain, topic, packet_id, payload, properties })
+        Ok(Self {
+            dup,
+            qos,
+            retain,
+            topic,
+            packet_id,
+            payload,
+            properties,
+        })
     }
 }
 
@@ -83,9 +103,10 @@ pub(crate) fn reject_wildcard_response_topic(
     response_topic: Option<&MqttString>,
 ) -> Result<(), DecodeError> {
     match response_topic {
-        Some(topic) if has_wildcard(topic) => {
-            Err(ProtocolViolation::WildcardInResponseTopic { topic: topic.to_string() }.into())
+        Some(topic) if has_wildcard(topic) => Err(ProtocolViolation::WildcardInResponseTopic {
+            topic: topic.to_string(),
         }
+        .into()),
         _ => Ok(()),
     }
 }
@@ -102,7 +123,11 @@ impl Body for Publish {
     fn body_len(&self, protocol: Protocol) -> usize {
         data::string_len(&self.topic)
             + if self.packet_id.is_some() { 2 } else { 0 }
-            + if protocol.is_v5() { self.properties.block_len() } else { 0 }
+            + if protocol.is_v5() {
+                self.properties.block_len()
+            } else {
+                0
+            }
             + self.payload.len()
     }
 

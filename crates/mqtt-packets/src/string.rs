@@ -163,7 +163,10 @@ mod tests {
     #[test]
     fn rejects_null_and_overlong() {
         assert_eq!(MqttString::new("a\0b"), Err(InvalidString::NullCharacter));
-        assert_eq!(MqttString::new("x".repeat(65_536)), Err(InvalidString::TooLong(65_536)));
+        assert_eq!(
+            MqttString::new("x".repeat(65_536)),
+            Err(InvalidString::TooLong(65_536))
+        );
         assert!(MqttString::new("x".repeat(65_535)).is_ok());
     }
 

@@ -5,8 +5,8 @@ use bytes::{BufMut, BytesMut};
 use crate::data::{self, Reader};
 use crate::packet::Body;
 use crate::{
-    AckProperties, DecodeError, EncodeError, Malformed, MqttString, PacketId, PacketType,
-    Protocol, ProtocolViolation, QoS, ReasonCode, SubscribeProperties,
+    AckProperties, DecodeError, EncodeError, Malformed, MqttString, PacketId, PacketType, Protocol,
+    ProtocolViolation, QoS, ReasonCode, SubscribeProperties,
 };
 
 /// A SUBSCRIBE packet.
@@ -33,7 +33,13 @@ pub struct Subscription {
 impl Subscription {
     /// A subscription with default options at this maximum QoS.
     pub fn new(filter: MqttString, maximum_qos: QoS) -> Self {
-        Self { filter, options: SubscriptionOptions { maximum_qos, ..SubscriptionOptions::default() } }
+        Self {
+            filter,
+            options: SubscriptionOptions {
+                maximum_qos,
+                ..SubscriptionOptions::default()
+            },
+        }
     }
 }
 
@@ -84,7 +90,10 @@ impl SubscriptionOptions {
             return Err(if protocol.is_v5() {
                 ProtocolViolation::SubscriptionQoS3.into()
             } else {
-                Malformed::InvalidQoS { field: "requested QoS" }.into()
+                Malformed::InvalidQoS {
+                    field: "requested QoS",
+                }
+                .into()
             });
         };
         let retain_handling = match (byte >> 4) & 0x03 {
@@ -105,7 +114,11 @@ impl SubscriptionOptions {
 impl Subscribe {
     /// A SUBSCRIBE for these subscriptions, without properties.
     pub fn new(packet_id: PacketId, subscriptions: Vec<Subscription>) -> Self {
-        Self { packet_id, subscriptions, properties: SubscribeProperties::default() }
+        Self {
+            packet_id,
+            subscriptions,
+            properties: SubscribeProperties::default(),
+        }
     }
 
     pub(crate) fn decode(mut reader: Reader, protocol: Protocol) -> Result<Self, DecodeError> {
@@ -118,13 +131,18 @@ impl Subscribe {
         let mut subscriptions = Vec::new();
         while !reader.is_empty() {
             let filter = reader.string("topic filter")?;
-            let options = SubscriptionOptions::from_byte(reader.u8("subscription options")?, protocol)?;
+            let options =
+                SubscriptionOptions::from_byte(reader.u8("subscription options")?, protocol)?;
             subscriptions.push(Subscription { filter, options });
         }
         if subscriptions.is_empty() {
             return Err(ProtocolViolation::EmptySubscribe.into());
         }
-        Ok(Self { packet_id, subscriptions, properties })
+        Ok(Self {
+            packet_id,
+            subscriptions,
+            properties,
+        })
     }
 }
 
@@ -134,13 +152,22 @@ impl Body for Subscribe {
     }
 
     fn body_len(&self, protocol: Protocol) -> usize {
-        2 + if protocol.is_v5() { self.properties.block_len() } else { 0 }
-            + self.subscriptions.iter().map(|s| data::string_len(&s.filter) + 1).sum::<usize>()
+        2 + if protocol.is_v5() {
+            self.properties.block_len()
+        } else {
+            0
+        } + self
+            .subscriptions
+            .iter()
+            .map(|s| data::string_len(&s.filter) + 1)
+            .sum::<usize>()
     }
 
     fn encode_body(&self, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
         if self.subscriptions.is_empty() {
-            return Err(EncodeError::NoTopicFilters { packet: PacketType::Subscribe });
+            return Err(EncodeError::NoTopicFilters {
+                packet: PacketType::Subscribe,
+            });
         }
         out.put_u16(self.packet_id.get());
         if protocol.is_v5() {
@@ -170,16 +197,26 @@ pub struct SubAck {
 impl SubAck {
     /// A SUBACK with these codes and no properties.
     pub fn new(packet_id: PacketId, reason_codes: Vec<ReasonCode>) -> Self {
-        Self { packet_id, reason_codes, properties: AckProperties::default() }
+        Self {
+            packet_id,
+            reason_codes,
+            properties: AckProperties::default(),
+        }
     }
 
     pub(crate) fn decode(mut reader: Reader, protocol: Protocol) -> Result<Self, DecodeError> {
         let packet_id = reader.packet_id()?;
-        let properties =
-            if protocol.is_v5() { AckProperties::decode(&mut reader)? } else { AckProperties::default() };
+        let properties = if protocol.is_v5() {
+            AckProperties::decode(&mut reader)?
+        } else {
+            AckProperties::default()
+        };
         let bytes = reader.rest();
         if bytes.is_empty() {
-            return Err(ProtocolViolation::EmptyAcknowledgement { packet: PacketType::SubAck }.into());
+            return Err(ProtocolViolation::EmptyAcknowledgement {
+                packet: PacketType::SubAck,
+            }
+            .into());
         }
         let mut reason_codes = Vec::with_capacity(bytes.len());
         for &code in bytes.iter() {
@@ -189,11 +226,19 @@ impl SubAck {
                 matches!(code, 0x00 | 0x01 | 0x02 | 0x80)
             };
             if !allowed {
-                return Err(ProtocolViolation::InvalidReasonCode { packet: PacketType::SubAck, code }.into());
+                return Err(ProtocolViolation::InvalidReasonCode {
+                    packet: PacketType::SubAck,
+                    code,
+                }
+                .into());
             }
             reason_codes.push(ReasonCode(code));
         }
-        Ok(Self { packet_id, reason_codes, properties })
+        Ok(Self {
+            packet_id,
+            reason_codes,
+            properties,
+        })
     }
 }
 
@@ -203,7 +248,11 @@ impl Body for SubAck {
     }
 
     fn body_len(&self, protocol: Protocol) -> usize {
-        2 + if protocol.is_v5() { self.properties.block_len() } else { 0 } + self.reason_codes.len()
+        2 + if protocol.is_v5() {
+            self.properties.block_len()
+        } else {
+            0
+        } + self.reason_codes.len()
     }
 
     fn encode_body(&self, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
@@ -212,7 +261,11 @@ impl Body for SubAck {
             self.properties.encode(out)?;
         }
         for code in &self.reason_codes {
-            let value = if protocol.is_v5() || !code.is_error() { code.value() } else { 0x80 };
+            let value = if protocol.is_v5() || !code.is_error() {
+                code.value()
+            } else {
+                0x80
+            };
             out.put_u8(value);
         }
         Ok(())

@@ -24,7 +24,11 @@ pub struct Unsubscribe {
 impl Unsubscribe {
     /// An UNSUBSCRIBE for these filters, without properties.
     pub fn new(packet_id: PacketId, filters: Vec<MqttString>) -> Self {
-        Self { packet_id, filters, properties: UnsubscribeProperties::default() }
+        Self {
+            packet_id,
+            filters,
+            properties: UnsubscribeProperties::default(),
+        }
     }
 
     pub(crate) fn decode(mut reader: Reader, protocol: Protocol) -> Result<Self, DecodeError> {
@@ -41,7 +45,11 @@ impl Unsubscribe {
         if filters.is_empty() {
             return Err(ProtocolViolation::EmptyUnsubscribe.into());
         }
-        Ok(Self { packet_id, filters, properties })
+        Ok(Self {
+            packet_id,
+            filters,
+            properties,
+        })
     }
 }
 
@@ -51,13 +59,18 @@ impl Body for Unsubscribe {
     }
 
     fn body_len(&self, protocol: Protocol) -> usize {
-        2 + if protocol.is_v5() { self.properties.block_len() } else { 0 }
-            + self.filters.iter().map(data::string_len).sum::<usize>()
+        2 + if protocol.is_v5() {
+            self.properties.block_len()
+        } else {
+            0
+        } + self.filters.iter().map(data::string_len).sum::<usize>()
     }
 
     fn encode_body(&self, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
         if self.filters.is_empty() {
-            return Err(EncodeError::NoTopicFilters { packet: PacketType::Unsubscribe });
+            return Err(EncodeError::NoTopicFilters {
+                packet: PacketType::Unsubscribe,
+            });
         }
         out.put_u16(self.packet_id.get());
         if protocol.is_v5() {
@@ -87,7 +100,11 @@ pub struct UnsubAck {
 impl UnsubAck {
     /// An UNSUBACK with these codes and no properties.
     pub fn new(packet_id: PacketId, reason_codes: Vec<ReasonCode>) -> Self {
-        Self { packet_id, reason_codes, properties: AckProperties::default() }
+        Self {
+            packet_id,
+            reason_codes,
+            properties: AckProperties::default(),
+        }
     }
 
     pub(crate) fn decode(mut reader: Reader, protocol: Protocol) -> Result<Self, DecodeError> {
@@ -99,20 +116,27 @@ impl UnsubAck {
         let properties = AckProperties::decode(&mut reader)?;
         let bytes = reader.rest();
         if bytes.is_empty() {
-            return Err(
-                ProtocolViolation::EmptyAcknowledgement { packet: PacketType::UnsubAck }.into()
-            );
+            return Err(ProtocolViolation::EmptyAcknowledgement {
+                packet: PacketType::UnsubAck,
+            }
+            .into());
         }
         let mut reason_codes = Vec::with_capacity(bytes.len());
         for &code in bytes.iter() {
             if !ReasonCode(code).is_allowed_in(PacketType::UnsubAck) {
-                return Err(
-                    ProtocolViolation::InvalidReasonCode { packet: PacketType::UnsubAck, code }.into()
-                );
+                return Err(ProtocolViolation::InvalidReasonCode {
+                    packet: PacketType::UnsubAck,
+                    code,
+                }
+                .into());
             }
             reason_codes.push(ReasonCode(code));
         }
-        Ok(Self { packet_id, reason_codes, properties })
+        Ok(Self {
+            packet_id,
+            reason_codes,
+            properties,
+        })
     }
 }
 

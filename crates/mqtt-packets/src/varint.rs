@@ -77,7 +77,10 @@ mod tests {
             put_variable_byte_integer(&mut out, value as usize);
             assert_eq!(out, bytes, "encoding {value}");
             assert_eq!(variable_byte_integer_len(value as usize), bytes.len());
-            assert_eq!(read_variable_byte_integer(bytes), Ok(Some((value, bytes.len()))));
+            assert_eq!(
+                read_variable_byte_integer(bytes),
+                Ok(Some((value, bytes.len())))
+            );
         }
     }
 

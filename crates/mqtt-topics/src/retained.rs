@@ -1,0 +1,267 @@
+//! The retained-message index: one value per topic, found by filter.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::RwLock;
+
+use crate::matching::strip_share;
+
+/// Retained messages (or anything else kept per topic name), indexed by topic level so that a
+/// filter with a literal prefix visits only that part of the tree.
+///
+/// One `RwLock` guards the tree: lookups happen on SUBSCRIBE and writes on retained PUBLISH, both
+/// far rarer than routing, and a lookup holds the read lock only while it walks.
+#[derive(Debug)]
+pub struct RetainedIndex<V> {
+    root: RwLock<Node<V>>,
+    len: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Node<V> {
+    children: HashMap<Box<str>, Node<V>>,
+    value: Option<(Arc<str>, V)>,
+}
+
+impl<V> Default for Node<V> {
+    fn default() -> Self {
+        Self {
+            children: HashMap::new(),
+            value: None,
+        }
+    }
+}
+
+impl<V> Node<V> {
+    fn count(&self) -> usize {
+        1 + self.children.values().map(Node::count).sum::<usize>()
+    }
+}
+
+impl<V: Clone> Default for RetainedIndex<V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<V: Clone> RetainedIndex<V> {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self {
+            root: RwLock::new(Node::default()),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    /// Sets the value of `topic` (a valid Topic Name) and returns the previous one
+    /// [MQTT-3.3.1-5].
+    pub fn set(&self, topic: &str, value: V) -> Option<V> {
+        let mut root = self.root.write();
+        let mut node = &mut *root;
+        for level in topic.split('/') {
+            node = node.children.entry(Box::from(level)).or_default();
+        }
+        let previous = node
+            .value
+            .replace((Arc::from(topic), value))
+            .map(|(_, value)| value);
+        if previous.is_none() {
+            self.len.fetch_add(1, Ordering::Relaxed);
+        }
+        previous
+    }
+
+    /// Removes the value of `topic` and returns it; nodes left empty are freed
+    /// [MQTT-3.3.1-6].
+    pub fn remove(&self, topic: &str) -> Option<V> {
+        fn remove_at<'a, V>(
+            node: &mut Node<V>,
+            mut levels: impl Iterator<Item = &'a str>,
+        ) -> Option<V> {
+            match levels.next() {
+                None => node.value.take().map(|(_, value)| value),
+                Some(level) => {
+                    let child = node.children.get_mut(level)?;
+                    let removed = remove_at(child, levels);
+                    if child.value.is_none() && child.children.is_empty() {
+                        node.children.remove(level);
+                    }
+                    removed
+                }
+            }
+        }
+        let removed = remove_at(&mut self.root.write(), topic.split('/'));
+        if removed.is_some() {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    /// The value of exactly `topic`.
+    pub fn get(&self, topic: &str) -> Option<V> {
+        let root = self.root.read();
+        let mut node = &*root;
+        for level in topic.split('/') {
+            node = node.children.get(level)?;
+        }
+        node.value.as_ref().map(|(_, value)| value.clone())
+    }
+
+    /// Every (topic, value) whose topic matches `filter`, agreeing with [`crate::matches`]: a
+    /// wildcard first level skips `$` topics [MQTT-4.7.2-1]. Literal levels are looked up, not
+    /// scanned. Order is unspecified.
+    pub fn matching(&self, filter: &str) -> Vec<(Arc<str>, V)> {
+        let mut out = Vec::new();
+        walk(&self.root.read(), true, Some(strip_share(filter)), &mut out);
+        out
+    }
+
+    /// Keeps only the entries for which `keep` returns true (e.g. to drop expired messages),
+    /// freeing emptied nodes; returns how many were removed.
+    pub fn retain(&self, mut keep: impl FnMut(&str, &V) -> bool) -> usize {
+        fn prune<V>(node: &mut Node<V>, keep: &mut dyn FnMut(&str, &V) -> bool) -> usize {
+            let mut removed = 0;
+            if let Some((topic, value)) = &node.value
+                && !keep(topic, value)
+            {
+                node.value = None;
+                removed += 1;
+            }
+            node.children.retain(|_, child| {
+                removed += prune(child, keep);
+                child.value.is_some() || !child.children.is_empty()
+            });
+            removed
+        }
+        let removed = prune(&mut self.root.write(), &mut keep);
+        self.len.fetch_sub(removed, Ordering::Relaxed);
+        removed
+    }
+
+    /// The number of topics with a value.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Whether no topic has a value.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The number of nodes, 1 when empty. For tests and metrics.
+    pub fn node_count(&self) -> usize {
+        self.root.read().count()
+    }
+}
+
+fn push_subtree<V: Clone>(node: &Node<V>, out: &mut Vec<(Arc<str>, V)>) {
+    if let Some((topic, value)) = &node.value {
+        out.push((topic.clone(), value.clone()));
+    }
+    for child in node.children.values() {
+        push_subtree(child, out);
+    }
+}
+
+fn walk<V: Clone>(node: &Node<V>, root: bool, rest: Option<&str>, out: &mut Vec<(Arc<str>, V)>) {
+    let Some(rest) = rest else {
+        if let Some((topic, value)) = &node.value {
+            out.push((topic.clone(), value.clone()));
+        }
+        return;
+    };
+    let (level, next) = match rest.split_once('/') {
+        Some((level, next)) => (level, Some(next)),
+        None => (rest, None),
+    };
+    // Wildcards at the first level do not reach `$` topics [MQTT-4.7.2-1].
+    let visible = |name: &str| !(root && name.starts_with('$'));
+    match level {
+        "#" => {
+            // `a/#` also matches `a` itself [MQTT-4.7.1-1].
+            if let Some((topic, value)) = &node.value {
+                out.push((topic.clone(), value.clone()));
+            }
+            for (name, child) in &node.children {
+                if visible(name) {
+                    push_subtree(child, out);
+                }
+            }
+        }
+        "+" => {
+            for (name, child) in &node.children {
+                if visible(name) {
+                    walk(child, false, next, out);
+                }
+            }
+        }
+        literal => {
+            if let Some(child) = node.children.get(literal) {
+                walk(child, false, next, out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics(index: &RetainedIndex<u32>, filter: &str) -> Vec<String> {
+        let mut topics: Vec<String> = index
+            .matching(filter)
+            .into_iter()
+            .map(|(topic, _)| topic.to_string())
+            .collect();
+        topics.sort();
+        topics
+    }
+
+    #[test]
+    fn finds_by_filter() {
+        let index = RetainedIndex::new();
+        for (i, topic) in ["a", "a/b", "a/b/c", "a//c", "$SYS/x", "b/c", "/"]
+            .iter()
+            .enumerate()
+        {
+            index.set(topic, i as u32);
+        }
+        assert_eq!(
+            topics(&index, "#"),
+            ["/", "a", "a//c", "a/b", "a/b/c", "b/c"]
+        );
+        assert_eq!(topics(&index, "a/#"), ["a", "a//c", "a/b", "a/b/c"]);
+        assert_eq!(topics(&index, "a/+/c"), ["a//c", "a/b/c"]);
+        assert_eq!(topics(&index, "+"), ["a"]);
+        assert_eq!(topics(&index, "+/+"), ["/", "a/b", "b/c"]);
+        assert_eq!(topics(&index, "$SYS/#"), ["$SYS/x"]);
+        assert_eq!(topics(&index, "a/b"), ["a/b"]);
+        assert_eq!(topics(&index, "$share/g/a/b"), ["a/b"]);
+    }
+
+    #[test]
+    fn set_replaces_and_remove_frees_nodes() {
+        let index = RetainedIndex::new();
+        assert_eq!(index.set("a/b/c", 1), None);
+        assert_eq!(index.set("a/b/c", 2), Some(1));
+        assert_eq!(index.get("a/b/c"), Some(2));
+        assert_eq!(index.len(), 1);
+        assert_eq!(index.remove("a/b"), None);
+        assert_eq!(index.remove("a/b/c"), Some(2));
+        assert!(index.is_empty());
+        assert_eq!(index.node_count(), 1);
+    }
+
+    #[test]
+    fn retain_drops_and_prunes() {
+        let index = RetainedIndex::new();
+        for i in 0..10u32 {
+            index.set(&format!("t/{i}/x"), i);
+        }
+        assert_eq!(index.retain(|_, value| value % 2 == 0), 5);
+        assert_eq!(index.len(), 5);
+        assert_eq!(index.node_count(), 1 + 1 + 5 + 5);
+    }
+}
