@@ -17,7 +17,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         payload: "offline".into(),
         qos: QoS::AtLeastOnce,
         retain: true,
-        properties: WillProperties { will_delay_interval: Some(5), ..WillProperties::default() },
+        properties: WillProperties {
+            will_delay_interval: Some(5),
+            ..WillProperties::default()
+        },
     });
 
     let mut wire = BytesMut::new();

@@ -1,6 +1,8 @@
 //! Micro-benchmarks of the codec: a 3.1.1 and a 5.0 QoS 1 PUBLISH with a 64-byte payload, and an
 //! MQTT 5 CONNECT with properties. Run with `cargo bench -p mqtt-packets`.
 
+#![allow(missing_docs, clippy::indexing_slicing, clippy::unwrap_used)]
+
 use std::hint::black_box;
 use std::num::{NonZeroU16, NonZeroU32};
 use std::time::{Duration, Instant};

@@ -164,18 +164,27 @@ impl Malformed {
         Some(match self {
             Self::InvalidFixedHeaderFlags { .. } => "MQTT-2.1.3-1",
             Self::VariableByteIntegerTooLong => "MQTT-1.5.5-1",
-            Self::TrailingBytes { .. } => "MQTT-3.1.3-1",
+            Self::TrailingBytes {
+                packet: PacketType::Connect,
+                ..
+            } => "MQTT-3.1.3-1",
             Self::InvalidUtf8 { .. } => "MQTT-1.5.4-1",
             Self::NullCharacter { .. } => "MQTT-1.5.4-2",
+            Self::InvalidQoS { field: "Will QoS" } => "MQTT-3.1.2-12",
+            Self::InvalidQoS {
+                field: "requested QoS",
+            } => "MQTT-3-8.3-4 of 3.1.1",
             Self::InvalidQoS { .. } => "MQTT-3.3.1-4",
             Self::ConnectReservedFlag => "MQTT-3.1.2-3",
             Self::WillFlagsWithoutWill => "MQTT-3.1.2-11",
-            Self::PasswordWithoutUserName => "MQTT-3.1.2-22",
+            Self::PasswordWithoutUserName => "MQTT-3.1.2-22 of 3.1.1",
             Self::ConnAckReservedFlags => "MQTT-3.2.2-1",
+            // The v5 statement; at 3.1.1 the same rule is [MQTT-3-8.3-4].
             Self::SubscriptionOptionsReserved { .. } => "MQTT-3.8.3-5",
             Self::PacketIdentifierZero { .. } => "MQTT-2.2.1-3",
             Self::ReservedPacketType
             | Self::PacketTypeNotInProtocol { .. }
+            | Self::TrailingBytes { .. }
             | Self::UnexpectedEnd { .. }
             | Self::PropertyNotAllowed { .. } => return None,
         })
@@ -259,6 +268,10 @@ pub enum ProtocolViolation {
         /// The topic as sent.
         topic: String,
     },
+    /// An empty Response Topic: it is used as a Topic Name, which has at least one character
+    /// [MQTT-4.7.3-1].
+    #[error("empty response topic [MQTT-4.7.3-1]")]
+    EmptyResponseTopic,
     /// DUP set on a QoS 0 PUBLISH [MQTT-3.3.1-2].
     #[error("DUP flag on a QoS 0 PUBLISH [MQTT-3.3.1-2]")]
     DupOnQoS0,
@@ -277,13 +290,28 @@ impl ProtocolViolation {
     pub fn spec_statement(&self) -> Option<&'static str> {
         Some(match self {
             Self::TopicAliasZero => "MQTT-3.3.2-8",
-            Self::InvalidReasonCode { .. } => "MQTT-3.2.2-8",
+            Self::InvalidReasonCode { packet, .. } => match packet {
+                PacketType::ConnAck => "MQTT-3.2.2-8",
+                PacketType::PubAck => "MQTT-3.4.2-1",
+                PacketType::PubRec => "MQTT-3.5.2-1",
+                PacketType::PubRel => "MQTT-3.6.2-1",
+                PacketType::PubComp => "MQTT-3.7.2-1",
+                PacketType::SubAck => "MQTT-3.9.3-2",
+                PacketType::UnsubAck => "MQTT-3.11.3-2",
+                PacketType::Disconnect => "MQTT-3.14.2-1",
+                PacketType::Auth => "MQTT-3.15.2-1",
+                _ => return None,
+            },
             Self::EmptySubscribe => "MQTT-3.8.3-2",
             Self::EmptyUnsubscribe => "MQTT-3.10.3-2",
+            Self::EmptyAcknowledgement {
+                packet: PacketType::UnsubAck,
+            } => "MQTT-3.11.3-1",
             Self::EmptyAcknowledgement { .. } => "MQTT-3.9.3-1",
             Self::WildcardInTopicName { .. } => "MQTT-3.3.2-2",
             Self::InvalidWillTopic { .. } => "MQTT-3.1.3-11",
             Self::WildcardInResponseTopic { .. } => "MQTT-3.3.2-14",
+            Self::EmptyResponseTopic => "MQTT-4.7.3-1",
             Self::DupOnQoS0 => "MQTT-3.3.1-2",
             Self::DuplicateProperty { .. }
             | Self::InvalidPropertyValue { .. }

@@ -98,11 +98,13 @@ pub(crate) fn is_valid_topic_name(topic: &str) -> bool {
     !topic.is_empty() && !has_wildcard(topic)
 }
 
-/// The Response Topic must not contain wildcards [MQTT-3.3.2-14].
+/// The Response Topic is a Topic Name: not empty [MQTT-4.7.3-1] and without wildcards
+/// [MQTT-3.3.2-14].
 pub(crate) fn reject_wildcard_response_topic(
     response_topic: Option<&MqttString>,
 ) -> Result<(), DecodeError> {
     match response_topic {
+        Some(topic) if topic.is_empty() => Err(ProtocolViolation::EmptyResponseTopic.into()),
         Some(topic) if has_wildcard(topic) => Err(ProtocolViolation::WildcardInResponseTopic {
             topic: topic.to_string(),
         }

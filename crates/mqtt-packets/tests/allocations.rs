@@ -2,6 +2,8 @@
 //! are slices of the read buffer. This file holds a single test because the counting allocator
 //! sees every thread of the test binary.
 
+#![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
+
 use std::alloc::System;
 
 use bytes::{Bytes, BytesMut};

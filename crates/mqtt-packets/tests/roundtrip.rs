@@ -69,16 +69,9 @@ fn topic_name() -> impl Strategy<Value = MqttString> {
     })
 }
 
-/// A Response Topic: no wildcards, may be empty.
+/// A Response Topic: a Topic Name, so non-empty and without wildcards [MQTT-4.7.3-1].
 fn response_topic() -> impl Strategy<Value = MqttString> {
-    text().prop_map(|text| {
-        MqttString::new(
-            text.chars()
-                .filter(|c| *c != '+' && *c != '#')
-                .collect::<String>(),
-        )
-        .unwrap()
-    })
+    topic_name()
 }
 
 fn binary(max: usize) -> impl Strategy<Value = Bytes> {

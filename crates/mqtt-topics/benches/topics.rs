@@ -1,6 +1,8 @@
 //! Benchmarks of the subscription trie and the retained index. Run with
 //! `cargo bench -p mqtt-topics`.
 
+#![allow(missing_docs, clippy::indexing_slicing, clippy::unwrap_used)]
+
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -45,12 +47,12 @@ fn trie_benches(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 7919) % 70_000;
             let topic = format!("tenant/{}/device/{i}/telemetry", i % 100);
-            black_box(trie.matches(black_box(&topic), Some("publisher"), &|_| true))
+            black_box(trie.matches(black_box(&topic), Some("publisher"), &|_, _| true))
         })
     });
     let topic = "tenant/42/device/4242/telemetry";
     group.bench_function("match_100k_subscriptions_fixed_topic", |b| {
-        b.iter(|| black_box(trie.matches(black_box(topic), Some("publisher"), &|_| true)))
+        b.iter(|| black_box(trie.matches(black_box(topic), Some("publisher"), &|_, _| true)))
     });
     let client = ClientId::from("bench-client");
     let filters: Vec<String> = (0..1024)

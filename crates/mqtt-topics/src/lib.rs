@@ -26,7 +26,7 @@
 //! trie.insert(&alice, "sensors/#", QoS::AtMostOnce)?;
 //! trie.insert(&ClientId::from("worker-1"), "$share/workers/sensors/#", QoS::AtLeastOnce)?;
 //!
-//! let found = trie.matches("sensors/7/temp", Some("sensor-7"), &|_client| true);
+//! let found = trie.matches("sensors/7/temp", Some("sensor-7"), &|_client, _subscription| true);
 //! let clients: Vec<_> = found.clients().collect();
 //! assert_eq!(clients.len(), 1);
 //! assert_eq!(clients[0].qos(), QoS::AtLeastOnce); // the highest of alice's two subscriptions
@@ -48,7 +48,7 @@ mod validate;
 pub use error::{TopicError, TopicKind};
 pub use matching::matches;
 pub use retained::RetainedIndex;
-pub use shared::ShareStrategy;
+pub use shared::{CustomChooser, ShareStrategy};
 pub use trie::{ClientMatch, Matches, SharedMatch, SubscriptionInfo, SubscriptionTrie};
 pub use validate::{SHARED_PREFIX, TopicFilter, TopicRules, parse_filter, validate_topic_name};
 

@@ -8,6 +8,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::ClientId;
 
+/// A caller's member choice: given the number of members and the publisher's client id, the
+/// index of the first member to try.
+pub type CustomChooser = Arc<dyn Fn(usize, Option<&str>) -> usize + Send + Sync>;
+
 /// How a shared group picks the member that gets a message. Whatever the strategy, members the
 /// caller's predicate rejects (offline clients) are skipped, trying the next member in order.
 #[derive(Clone, Default)]
@@ -25,7 +29,7 @@ pub enum ShareStrategy {
     Sticky,
     /// A function of the caller's: given the number of members and the publisher's client id,
     /// the index of the first member to try.
-    Custom(Arc<dyn Fn(usize, Option<&str>) -> usize + Send + Sync>),
+    Custom(CustomChooser),
 }
 
 impl fmt::Debug for ShareStrategy {
@@ -83,7 +87,7 @@ impl<V> SharedGroup<V> {
         &self,
         strategy: &ShareStrategy,
         publisher: Option<&str>,
-        eligible: &dyn Fn(&str) -> bool,
+        eligible: &dyn Fn(&str, &V) -> bool,
     ) -> Option<(usize, bool)> {
         let count = self.members.len();
         if count == 0 {
@@ -102,7 +106,10 @@ impl<V> SharedGroup<V> {
         };
         for offset in 0..count {
             let index = (start + offset) % count;
-            let accepted = self.members.get(index).is_some_and(|(id, _)| eligible(id));
+            let accepted = self
+                .members
+                .get(index)
+                .is_some_and(|(id, value)| eligible(id, value));
             if accepted {
                 if matches!(strategy, ShareStrategy::Sticky) && offset > 0 {
                     self.cursor.store(index, Ordering::Relaxed);
@@ -172,7 +179,7 @@ mod tests {
         let mut counts = [0; 3];
         for _ in 0..300 {
             let (index, ok) = group
-                .choose(&ShareStrategy::RoundRobin, None, &|_| true)
+                .choose(&ShareStrategy::RoundRobin, None, &|_, _| true)
                 .unwrap();
             assert!(ok);
             counts[index] += 1;
@@ -191,14 +198,14 @@ mod tests {
         ] {
             for _ in 0..50 {
                 let (index, ok) = group
-                    .choose(&strategy, Some("pub"), &|id| id == "b")
+                    .choose(&strategy, Some("pub"), &|id, _| id == "b")
                     .unwrap();
                 assert!(ok);
                 assert_eq!(index, 1, "{strategy:?}");
             }
         }
         let (_, ok) = group
-            .choose(&ShareStrategy::RoundRobin, None, &|_| false)
+            .choose(&ShareStrategy::RoundRobin, None, &|_, _| false)
             .unwrap();
         assert!(!ok);
     }
@@ -207,26 +214,26 @@ mod tests {
     fn sticky_stays_until_rejected() {
         let group = group(&["a", "b", "c"]);
         let first = group
-            .choose(&ShareStrategy::Sticky, None, &|_| true)
+            .choose(&ShareStrategy::Sticky, None, &|_, _| true)
             .unwrap()
             .0;
         for _ in 0..10 {
             assert_eq!(
                 group
-                    .choose(&ShareStrategy::Sticky, None, &|_| true)
+                    .choose(&ShareStrategy::Sticky, None, &|_, _| true)
                     .unwrap()
                     .0,
                 first
             );
         }
         let moved = group
-            .choose(&ShareStrategy::Sticky, None, &|id| id != "a")
+            .choose(&ShareStrategy::Sticky, None, &|id, _| id != "a")
             .unwrap()
             .0;
         assert_ne!(moved, 0);
         assert_eq!(
             group
-                .choose(&ShareStrategy::Sticky, None, &|_| true)
+                .choose(&ShareStrategy::Sticky, None, &|_, _| true)
                 .unwrap()
                 .0,
             moved
@@ -236,10 +243,14 @@ mod tests {
     #[test]
     fn publisher_hash_is_stable() {
         let group = group(&["a", "b", "c", "d"]);
-        let first = group.choose(&ShareStrategy::PublisherHash, Some("sensor-1"), &|_| true);
+        let first = group.choose(&ShareStrategy::PublisherHash, Some("sensor-1"), &|_, _| {
+            true
+        });
         for _ in 0..10 {
             assert_eq!(
-                group.choose(&ShareStrategy::PublisherHash, Some("sensor-1"), &|_| true),
+                group.choose(&ShareStrategy::PublisherHash, Some("sensor-1"), &|_, _| {
+                    true
+                }),
                 first
             );
         }

@@ -218,7 +218,7 @@ struct Collector<'p, V> {
     matches: Matches<V>,
     strategy: &'p ShareStrategy,
     publisher: Option<&'p str>,
-    eligible: &'p dyn Fn(&str) -> bool,
+    eligible: &'p dyn Fn(&str, &V) -> bool,
 }
 
 impl<V: Clone> Collector<'_, V> {
@@ -298,7 +298,7 @@ fn path_of(filter: &str) -> (impl Iterator<Item = &str>, Slot) {
     (walk.into_iter().flat_map(|walk| walk.split('/')), slot)
 }
 
-fn subscribers_at<'n, V>(node: &'n mut Node<V>, slot: Slot) -> &'n mut Subscribers<V> {
+fn subscribers_at<V>(node: &mut Node<V>, slot: Slot) -> &mut Subscribers<V> {
     match slot {
         Slot::Here => &mut node.here,
         Slot::Hash => &mut node.hash,
@@ -483,7 +483,7 @@ impl<V: Clone> SubscriptionTrie<V> {
         &self,
         topic: &str,
         publisher: Option<&str>,
-        eligible: &dyn Fn(&str) -> bool,
+        eligible: &dyn Fn(&str, &V) -> bool,
     ) -> Matches<V> {
         let mut out = Collector {
             matches: Matches::default(),
@@ -571,7 +571,7 @@ mod tests {
     }
 
     fn clients_matching(trie: &SubscriptionTrie<Sub>, topic: &str) -> Vec<String> {
-        trie.matches(topic, None, &|_| true)
+        trie.matches(topic, None, &|_, _| true)
             .clients()
             .map(|c| c.client_id().to_string())
             .collect()
@@ -587,7 +587,7 @@ mod tests {
             .unwrap();
         trie.insert(&client("b"), "sport/tennis/player1", sub(1, 7))
             .unwrap();
-        let matches = trie.matches("sport/tennis/player1", None, &|_| true);
+        let matches = trie.matches("sport/tennis/player1", None, &|_, _| true);
         let clients: Vec<_> = matches.clients().collect();
         assert_eq!(clients.len(), 2);
         let a = clients.iter().find(|c| &**c.client_id() == "a").unwrap();
@@ -645,7 +645,7 @@ mod tests {
         trie.insert(&client("n"), "s/t", sub(0, 0)).unwrap();
         let mut counts = HashMap::new();
         for _ in 0..30 {
-            let matches = trie.matches("s/t", None, &|_| true);
+            let matches = trie.matches("s/t", None, &|_, _| true);
             assert_eq!(matches.shared().len(), 2);
             assert_eq!(matches.client_count(), 1);
             for shared in matches.shared() {
@@ -658,7 +658,7 @@ mod tests {
         assert_eq!(counts.values().copied().collect::<Vec<_>>(), [10, 10, 10]);
         // An offline member is skipped.
         for _ in 0..10 {
-            let matches = trie.matches("s/t", None, &|id| id != "m2");
+            let matches = trie.matches("s/t", None, &|id, _| id != "m2");
             assert!(
                 matches
                     .shared()
