@@ -1,0 +1,1067 @@
+//! One client connection: the CONNECT handshake, the reader (this task) and the writer (its own
+//! task, the only one that touches the socket's write half).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use mqtt_packets::{
+    ConnAck, ConnAckProperties, Connect, DecodeContext, DecodeError, Disconnect, MqttString,
+    Packet, PacketId, Protocol, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, SubAck,
+    UnsubAck, decode,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::hooks::{DropReason, HookEvents};
+use crate::outbound::{Outgoing, PubRecOutcome};
+use crate::server::PublishOutcome;
+use crate::session::{Close, ConnectionHandle, Control, PeerLimits, Session};
+use crate::sys;
+use crate::{ClientInfo, ConnectionInfo, Server};
+
+/// Counts live connections; the last one out wakes `Server::close`.
+struct LiveGuard(Server);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if self.0.inner.live_connections.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.inner.all_closed.notify_waiters();
+        }
+    }
+}
+
+/// Why the reader stopped.
+#[derive(Debug)]
+enum End {
+    /// DISCONNECT from the client; `will` says whether the Will is still published (0x04, or a
+    /// protocol error in the DISCONNECT itself).
+    ClientDisconnect { will: bool },
+    /// The connection failed or the server ended it; the Will is published.
+    Abnormal(String),
+    /// Taken over by a newer connection, or closed by the server: the taker cleans up.
+    Killed,
+}
+
+pub(crate) async fn serve<S>(server: Server, stream: S, connection: ConnectionInfo)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    server.inner.live_connections.fetch_add(1, Ordering::SeqCst);
+    let _guard = LiveGuard(server.clone());
+    sys::add(&server.inner.info.connections_total, 1);
+    if server.inner.closing.load(Ordering::SeqCst) {
+        return;
+    }
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let options = &server.inner.options;
+    let mut buf = BytesMut::with_capacity(options.read_buffer_size);
+    let context = DecodeContext::new(Protocol::V5)
+        .with_maximum_packet_size(options.capabilities.maximum_packet_size);
+
+    // The first packet must be CONNECT, within the connect timeout [MQTT-3.1.0-1].
+    let first = tokio::time::timeout(
+        options.connect_timeout,
+        read_packet(&mut reader, &mut buf, &context, &server),
+    )
+    .await;
+    let connect = match first {
+        Ok(Ok(Some(Packet::Connect(connect)))) => *connect,
+        Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocol { name, level }))) => {
+            // 3.x layout, which any client can parse [MQTT-3.1.2-2].
+            debug!(remote = ?connection.remote, %name, level, "unsupported protocol");
+            writer.write_all(&[0x20, 0x02, 0x00, 0x01]).await.ok();
+            refuse(&server, writer).await;
+            return;
+        }
+        Ok(Ok(Some(other))) => {
+            debug!(remote = ?connection.remote, packet = %other.packet_type(), "first packet is not CONNECT");
+            refuse(&server, writer).await;
+            return;
+        }
+        Ok(Ok(None)) => {
+            refuse(&server, writer).await;
+            return;
+        }
+        Ok(Err(error)) => {
+            debug!(remote = ?connection.remote, %error, "bad CONNECT");
+            if let ReadError::Decode(_) = error {
+                sys::add(&server.inner.info.protocol_errors, 1);
+            }
+            refuse(&server, writer).await;
+            return;
+        }
+        Err(_) => {
+            debug!(remote = ?connection.remote, "no CONNECT before the connect timeout");
+            refuse(&server, writer).await;
+            return;
+        }
+    };
+    let Some(mut connection) = Connection::accept(&server, connect, connection, &mut writer).await
+    else {
+        refuse(&server, writer).await;
+        return;
+    };
+    connection.run(reader, writer, buf).await;
+}
+
+async fn refuse<W: AsyncWrite + Unpin>(server: &Server, mut writer: W) {
+    sys::add(&server.inner.info.connections_refused, 1);
+    writer.shutdown().await.ok();
+}
+
+#[derive(Debug)]
+enum ReadError {
+    Io(std::io::Error),
+    Decode(DecodeError),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(error) => write!(f, "I/O error: {error}"),
+            Self::Decode(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+/// Reads until one packet is decoded; `Ok(None)` at end of stream.
+async fn read_packet<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    context: &DecodeContext,
+    server: &Server,
+) -> Result<Option<Packet>, ReadError> {
+    loop {
+        if let Some(packet) = decode(buf, context).map_err(ReadError::Decode)? {
+            return Ok(Some(packet));
+        }
+        if buf.capacity() == buf.len() {
+            buf.reserve(server.inner.options.read_buffer_size);
+        }
+        let read = reader.read_buf(buf).await.map_err(ReadError::Io)?;
+        if read == 0 {
+            return Ok(None);
+        }
+        sys::add(&server.inner.info.bytes_received, read as u64);
+    }
+}
+
+/// A CONNACK for a refused connection, in the client's dialect; `None` when the code has no 3.x
+/// form (the connection is then closed without one).
+async fn send_connack<W: AsyncWrite + Unpin>(writer: &mut W, protocol: Protocol, connack: ConnAck) {
+    let mut out = BytesMut::new();
+    if connack.encode(protocol, &mut out).is_ok() {
+        writer.write_all(&out).await.ok();
+        writer.flush().await.ok();
+    }
+}
+
+struct Connection {
+    server: Server,
+    session: Arc<Session>,
+    client: Arc<ClientInfo>,
+    connect: Connect,
+    handle: ConnectionHandle,
+    protocol: Protocol,
+    keep_alive: u16,
+    /// Inbound topic aliases, for this connection only [MQTT-3.3.2-7].
+    aliases: HashMap<u16, MqttString>,
+    /// Whether the CONNECT had Session Expiry 0, for the DISCONNECT rule (§3.14.2.2.2).
+    connect_expiry_zero: bool,
+}
+
+impl Connection {
+    /// Validates and authenticates the CONNECT, creates or resumes the session, and queues the
+    /// CONNACK. Returns `None` (after any refusing CONNACK) when the connection is refused.
+    async fn accept<W: AsyncWrite + Unpin>(
+        server: &Server,
+        connect: Connect,
+        connection: ConnectionInfo,
+        writer: &mut W,
+    ) -> Option<Self> {
+        let inner = &server.inner;
+        let caps = &inner.options.capabilities;
+        let protocol = connect.protocol;
+        let refuse_with = |code: ReasonCode| ConnAck::new(code);
+        if !caps.accepts(protocol) {
+            send_connack(
+                writer,
+                protocol,
+                refuse_with(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION),
+            )
+            .await;
+            return None;
+        }
+        // Client identifier rules (3.1: 1-23 characters; 3.1.1: empty only with clean session).
+        let assigned = connect.client_id.is_empty();
+        let id_valid = match protocol {
+            Protocol::V3_1 => !assigned && connect.client_id.chars().count() <= 23,
+            Protocol::V3_1_1 => !assigned || connect.clean_start,
+            Protocol::V5 => true,
+        };
+        if !id_valid {
+            send_connack(
+                writer,
+                protocol,
+                refuse_with(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID),
+            )
+            .await;
+            return None;
+        }
+        if inner.info.clients_connected.load(Ordering::Relaxed) as usize >= caps.maximum_clients {
+            send_connack(writer, protocol, refuse_with(ReasonCode::SERVER_BUSY)).await;
+            return None;
+        }
+        if let Some(will) = &connect.will {
+            if will.qos > caps.maximum_qos {
+                send_connack(writer, protocol, refuse_with(ReasonCode::QOS_NOT_SUPPORTED)).await;
+                return None;
+            }
+            if will.retain && !caps.retain_available {
+                send_connack(
+                    writer,
+                    protocol,
+                    refuse_with(ReasonCode::RETAIN_NOT_SUPPORTED),
+                )
+                .await;
+                return None;
+            }
+            if mqtt_topics::validate_topic_name(&will.topic, &caps.topic_rules).is_err() {
+                send_connack(
+                    writer,
+                    protocol,
+                    refuse_with(ReasonCode::TOPIC_NAME_INVALID),
+                )
+                .await;
+                return None;
+            }
+        }
+        if connect.properties.authentication_method.is_some() {
+            // Enhanced authentication is not offered [MQTT-4.12.0-1].
+            send_connack(
+                writer,
+                protocol,
+                refuse_with(ReasonCode::BAD_AUTHENTICATION_METHOD),
+            )
+            .await;
+            return None;
+        }
+        let client_id = if assigned {
+            server.assign_client_id()
+        } else {
+            mqtt_topics::ClientId::from(connect.client_id.as_str())
+        };
+        let client = Arc::new(ClientInfo {
+            client_id: client_id.clone(),
+            username: connect.username.clone(),
+            protocol,
+            clean_start: connect.clean_start,
+            connection,
+            inline: false,
+        });
+        for hook in inner.hooks.with(HookEvents::ON_CONNECT) {
+            if let Err(code) = hook.on_connect(&client, &connect) {
+                send_connack(writer, protocol, refuse_with(code)).await;
+                return None;
+            }
+        }
+        if !inner.hooks.authenticate(&client, &connect).await {
+            let code = if connect.username.is_some() || connect.password.is_some() {
+                ReasonCode::BAD_USER_NAME_OR_PASSWORD
+            } else {
+                ReasonCode::NOT_AUTHORIZED
+            };
+            info!(client_id = %client_id, remote = ?client.connection.remote, "authentication refused");
+            send_connack(writer, protocol, refuse_with(code)).await;
+            return None;
+        }
+        for hook in inner.hooks.with(HookEvents::ON_SESSION_ESTABLISH) {
+            hook.on_session_establish(&client, &connect);
+        }
+
+        // Session Expiry: 3.x clean session = 0, persistent = the server maximum; v5 as asked,
+        // capped by the server.
+        let requested_expiry = if protocol.is_v5() {
+            connect.properties.session_expiry_interval.unwrap_or(0)
+        } else if connect.clean_start {
+            0
+        } else {
+            u32::MAX
+        };
+        let expiry = requested_expiry.min(caps.maximum_session_expiry_interval);
+        let generation = inner.next_generation();
+        let handle = ConnectionHandle::new(generation);
+        let peer = PeerLimits {
+            window: usize::from(
+                connect
+                    .properties
+                    .receive_maximum
+                    .map_or(u16::MAX, |maximum| maximum.get())
+                    .min(caps.maximum_inflight.max(1)),
+            ),
+            maximum_packet_size: connect
+                .properties
+                .maximum_packet_size
+                .map_or(u32::MAX, |m| m.get()),
+            request_problem_information: connect
+                .properties
+                .request_problem_information
+                .unwrap_or(true),
+        };
+        let (session, session_present, old_will) =
+            Self::establish(server, &client, &connect, expiry, handle.clone(), peer);
+        if let Some((old_client, will)) = old_will {
+            server.publish_will(&old_client, will);
+        }
+
+        // CONNACK [MQTT-3.2.0-1]: capabilities are advertised as they are enforced.
+        let mut properties = ConnAckProperties::default();
+        if protocol.is_v5() {
+            if expiry != requested_expiry {
+                properties.session_expiry_interval = Some(expiry);
+            }
+            properties.receive_maximum = std::num::NonZeroU16::new(caps.receive_maximum);
+            if caps.maximum_qos < QoS::ExactlyOnce {
+                properties.maximum_qos = Some(caps.maximum_qos);
+            }
+            if !caps.retain_available {
+                properties.retain_available = Some(false);
+            }
+            if caps.maximum_packet_size < mqtt_packets::PROTOCOL_MAXIMUM_PACKET_SIZE {
+                properties.maximum_packet_size =
+                    std::num::NonZeroU32::new(caps.maximum_packet_size);
+            }
+            if assigned {
+                properties.assigned_client_identifier = MqttString::new(client_id.to_string()).ok();
+            }
+            if caps.topic_alias_maximum > 0 {
+                properties.topic_alias_maximum = Some(caps.topic_alias_maximum);
+            }
+            if !caps.wildcard_subscription_available {
+                properties.wildcard_subscription_available = Some(false);
+            }
+            if !caps.subscription_identifiers_available {
+                properties.subscription_identifiers_available = Some(false);
+            }
+            if !caps.shared_subscription_available {
+                properties.shared_subscription_available = Some(false);
+            }
+            properties.server_keep_alive = caps.server_keep_alive;
+        }
+        let keep_alive = match (protocol.is_v5(), caps.server_keep_alive) {
+            (true, Some(server_keep_alive)) => server_keep_alive,
+            _ => connect.keep_alive,
+        };
+        let connack = ConnAck {
+            session_present: session_present && protocol != Protocol::V3_1,
+            reason_code: ReasonCode::SUCCESS,
+            properties,
+        };
+        {
+            let mut state = session.state.lock();
+            state
+                .control
+                .push_front(Control::Packet(Packet::ConnAck(connack)));
+            // Resend what was in flight, in order [MQTT-4.4.0-1].
+            if session_present {
+                for outgoing in state.outbound.resend_all() {
+                    state.control.push_back(Control::Outgoing(outgoing));
+                }
+            }
+            state.wake_writer();
+        }
+        sys::add(&inner.info.clients_connected, 1);
+        info!(client_id = %client_id, remote = ?client.connection.remote, listener = %client.connection.listener,
+              protocol = %protocol, session_present, "client connected");
+        let connect_expiry_zero = requested_expiry == 0;
+        Some(Self {
+            server: server.clone(),
+            session,
+            client,
+            connect,
+            handle,
+            protocol,
+            keep_alive,
+            aliases: HashMap::new(),
+            connect_expiry_zero,
+        })
+    }
+
+    /// Creates or resumes the session under the registry lock, taking it over from an older
+    /// connection if there is one [MQTT-3.1.4-3]. Returns the session, Session Present, and the
+    /// old connection's Will when it must be published now.
+    fn establish(
+        server: &Server,
+        client: &Arc<ClientInfo>,
+        connect: &Connect,
+        expiry: u32,
+        handle: ConnectionHandle,
+        peer: PeerLimits,
+    ) -> (
+        Arc<Session>,
+        bool,
+        Option<(Arc<ClientInfo>, mqtt_packets::Will)>,
+    ) {
+        let inner = &server.inner;
+        let mut sessions = inner.sessions.lock();
+        let existing = sessions.get(&client.client_id).cloned();
+        let (session, mut present) = match existing {
+            Some(session) => (session, true),
+            None => {
+                let session = Arc::new(Session::new(client.client_id.clone(), client.protocol));
+                sessions.insert(client.client_id.clone(), session.clone());
+                sys::add(&inner.info.sessions, 1);
+                (session, false)
+            }
+        };
+        drop(sessions);
+        let mut old_will = None;
+        let mut clear = connect.clean_start;
+        {
+            let mut state = session.state.lock();
+            if let Some(old) = state.connection.take() {
+                // Takeover: the old connection gets DISCONNECT 0x8E (v5) and is closed.
+                old.close(Close::Disconnect(ReasonCode::SESSION_TAKEN_OVER));
+                session.connected.store(false, Ordering::SeqCst);
+                sys::sub(&inner.info.clients_connected, 1);
+                // The old session ends if its expiry was 0 or the new one starts clean.
+                let old_session_ends = state.expiry_interval == 0 || connect.clean_start;
+                clear |= old_session_ends;
+                let will = state.will.take();
+                if let (Some(will), Some(old_client)) = (will, state.client.clone()) {
+                    let delay = will.properties.will_delay_interval.unwrap_or(0);
+                    if delay == 0 || old_session_ends {
+                        old_will = Some((old_client, will));
+                    }
+                }
+                info!(client_id = %client.client_id, "session taken over");
+            } else if state.will.is_some() {
+                // A delayed Will of the previous connection: resumed in time, so it is not sent
+                // [MQTT-3.1.3-9]; if the session starts clean, the old session ended now.
+                let will = state.will.take();
+                if connect.clean_start
+                    && let (Some(will), Some(old_client)) = (will, state.client.clone())
+                {
+                    old_will = Some((old_client, will));
+                }
+            }
+            if clear {
+                present = false;
+            }
+            state.protocol = client.protocol;
+            state.expiry_interval = expiry;
+            state.client = Some(client.clone());
+            state.connection = Some(handle.clone());
+            state.last_generation = handle.generation;
+            state.peer = peer;
+            state.will = connect.will.clone();
+            state.control.clear();
+            session.connected.store(true, Ordering::SeqCst);
+        }
+        if clear {
+            // Clean Start: discard the old session state [MQTT-3.1.2-4].
+            let removed = inner.trie.remove_client(&session.client_id);
+            sys::sub(&inner.info.subscriptions, removed as u64);
+            let mut state = session.state.lock();
+            state.subscriptions.clear();
+            state.inbound_qos2.clear();
+            state.outbound.clear();
+        }
+        (session, present, old_will)
+    }
+
+    async fn run<R, W>(&mut self, reader: ReadHalf<R>, writer: WriteHalf<W>, buf: BytesMut)
+    where
+        R: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        W: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let writer_task = tokio::spawn(write_loop(
+            self.server.clone(),
+            self.session.clone(),
+            self.client.clone(),
+            self.handle.clone(),
+            writer,
+        ));
+        for hook in self
+            .server
+            .inner
+            .hooks
+            .with(HookEvents::ON_SESSION_ESTABLISHED)
+        {
+            hook.on_session_established(&self.client, &self.connect);
+        }
+        let end = self.read_loop(reader, buf).await;
+        // Make sure the writer ends: a close reason may already be set (protocol error,
+        // takeover); otherwise the client went away and we close silently.
+        self.handle.close(Close::Silent);
+        let abort = writer_task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), writer_task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+        self.finish(end);
+    }
+
+    async fn read_loop<R: AsyncRead + Unpin>(&mut self, mut reader: R, mut buf: BytesMut) -> End {
+        let server = self.server.clone();
+        let options = &server.inner.options;
+        let context = DecodeContext::new(self.protocol)
+            .with_maximum_packet_size(options.capabilities.maximum_packet_size);
+        // 1.5 times the Keep Alive without a packet closes the connection [MQTT-3.1.2-22].
+        let idle =
+            (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
+        let kill = self.handle.kill.clone();
+        loop {
+            loop {
+                match decode(&mut buf, &context) {
+                    Ok(Some(packet)) => {
+                        if let Some(end) = self.handle_packet(packet) {
+                            return end;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        sys::add(&self.server.inner.info.protocol_errors, 1);
+                        warn!(client_id = %self.client.client_id, %error, "closing on a bad packet");
+                        self.close(error.reason_code());
+                        return End::Abnormal(error.to_string());
+                    }
+                }
+            }
+            if buf.capacity() == buf.len() {
+                buf.reserve(options.read_buffer_size);
+            }
+            let read = async {
+                match idle {
+                    Some(idle) => tokio::time::timeout(idle, reader.read_buf(&mut buf))
+                        .await
+                        .ok(),
+                    None => Some(reader.read_buf(&mut buf).await),
+                }
+            };
+            let result = tokio::select! {
+                result = read => result,
+                () = kill.notified() => return End::Killed,
+            };
+            match result {
+                None => {
+                    info!(client_id = %self.client.client_id, "keep alive timeout");
+                    self.close(ReasonCode::KEEP_ALIVE_TIMEOUT);
+                    return End::Abnormal("keep alive timeout".into());
+                }
+                Some(Ok(0)) => return End::Abnormal("connection closed by the client".into()),
+                Some(Ok(read)) => sys::add(&self.server.inner.info.bytes_received, read as u64),
+                Some(Err(error)) => return End::Abnormal(format!("read error: {error}")),
+            }
+        }
+    }
+
+    /// Ends the connection with this code: DISCONNECT for v5, a plain close for 3.x.
+    fn close(&self, code: ReasonCode) {
+        let how = if self.protocol.is_v5() {
+            Close::Disconnect(code)
+        } else {
+            Close::Silent
+        };
+        self.handle.close(how);
+    }
+
+    fn send(&self, packet: Packet) {
+        self.session.state.lock().send(packet);
+    }
+
+    /// Handles one packet; `Some` ends the connection.
+    fn handle_packet(&mut self, packet: Packet) -> Option<End> {
+        let server = self.server.clone();
+        let inner = &server.inner;
+        sys::add(&inner.info.packets_received, 1);
+        let mut packet = packet;
+        if inner.hooks.provides(HookEvents::ON_PACKET_READ) {
+            for hook in inner.hooks.with(HookEvents::ON_PACKET_READ) {
+                match hook.on_packet_read(&self.client, packet) {
+                    Ok(next) => packet = next,
+                    Err(code) => {
+                        self.close(code);
+                        return Some(End::Abnormal(format!(
+                            "packet refused by hook {}",
+                            hook.id()
+                        )));
+                    }
+                }
+            }
+        }
+        let processed = inner
+            .hooks
+            .provides(HookEvents::ON_PACKET_PROCESSED)
+            .then(|| packet.clone());
+        let end = match packet {
+            Packet::Publish(publish) => self.handle_publish(publish),
+            Packet::PubAck(ack) => {
+                let delivery = self.session.state.lock().outbound.puback(ack.packet_id);
+                self.completed(ack.packet_id, delivery.is_some());
+                None
+            }
+            Packet::PubRec(rec) => {
+                let outcome = self
+                    .session
+                    .state
+                    .lock()
+                    .outbound
+                    .pubrec(rec.packet_id, rec.reason_code);
+                match outcome {
+                    PubRecOutcome::Release => self.send(PubRel::new(rec.packet_id).into()),
+                    PubRecOutcome::Dropped => {
+                        for hook in inner.hooks.with(HookEvents::ON_QOS_DROPPED) {
+                            hook.on_qos_dropped(&self.client.client_id, rec.packet_id.get());
+                        }
+                        self.session.state.lock().wake_writer();
+                    }
+                    PubRecOutcome::Unknown => self.send(
+                        PubRel::with_reason(rec.packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)
+                            .into(),
+                    ),
+                }
+                None
+            }
+            Packet::PubComp(comp) => {
+                let known = self.session.state.lock().outbound.pubcomp(comp.packet_id);
+                self.completed(comp.packet_id, known);
+                None
+            }
+            Packet::PubRel(rel) => {
+                // Ends the inbound QoS 2 flow; an unknown id is answered 0x92 [MQTT-3.7.2-1].
+                let mut state = self.session.state.lock();
+                let known = state.inbound_qos2.remove(&rel.packet_id.get());
+                let code = if known {
+                    ReasonCode::SUCCESS
+                } else {
+                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+                };
+                state.send(PubComp::with_reason(rel.packet_id, code).into());
+                None
+            }
+            Packet::Subscribe(subscribe) => {
+                let packet_id = subscribe.packet_id;
+                match crate::subscribe::subscribe(
+                    &self.server,
+                    &self.session,
+                    &self.client,
+                    subscribe,
+                ) {
+                    Ok(codes) => {
+                        // The SUBACK must precede the retained messages it triggered: it goes to
+                        // the control queue, which the writer empties first.
+                        self.send(SubAck::new(packet_id, codes).into());
+                        None
+                    }
+                    Err(code) => {
+                        self.close(code);
+                        Some(End::Abnormal(format!("SUBSCRIBE refused: {code}")))
+                    }
+                }
+            }
+            Packet::Unsubscribe(unsubscribe) => {
+                let packet_id = unsubscribe.packet_id;
+                let codes = crate::subscribe::unsubscribe(
+                    &self.server,
+                    &self.session,
+                    &self.client,
+                    unsubscribe,
+                );
+                self.send(UnsubAck::new(packet_id, codes).into());
+                None
+            }
+            Packet::PingReq => {
+                self.send(Packet::PingResp);
+                None
+            }
+            Packet::Disconnect(disconnect) => Some(self.handle_disconnect(&disconnect)),
+            Packet::Connect(_) => {
+                // A second CONNECT [MQTT-3.1.0-2].
+                self.close(ReasonCode::PROTOCOL_ERROR);
+                Some(End::Abnormal("second CONNECT".into()))
+            }
+            Packet::Auth(_) => {
+                // No enhanced authentication was negotiated (§3.15).
+                self.close(ReasonCode::PROTOCOL_ERROR);
+                Some(End::Abnormal(
+                    "AUTH without an authentication method".into(),
+                ))
+            }
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                // Packets only a server sends (§2.1.2).
+                self.close(ReasonCode::PROTOCOL_ERROR);
+                Some(End::Abnormal("client sent a server packet".into()))
+            }
+        };
+        if let Some(packet) = processed {
+            let error = match &end {
+                Some(End::Abnormal(why)) => Some(why.as_str()),
+                _ => None,
+            };
+            for hook in inner.hooks.with(HookEvents::ON_PACKET_PROCESSED) {
+                hook.on_packet_processed(&self.client, &packet, error);
+            }
+        }
+        end
+    }
+
+    fn completed(&self, packet_id: PacketId, known: bool) {
+        if known {
+            self.session.state.lock().wake_writer();
+            for hook in self.server.inner.hooks.with(HookEvents::ON_QOS_COMPLETE) {
+                hook.on_qos_complete(&self.client.client_id, packet_id.get());
+            }
+        }
+    }
+
+    fn handle_publish(&mut self, publish: Publish) -> Option<End> {
+        let inner = &self.server.inner;
+        let caps = &inner.options.capabilities;
+        sys::add(&inner.info.messages_received, 1);
+        let mut publish = publish;
+        if publish.qos > caps.maximum_qos {
+            // [MQTT-3.2.2-11]
+            self.close(ReasonCode::QOS_NOT_SUPPORTED);
+            return Some(End::Abnormal("QoS above the server maximum".into()));
+        }
+        if publish.retain && !caps.retain_available {
+            // [MQTT-3.2.2-14]
+            self.close(ReasonCode::RETAIN_NOT_SUPPORTED);
+            return Some(End::Abnormal("RETAIN while retain is not available".into()));
+        }
+        if !publish.properties.subscription_identifiers.is_empty() {
+            // [MQTT-3.3.4-6]
+            self.close(ReasonCode::PROTOCOL_ERROR);
+            return Some(End::Abnormal(
+                "PUBLISH with a subscription identifier".into(),
+            ));
+        }
+        if let Some(alias) = publish.properties.topic_alias {
+            // Topic aliases [MQTT-3.3.2-9] [MQTT-3.3.2-12] (§3.3.4).
+            if alias.get() > caps.topic_alias_maximum {
+                self.close(ReasonCode::TOPIC_ALIAS_INVALID);
+                return Some(End::Abnormal("topic alias above the maximum".into()));
+            }
+            if publish.topic.is_empty() {
+                match self.aliases.get(&alias.get()) {
+                    Some(topic) => publish.topic = topic.clone(),
+                    None => {
+                        self.close(ReasonCode::PROTOCOL_ERROR);
+                        return Some(End::Abnormal("unknown topic alias".into()));
+                    }
+                }
+            } else {
+                self.aliases.insert(alias.get(), publish.topic.clone());
+            }
+        }
+        let qos = publish.qos;
+        let packet_id = publish.packet_id;
+        if qos == QoS::ExactlyOnce
+            && let Some(id) = packet_id
+        {
+            let mut state = self.session.state.lock();
+            if state.inbound_qos2.contains(&id.get()) {
+                // A resend before PUBREL: acknowledge again, deliver once [MQTT-4.3.3-9].
+                state.send(PubRec::new(id).into());
+                return None;
+            }
+            if state.inbound_qos2.len() >= usize::from(caps.receive_maximum) {
+                drop(state);
+                // [MQTT-3.3.4-7]
+                self.close(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+                return Some(End::Abnormal("receive maximum exceeded".into()));
+            }
+        }
+        let outcome = self.server.publish_from(&self.client, publish);
+        let code = match outcome {
+            PublishOutcome::Delivered(0) if self.protocol.is_v5() => {
+                ReasonCode::NO_MATCHING_SUBSCRIBERS
+            }
+            PublishOutcome::Delivered(_) | PublishOutcome::Ignored => ReasonCode::SUCCESS,
+            PublishOutcome::Refused(code) => {
+                debug!(client_id = %self.client.client_id, %code, "publish refused");
+                // 3.x has no way to refuse a PUBLISH: acknowledge it and drop it
+                // ([MQTT-3.3.5-2] of 3.1.1).
+                if self.protocol.is_v5() {
+                    code
+                } else {
+                    ReasonCode::SUCCESS
+                }
+            }
+        };
+        let Some(id) = packet_id else { return None };
+        let mut state = self.session.state.lock();
+        if qos == QoS::AtLeastOnce {
+            state.send(PubAck::with_reason(id, code).into());
+        } else {
+            if !code.is_error() {
+                state.inbound_qos2.insert(id.get());
+            }
+            state.send(PubRec::with_reason(id, code).into());
+        }
+        None
+    }
+
+    fn handle_disconnect(&mut self, disconnect: &Disconnect) -> End {
+        let caps = &self.server.inner.options.capabilities;
+        if let Some(expiry) = disconnect.properties.session_expiry_interval {
+            if self.connect_expiry_zero && expiry != 0 {
+                // §3.14.2.2.2: a protocol error, and not a clean disconnect.
+                self.close(ReasonCode::PROTOCOL_ERROR);
+                return End::ClientDisconnect { will: true };
+            }
+            self.session.state.lock().expiry_interval =
+                expiry.min(caps.maximum_session_expiry_interval);
+        }
+        let keep_will = disconnect.reason_code == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE
+            || disconnect.reason_code.is_error();
+        debug!(client_id = %self.client.client_id, reason = %disconnect.reason_code, "client disconnected");
+        End::ClientDisconnect { will: keep_will }
+    }
+
+    /// After the connection ended: the Will, the session's fate, counters and hooks.
+    fn finish(&mut self, end: End) {
+        let server = &self.server;
+        let inner = &server.inner;
+        let (publish_will, error) = match &end {
+            End::ClientDisconnect { will } => (*will, None),
+            End::Abnormal(why) => (true, Some(why.clone())),
+            End::Killed => (true, Some("closed by the server".to_string())),
+        };
+        let mut state = self.session.state.lock();
+        let current = state
+            .connection
+            .as_ref()
+            .is_some_and(|c| c.generation == self.handle.generation);
+        if !current {
+            // Taken over: the new connection handled the session and the old Will.
+            drop(state);
+            self.disconnected_hooks(error.as_deref(), false);
+            return;
+        }
+        state.connection = None;
+        self.session.connected.store(false, Ordering::SeqCst);
+        sys::sub(&inner.info.clients_connected, 1);
+        if !publish_will {
+            // DISCONNECT 0x00 discards the Will [MQTT-3.14.4-3].
+            state.will = None;
+        }
+        let expiry = state.expiry_interval;
+        let will = state.will.take();
+        state.control.clear();
+        if !inner.options.capabilities.queue_qos0_offline {
+            state.outbound.drop_qos0();
+        }
+        drop(state);
+        let expire = expiry == 0;
+        let now = Instant::now();
+        let mut pending_will = None;
+        if let Some(will) = will {
+            let delay = will.properties.will_delay_interval.unwrap_or(0);
+            if delay == 0 || expire || !self.protocol.is_v5() {
+                server.publish_will(&self.client, will);
+            } else {
+                pending_will = Some((delay, will));
+            }
+        }
+        if expire {
+            server.end_session(&self.session);
+        } else {
+            if let Some((delay, will)) = pending_will {
+                let delay = delay.min(expiry);
+                self.session.state.lock().will = Some(will);
+                inner.timers.schedule(
+                    now + Duration::from_secs(u64::from(delay)),
+                    crate::timers::TimerEvent::WillDelay {
+                        client_id: self.client.client_id.clone(),
+                        generation: self.handle.generation,
+                    },
+                );
+            }
+            if expiry != u32::MAX {
+                inner.timers.schedule(
+                    now + Duration::from_secs(u64::from(expiry)),
+                    crate::timers::TimerEvent::SessionExpiry {
+                        client_id: self.client.client_id.clone(),
+                        generation: self.handle.generation,
+                    },
+                );
+            }
+        }
+        info!(client_id = %self.client.client_id, reason = error.as_deref().unwrap_or("DISCONNECT"), expire, "client disconnected");
+        self.disconnected_hooks(error.as_deref(), expire);
+    }
+
+    fn disconnected_hooks(&self, error: Option<&str>, expire: bool) {
+        for hook in self.server.inner.hooks.with(HookEvents::ON_DISCONNECT) {
+            hook.on_disconnect(&self.client, error, expire);
+        }
+    }
+}
+
+/// With Request Problem Information 0, Reason Strings and User Properties may go only on
+/// PUBLISH, CONNACK and DISCONNECT [MQTT-3.1.2-29].
+fn strip_problem_information(packet: &mut Packet) {
+    let properties = match packet {
+        Packet::PubAck(ack) => &mut ack.properties,
+        Packet::PubRec(ack) => &mut ack.properties,
+        Packet::PubRel(ack) => &mut ack.properties,
+        Packet::PubComp(ack) => &mut ack.properties,
+        Packet::SubAck(ack) => &mut ack.properties,
+        Packet::UnsubAck(ack) => &mut ack.properties,
+        _ => return,
+    };
+    properties.reason_string = None;
+    properties.user_properties.clear();
+}
+
+/// The writer: the only task that writes to the socket. It empties the control queue first
+/// (CONNACK, acks, resends), then moves queued messages into flight within the client's window,
+/// encoding many packets into one buffer per system call.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    server: Server,
+    session: Arc<Session>,
+    client: Arc<ClientInfo>,
+    handle: ConnectionHandle,
+    mut writer: W,
+) {
+    const BATCH: usize = 256;
+    let inner = &server.inner;
+    let mut buf = BytesMut::with_capacity(inner.options.write_buffer_size.max(1024));
+    let mut control = Vec::new();
+    let mut outgoing = Vec::new();
+    let mut dropped = Vec::new();
+    let protocol = client.protocol;
+    let encode_hooks = inner.hooks.provides(HookEvents::ON_PACKET_ENCODE);
+    let sent_hooks = inner.hooks.provides(HookEvents::ON_PACKET_SENT);
+    loop {
+        let now = Instant::now();
+        let (peer, current) = {
+            let mut state = session.state.lock();
+            let current = state.last_generation == handle.generation && state.connection.is_some();
+            if current {
+                control.extend(state.control.drain(..));
+                let window = state.peer.window;
+                state
+                    .outbound
+                    .next_batch(now, window, BATCH, &mut outgoing, &mut dropped);
+            }
+            (state.peer, current)
+        };
+        let mut packets = 0u64;
+        let mut messages = 0u64;
+        let mut sent = Vec::new();
+        let items = control
+            .drain(..)
+            .chain(outgoing.drain(..).map(Control::Outgoing));
+        for item in items {
+            let (packet, publish_id) = match item {
+                Control::Packet(packet) => (packet, None),
+                Control::Outgoing(Outgoing::PubRel {
+                    packet_id,
+                    reason_code,
+                }) => (PubRel::with_reason(packet_id, reason_code).into(), None),
+                Control::Outgoing(Outgoing::Publish {
+                    packet_id,
+                    delivery,
+                    dup,
+                }) => {
+                    let publish = delivery.to_publish(packet_id, dup, now);
+                    (Packet::Publish(publish), packet_id)
+                }
+            };
+            let mut packet = packet;
+            if encode_hooks {
+                for hook in inner.hooks.with(HookEvents::ON_PACKET_ENCODE) {
+                    packet = hook.on_packet_encode(&client, packet);
+                }
+            }
+            if !peer.request_problem_information {
+                strip_problem_information(&mut packet);
+            }
+            // Never send a packet larger than the client's Maximum Packet Size: drop it as if
+            // delivered [MQTT-3.1.2-24] [MQTT-3.1.2-25].
+            if packet.encoded_len(protocol) > peer.maximum_packet_size as usize {
+                if let Packet::Publish(publish) = &packet {
+                    if let Some(id) = publish_id {
+                        session.state.lock().outbound.forget(id);
+                    }
+                    server.dropped(&client.client_id, publish, DropReason::TooLargeForClient);
+                }
+                continue;
+            }
+            if let Err(error) = packet.encode(protocol, &mut buf) {
+                warn!(client_id = %client.client_id, %error, "cannot encode packet");
+                continue;
+            }
+            packets += 1;
+            if let Packet::Publish(publish) = &packet {
+                messages += 1;
+                if publish.qos > QoS::AtMostOnce && inner.hooks.provides(HookEvents::ON_QOS_PUBLISH)
+                {
+                    for hook in inner.hooks.with(HookEvents::ON_QOS_PUBLISH) {
+                        hook.on_qos_publish(&client.client_id, publish, u32::from(publish.dup));
+                    }
+                }
+            }
+            if sent_hooks {
+                sent.push(packet);
+            }
+        }
+        for (delivery, reason) in dropped.drain(..) {
+            let publish = delivery.to_publish(None, false, now);
+            server.dropped(&client.client_id, &publish, reason);
+        }
+        if !buf.is_empty() {
+            let len = buf.len();
+            if writer.write_all(&buf).await.is_err() || writer.flush().await.is_err() {
+                handle.close(Close::Silent);
+                break;
+            }
+            buf.clear();
+            sys::add(&inner.info.bytes_sent, len as u64);
+            sys::add(&inner.info.packets_sent, packets);
+            sys::add(&inner.info.messages_sent, messages);
+            for packet in &sent {
+                for hook in inner.hooks.with(HookEvents::ON_PACKET_SENT) {
+                    hook.on_packet_sent(&client, packet, len);
+                }
+            }
+            // More may be waiting (a full batch): go round again before sleeping.
+            if current {
+                continue;
+            }
+        }
+        let close = *handle.close.lock();
+        if let Some(close) = close {
+            if let Close::Disconnect(code) = close
+                && protocol.is_v5()
+            {
+                let mut out = BytesMut::new();
+                if Disconnect::new(code).encode(protocol, &mut out).is_ok() {
+                    writer.write_all(&out).await.ok();
+                    writer.flush().await.ok();
+                    sys::add(&inner.info.bytes_sent, out.len() as u64);
+                }
+            }
+            if !inner
+                .options
+                .capabilities
+                .compatibilities
+                .passive_client_disconnect
+                || !matches!(close, Close::Disconnect(_))
+            {
+                writer.shutdown().await.ok();
+            }
+            break;
+        }
+        handle.wakeup.notified().await;
+    }
+}

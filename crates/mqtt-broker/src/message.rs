@@ -1,0 +1,118 @@
+//! An application message inside the broker, shared by every delivery of it.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mqtt_packets::{MqttString, PacketId, Publish, PublishProperties, QoS};
+use mqtt_topics::ClientId;
+use tokio::time::Instant;
+
+/// A message as published, shared (behind an `Arc`) by its retained copy and every subscriber's
+/// queue: fan-out clones a pointer, never the payload.
+#[derive(Debug, Clone)]
+pub(crate) struct Message {
+    pub(crate) topic: MqttString,
+    pub(crate) payload: Bytes,
+    /// The QoS it was published with.
+    pub(crate) qos: QoS,
+    /// The publisher's RETAIN flag.
+    pub(crate) retain: bool,
+    /// Properties to forward: no Topic Alias, no Subscription Identifiers.
+    pub(crate) properties: PublishProperties,
+    /// The publishing client, for No Local; `None` for the host program.
+    pub(crate) publisher: Option<ClientId>,
+    /// When the message stops being deliverable [MQTT-3.3.2-5].
+    pub(crate) expires_at: Option<Instant>,
+}
+
+impl Message {
+    /// Whether the message has expired at `now`.
+    pub(crate) fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|deadline| now >= deadline)
+    }
+
+    /// The Message Expiry Interval to forward at `now`: the received value minus the time spent
+    /// in the server [MQTT-3.3.2-6], at least 1 while the message is alive.
+    pub(crate) fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        let deadline = self.expires_at?;
+        let remaining = deadline.saturating_duration_since(now);
+        let seconds = remaining.as_secs() + u64::from(remaining.subsec_nanos() > 0);
+        Some(u32::try_from(seconds.max(1)).unwrap_or(u32::MAX))
+    }
+
+    /// The payload size counted against queue limits.
+    pub(crate) fn size(&self) -> usize {
+        self.payload.len() + self.topic.len()
+    }
+}
+
+/// One subscriber's copy of a message: the shared message plus what differs per subscriber.
+#[derive(Debug, Clone)]
+pub(crate) struct Delivery {
+    pub(crate) message: Arc<Message>,
+    /// min(published QoS, granted QoS, server maximum) [MQTT-3.8.4-8].
+    pub(crate) qos: QoS,
+    /// The RETAIN flag to send.
+    pub(crate) retain: bool,
+    /// Identifiers of the matching subscriptions [MQTT-3.3.4-4].
+    pub(crate) subscription_identifiers: Vec<NonZeroU32>,
+}
+
+impl Delivery {
+    /// The PUBLISH packet for this delivery at `now`.
+    pub(crate) fn to_publish(
+        &self,
+        packet_id: Option<PacketId>,
+        dup: bool,
+        now: Instant,
+    ) -> Publish {
+        let message = &self.message;
+        let mut properties = message.properties.clone();
+        properties.message_expiry_interval = message.remaining_expiry(now);
+        properties
+            .subscription_identifiers
+            .clone_from(&self.subscription_identifiers);
+        Publish {
+            dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: message.topic.clone(),
+            packet_id,
+            payload: message.payload.clone(),
+            properties,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn expiry_counts_down_mqtt_3_3_2_6() {
+        let now = Instant::now();
+        let message = Message {
+            topic: MqttString::from_static("t"),
+            payload: Bytes::new(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: PublishProperties::default(),
+            publisher: None,
+            expires_at: Some(now + Duration::from_secs(10)),
+        };
+        assert_eq!(message.remaining_expiry(now), Some(10));
+        assert_eq!(
+            message.remaining_expiry(now + Duration::from_millis(3500)),
+            Some(7)
+        );
+        assert_eq!(
+            message.remaining_expiry(now + Duration::from_millis(9999)),
+            Some(1)
+        );
+        assert!(!message.is_expired(now + Duration::from_millis(9999)));
+        assert!(message.is_expired(now + Duration::from_secs(10)));
+    }
+}

@@ -1,0 +1,168 @@
+//! Server options, capabilities and compatibility switches, each with its default.
+
+use std::time::Duration;
+
+use mqtt_packets::{PROTOCOL_MAXIMUM_PACKET_SIZE, Protocol, QoS};
+use mqtt_topics::{ShareStrategy, TopicRules};
+
+/// Everything that configures a [`crate::Server`]. `Options::default()` is a complete,
+/// spec-compliant configuration; change fields with struct update syntax.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// What the server supports and its limits; advertised in CONNACK and enforced.
+    pub capabilities: Capabilities,
+    /// How long a new connection may take to send CONNECT (default 10 s).
+    pub connect_timeout: Duration,
+    /// The size of each connection's read buffer before it grows for a large packet
+    /// (default 2048 bytes, as the original broker's `ClientNetReadBufferSize`).
+    pub read_buffer_size: usize,
+    /// Outbound bytes gathered before a write system call while more packets are queued
+    /// (default 2048, as `ClientNetWriteBufferSize`); the writer always flushes when its queue is
+    /// empty.
+    pub write_buffer_size: usize,
+    /// How often `$SYS` information is refreshed, in seconds (default 1).
+    pub sys_topic_resend_interval: Duration,
+    /// How shared subscription groups choose a member (default round robin).
+    pub share_strategy: ShareStrategy,
+    /// How long [`crate::Server::close`] waits for connections to end (default 5 s).
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            capabilities: Capabilities::default(),
+            connect_timeout: Duration::from_secs(10),
+            read_buffer_size: 2048,
+            write_buffer_size: 2048,
+            sys_topic_resend_interval: Duration::from_secs(1),
+            share_strategy: ShareStrategy::default(),
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the server supports. Every field that MQTT 5 can express is advertised in CONNACK and
+/// enforced on every client.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Connections accepted at once; more are refused with 0x89 Server busy (3.x: 0x03).
+    /// Default: unlimited.
+    pub maximum_clients: usize,
+    /// The largest Session Expiry Interval granted, in seconds; a larger request is lowered and
+    /// the CONNACK says so. Also the expiry of 3.x persistent sessions. Default `u32::MAX`
+    /// (never expire).
+    pub maximum_session_expiry_interval: u32,
+    /// The largest Message Expiry Interval kept, in seconds; messages without one, or with a
+    /// longer one, expire after this. `None` (the default) keeps messages until their own expiry.
+    /// (The original broker defaults to 86,400 s, which silently drops every retained message
+    /// after a day.)
+    pub maximum_message_expiry_interval: Option<u32>,
+    /// Receive Maximum advertised to clients: QoS 2 messages a client may have awaiting PUBREL at
+    /// once; one more is DISCONNECT 0x93 [MQTT-3.3.4-7]. Default 1024.
+    pub receive_maximum: u16,
+    /// The most QoS 1/2 messages in flight to one client, whatever its own Receive Maximum
+    /// (the send window is the smaller of the two). Default 8192.
+    pub maximum_inflight: u16,
+    /// Messages queued for an offline session (QoS 1/2, and QoS 0 if `queue_qos0_offline`);
+    /// beyond it new messages are dropped and counted. Default 1024.
+    pub maximum_queued_messages: usize,
+    /// Bytes of payload queued for one session, online or offline. Default 16 MiB.
+    pub maximum_queued_bytes: usize,
+    /// Messages waiting for a connected client's writer (beyond its inflight window); a client
+    /// that stops reading reaches this, and further QoS 0 messages are dropped while QoS 1/2 wait
+    /// up to `maximum_queued_messages`. Default 1024.
+    pub maximum_client_writes_pending: usize,
+    /// Whether QoS 0 messages are queued for offline persistent sessions. Default false.
+    pub queue_qos0_offline: bool,
+    /// The highest QoS accepted and delivered. Default 2.
+    pub maximum_qos: QoS,
+    /// Whether retained messages are supported. Default true.
+    pub retain_available: bool,
+    /// Whether wildcard subscriptions are supported. Default true.
+    pub wildcard_subscription_available: bool,
+    /// Whether shared subscriptions are supported. Default true.
+    pub shared_subscription_available: bool,
+    /// Whether subscription identifiers are supported. Default true.
+    pub subscription_identifiers_available: bool,
+    /// The most inbound topic aliases per connection (advertised). Default 65,535.
+    pub topic_alias_maximum: u16,
+    /// The largest packet accepted, fixed header included (advertised); larger ones end the
+    /// connection with 0x95. Default: the protocol limit.
+    pub maximum_packet_size: u32,
+    /// The lowest protocol level accepted (3 = MQTT 3.1, 4 = 3.1.1, 5 = 5.0). Default 3.
+    pub minimum_protocol_version: u8,
+    /// Server Keep Alive: when set, replaces every v5 client's Keep Alive (and is sent in
+    /// CONNACK). Default `None`.
+    pub server_keep_alive: Option<u16>,
+    /// Limits on topic names and filters (length, levels).
+    pub topic_rules: TopicRules,
+    /// Non-default behaviours for clients or test suites that need them.
+    pub compatibilities: Compatibilities,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Self {
+            maximum_clients: usize::MAX,
+            maximum_session_expiry_interval: u32::MAX,
+            maximum_message_expiry_interval: None,
+            receive_maximum: 1024,
+            maximum_inflight: 8192,
+            maximum_queued_messages: 1024,
+            maximum_queued_bytes: 16 * 1024 * 1024,
+            maximum_client_writes_pending: 1024,
+            queue_qos0_offline: false,
+            maximum_qos: QoS::ExactlyOnce,
+            retain_available: true,
+            wildcard_subscription_available: true,
+            shared_subscription_available: true,
+            subscription_identifiers_available: true,
+            topic_alias_maximum: 65_535,
+            maximum_packet_size: PROTOCOL_MAXIMUM_PACKET_SIZE,
+            minimum_protocol_version: 3,
+            server_keep_alive: None,
+            topic_rules: TopicRules::default(),
+            compatibilities: Compatibilities::default(),
+        }
+    }
+}
+
+impl Capabilities {
+    /// Whether a client at this level may connect.
+    pub fn accepts(&self, protocol: Protocol) -> bool {
+        protocol.level() >= self.minimum_protocol_version
+    }
+
+    /// The topic rules with the shared and wildcard switches applied.
+    pub fn effective_topic_rules(&self) -> TopicRules {
+        TopicRules {
+            shared_subscriptions: self.shared_subscription_available,
+            wildcard_subscriptions: self.wildcard_subscription_available,
+            ..self.topic_rules
+        }
+    }
+}
+
+/// Switches for clients or test suites that need non-default behaviour. All are off by default:
+/// the default is always the spec's behaviour.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Compatibilities {
+    /// Refuse subscriptions with 0x80 Unspecified error instead of 0x87 Not authorized (the Paho
+    /// interop suite expects 0x80).
+    pub obscure_not_authorized: bool,
+    /// After sending DISCONNECT, leave closing the connection to the client (some test clients
+    /// miss a DISCONNECT followed at once by a close). A spec violation [MQTT-3.14.4-2].
+    pub passive_client_disconnect: bool,
+    /// Send Response Information in CONNACK even when the client did not ask for it. A spec
+    /// violation [MQTT-3.1.2-28].
+    pub always_return_response_info: bool,
+    /// Restore the cumulative `$SYS` counters from storage on restart.
+    pub restore_sys_info_on_restart: bool,
+    /// Do not copy a PUBLISH's user properties onto its acknowledgement. This broker never copies
+    /// them, so the switch exists only for configuration compatibility with the original broker.
+    pub no_inherited_properties_on_ack: bool,
+}

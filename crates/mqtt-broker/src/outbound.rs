@@ -1,0 +1,580 @@
+//! Outbound QoS state of one session: the ordered queue of messages not yet sent, the inflight
+//! window of QoS 1/2 messages awaiting acknowledgement, and packet identifier allocation.
+//!
+//! Plain data with methods that take `now`, so the logic is tested without sockets or sleeps.
+//! Inbound QoS 2 state (client packet ids awaiting PUBREL) lives elsewhere: the two id spaces
+//! never touch (§2.2.1).
+
+use std::collections::{HashMap, VecDeque};
+
+use mqtt_packets::{PacketId, QoS, ReasonCode};
+use tokio::time::Instant;
+
+use crate::hooks::DropReason;
+use crate::message::Delivery;
+
+/// Where a QoS 1/2 message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InflightState {
+    /// PUBLISH (QoS 1) sent; waiting for PUBACK.
+    AwaitingPubAck,
+    /// PUBLISH (QoS 2) sent; waiting for PUBREC.
+    AwaitingPubRec,
+    /// PUBREL sent; waiting for PUBCOMP.
+    AwaitingPubComp,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Inflight {
+    /// Order of first sending, for resends in the original order [MQTT-4.6.0-1].
+    seq: u64,
+    pub(crate) delivery: Delivery,
+    pub(crate) state: InflightState,
+    /// Whether the PUBLISH was written at least once (a resend then carries DUP).
+    pub(crate) sent: bool,
+}
+
+/// Limits that bound a session's queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueLimits {
+    /// Messages queued while the client is connected, before QoS 0 is dropped.
+    pub(crate) online_messages: usize,
+    /// Messages queued in total (QoS 1/2 beyond this are dropped).
+    pub(crate) messages: usize,
+    /// Payload bytes queued.
+    pub(crate) bytes: usize,
+    /// Whether QoS 0 is kept for an offline session.
+    pub(crate) qos0_offline: bool,
+}
+
+/// A packet the writer must send for the outbound flow.
+#[derive(Debug, Clone)]
+pub(crate) enum Outgoing {
+    /// A PUBLISH: new, or a resend (`dup`).
+    Publish {
+        packet_id: Option<PacketId>,
+        delivery: Delivery,
+        dup: bool,
+    },
+    /// A PUBREL (resend after reconnect, or the answer to PUBREC).
+    PubRel {
+        packet_id: PacketId,
+        reason_code: ReasonCode,
+    },
+}
+
+/// What a PUBREC did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PubRecOutcome {
+    /// Send PUBREL 0x00 and wait for PUBCOMP.
+    Release,
+    /// The PUBREC carried an error code: the flow ends here [MQTT-4.3.3-4].
+    Dropped,
+    /// Unknown identifier: answer PUBREL 0x92 [MQTT-3.6.2-1].
+    Unknown,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Outbound {
+    inflight: HashMap<u16, Inflight>,
+    /// The last packet identifier handed out.
+    last_id: u16,
+    next_seq: u64,
+    pending: VecDeque<Delivery>,
+    pending_bytes: usize,
+}
+
+impl Outbound {
+    /// Queues a delivery. Refuses it (and says why) when the queue is full, or for QoS 0 to an
+    /// offline client that does not keep QoS 0.
+    pub(crate) fn push(
+        &mut self,
+        delivery: Delivery,
+        online: bool,
+        limits: &QueueLimits,
+    ) -> Result<(), DropReason> {
+        let size = delivery.message.size();
+        let queued = self.pending.len();
+        if delivery.qos == QoS::AtMostOnce {
+            if !online && !limits.qos0_offline {
+                return Err(DropReason::ClientOffline);
+            }
+            let limit = if online {
+                limits.online_messages
+            } else {
+                limits.messages
+            };
+            if queued >= limit || self.pending_bytes + size > limits.bytes {
+                return Err(DropReason::QueueFull);
+            }
+        } else if queued >= limits.messages.max(limits.online_messages)
+            || self.pending_bytes + size > limits.bytes
+        {
+            return Err(DropReason::QueueFull);
+        }
+        self.pending_bytes += size;
+        self.pending.push_back(delivery);
+        Ok(())
+    }
+
+    /// Moves queued messages into flight, in order, while the window (the client's Receive
+    /// Maximum, capped by the server's maximum inflight) has room [MQTT-3.3.4-9]. QoS 0 messages
+    /// are not counted against the window but keep their place in the order. Expired messages
+    /// are dropped [MQTT-3.3.2-5]. At most `limit` packets are returned.
+    pub(crate) fn next_batch(
+        &mut self,
+        now: Instant,
+        window: usize,
+        limit: usize,
+        out: &mut Vec<Outgoing>,
+        dropped: &mut Vec<(Delivery, DropReason)>,
+    ) {
+        let mut taken = 0;
+        while taken < limit {
+            let Some(front) = self.pending.front() else {
+                break;
+            };
+            if front.qos != QoS::AtMostOnce && self.inflight.len() >= window {
+                break;
+            }
+            let Some(delivery) = self.pending.pop_front() else {
+                break;
+            };
+            self.pending_bytes = self.pending_bytes.saturating_sub(delivery.message.size());
+            if delivery.message.is_expired(now) {
+                dropped.push((delivery, DropReason::Expired));
+                continue;
+            }
+            if delivery.qos == QoS::AtMostOnce {
+                out.push(Outgoing::Publish {
+                    packet_id: None,
+                    delivery,
+                    dup: false,
+                });
+                taken += 1;
+                continue;
+            }
+            let Some(packet_id) = self.allocate_id() else {
+                dropped.push((delivery, DropReason::PacketIdsExhausted));
+                continue;
+            };
+            let state = if delivery.qos == QoS::AtLeastOnce {
+                InflightState::AwaitingPubAck
+            } else {
+                InflightState::AwaitingPubRec
+            };
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.inflight.insert(
+                packet_id.get(),
+                Inflight {
+                    seq,
+                    delivery: delivery.clone(),
+                    state,
+                    sent: true,
+                },
+            );
+            out.push(Outgoing::Publish {
+                packet_id: Some(packet_id),
+                delivery,
+                dup: false,
+            });
+            taken += 1;
+        }
+    }
+
+    /// A free identifier: never one in flight [MQTT-2.2.1-4].
+    fn allocate_id(&mut self) -> Option<PacketId> {
+        if self.inflight.len() >= usize::from(u16::MAX) {
+            return None;
+        }
+        for _ in 0..u16::MAX {
+            self.last_id = self.last_id.checked_add(1).unwrap_or(1);
+            if !self.inflight.contains_key(&self.last_id) {
+                return PacketId::new(self.last_id);
+            }
+        }
+        None
+    }
+
+    /// PUBACK: ends a QoS 1 flow. Returns the delivery if the id was awaiting one.
+    pub(crate) fn puback(&mut self, packet_id: PacketId) -> Option<Delivery> {
+        match self.inflight.get(&packet_id.get()) {
+            Some(entry) if entry.state == InflightState::AwaitingPubAck => self
+                .inflight
+                .remove(&packet_id.get())
+                .map(|entry| entry.delivery),
+            _ => None,
+        }
+    }
+
+    /// PUBREC: moves a QoS 2 flow on, or ends it on an error code.
+    pub(crate) fn pubrec(&mut self, packet_id: PacketId, reason_code: ReasonCode) -> PubRecOutcome {
+        match self.inflight.get_mut(&packet_id.get()) {
+            Some(entry) if entry.state == InflightState::AwaitingPubRec => {
+                if reason_code.is_error() {
+                    self.inflight.remove(&packet_id.get());
+                    PubRecOutcome::Dropped
+                } else {
+                    entry.state = InflightState::AwaitingPubComp;
+                    PubRecOutcome::Release
+                }
+            }
+            // A repeated PUBREC after our PUBREL: send PUBREL again.
+            Some(entry) if entry.state == InflightState::AwaitingPubComp => PubRecOutcome::Release,
+            _ => PubRecOutcome::Unknown,
+        }
+    }
+
+    /// PUBCOMP: ends a QoS 2 flow. Returns whether the id was awaiting one.
+    pub(crate) fn pubcomp(&mut self, packet_id: PacketId) -> bool {
+        match self.inflight.get(&packet_id.get()) {
+            Some(entry) if entry.state == InflightState::AwaitingPubComp => {
+                self.inflight.remove(&packet_id.get());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets an inflight message that could not be sent (e.g. too large for the client,
+    /// [MQTT-3.1.2-25]).
+    pub(crate) fn forget(&mut self, packet_id: PacketId) {
+        self.inflight.remove(&packet_id.get());
+    }
+
+    /// Everything in flight, in the order it was first sent: PUBLISH with DUP for messages not
+    /// yet acknowledged, PUBREL for those awaiting PUBCOMP. Sent on reconnect [MQTT-4.4.0-1].
+    pub(crate) fn resend_all(&mut self) -> Vec<Outgoing> {
+        let mut entries: Vec<(&u16, &Inflight)> = self.inflight.iter().collect();
+        entries.sort_by_key(|(_, entry)| entry.seq);
+        entries
+            .into_iter()
+            .filter_map(|(&id, entry)| {
+                let packet_id = PacketId::new(id)?;
+                Some(match entry.state {
+                    InflightState::AwaitingPubComp => Outgoing::PubRel {
+                        packet_id,
+                        reason_code: ReasonCode::SUCCESS,
+                    },
+                    _ => Outgoing::Publish {
+                        packet_id: Some(packet_id),
+                        delivery: entry.delivery.clone(),
+                        dup: entry.sent,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// Drops everything; returns the identifiers that were in flight.
+    pub(crate) fn clear(&mut self) -> Vec<u16> {
+        self.pending.clear();
+        self.pending_bytes = 0;
+        let ids = self.inflight.keys().copied().collect();
+        self.inflight.clear();
+        ids
+    }
+
+    /// Drops queued QoS 0 messages (when a client goes offline and QoS 0 is not kept).
+    pub(crate) fn drop_qos0(&mut self) -> usize {
+        let before = self.pending.len();
+        self.pending
+            .retain(|delivery| delivery.qos != QoS::AtMostOnce);
+        self.pending_bytes = self
+            .pending
+            .iter()
+            .map(|delivery| delivery.message.size())
+            .sum();
+        before - self.pending.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use mqtt_packets::{MqttString, PublishProperties};
+
+    use super::*;
+    use crate::message::Message;
+
+    fn delivery(qos: QoS, payload: &'static str, expires_at: Option<Instant>) -> Delivery {
+        Delivery {
+            message: Arc::new(Message {
+                topic: MqttString::from_static("t"),
+                payload: Bytes::from_static(payload.as_bytes()),
+                qos,
+                retain: false,
+                properties: PublishProperties::default(),
+                publisher: None,
+                expires_at,
+            }),
+            qos,
+            retain: false,
+            subscription_identifiers: Vec::new(),
+        }
+    }
+
+    const LIMITS: QueueLimits = QueueLimits {
+        online_messages: 4,
+        messages: 8,
+        bytes: 1 << 20,
+        qos0_offline: false,
+    };
+
+    fn payloads(out: &[Outgoing]) -> Vec<String> {
+        out.iter()
+            .map(|o| match o {
+                Outgoing::Publish { delivery, .. } => {
+                    String::from_utf8_lossy(&delivery.message.payload).into_owned()
+                }
+                Outgoing::PubRel { packet_id, .. } => format!("rel{}", packet_id.get()),
+            })
+            .collect()
+    }
+
+    fn batch(outbound: &mut Outbound, now: Instant, window: usize) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        let mut dropped = Vec::new();
+        outbound.next_batch(now, window, 100, &mut out, &mut dropped);
+        out
+    }
+
+    #[test]
+    fn window_limits_qos1_and_acks_open_it_mqtt_3_3_4_9() {
+        let now = Instant::now();
+        let mut outbound = Outbound::default();
+        for payload in ["a", "b", "c"] {
+            outbound
+                .push(delivery(QoS::AtLeastOnce, payload, None), true, &LIMITS)
+                .unwrap();
+        }
+        let first = batch(&mut outbound, now, 2);
+        assert_eq!(payloads(&first), ["a", "b"]);
+        assert!(batch(&mut outbound, now, 2).is_empty());
+        let Outgoing::Publish {
+            packet_id: Some(id),
+            ..
+        } = &first[0]
+        else {
+            panic!()
+        };
+        assert!(outbound.puback(*id).is_some());
+        assert!(outbound.puback(*id).is_none(), "a second PUBACK is ignored");
+        assert_eq!(payloads(&batch(&mut outbound, now, 2)), ["c"]);
+    }
+
+    #[test]
+    fn ids_are_never_reused_while_in_flight_mqtt_2_2_1_4() {
+        let now = Instant::now();
+        let mut outbound = Outbound::default();
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..3 {
+            for _ in 0..8 {
+                outbound
+                    .push(delivery(QoS::AtLeastOnce, "x", None), true, &LIMITS)
+                    .unwrap();
+            }
+            for out in batch(&mut outbound, now, 1000) {
+                let Outgoing::Publish {
+                    packet_id: Some(id),
+                    ..
+                } = out
+                else {
+                    panic!()
+                };
+                assert!(ids.insert(id.get()), "id {id} reused");
+            }
+        }
+        assert_eq!(outbound.inflight_len(), 24);
+    }
+
+    #[test]
+    fn ids_wrap_and_skip_those_in_flight() {
+        let now = Instant::now();
+        let mut outbound = Outbound::default();
+        outbound
+            .push(delivery(QoS::AtLeastOnce, "held", None), true, &LIMITS)
+            .unwrap();
+        let held = batch(&mut outbound, now, 10);
+        let Outgoing::Publish {
+            packet_id: Some(held_id),
+            ..
+        } = held[0]
+        else {
+            panic!()
+        };
+        assert_eq!(held_id.get(), 1);
+        outbound.last_id = u16::MAX - 1;
+        for _ in 0..3 {
+            outbound
+                .push(delivery(QoS::AtLeastOnce, "x", None), true, &LIMITS)
+                .unwrap();
+        }
+        let ids: Vec<u16> = batch(&mut outbound, now, 10)
+            .into_iter()
+            .map(|o| match o {
+                Outgoing::Publish {
+                    packet_id: Some(id),
+                    ..
+                } => id.get(),
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(ids, [u16::MAX, 2, 3]);
+    }
+
+    #[test]
+    fn qos2_flow_and_error_pubrec() {
+        let now = Instant::now();
+        let mut outbound = Outbound::default();
+        outbound
+            .push(delivery(QoS::ExactlyOnce, "a", None), true, &LIMITS)
+            .unwrap();
+        outbound
+            .push(delivery(QoS::ExactlyOnce, "b", None), true, &LIMITS)
+            .unwrap();
+        let out = batch(&mut outbound, now, 10);
+        let ids: Vec<PacketId> = out
+            .iter()
+            .map(|o| match o {
+                Outgoing::Publish {
+                    packet_id: Some(id),
+                    ..
+                } => *id,
+                _ => panic!(),
+            })
+            .collect();
+        assert!(
+            !outbound.pubcomp(ids[0]),
+            "PUBCOMP before PUBREC is ignored"
+        );
+        assert_eq!(
+            outbound.pubrec(ids[0], ReasonCode::SUCCESS),
+            PubRecOutcome::Release
+        );
+        assert_eq!(
+            outbound.pubrec(ids[0], ReasonCode::SUCCESS),
+            PubRecOutcome::Release
+        );
+        assert!(outbound.pubcomp(ids[0]));
+        assert_eq!(
+            outbound.pubrec(ids[1], ReasonCode::UNSPECIFIED_ERROR),
+            PubRecOutcome::Dropped
+        );
+        assert_eq!(
+            outbound.pubrec(ids[1], ReasonCode::SUCCESS),
+            PubRecOutcome::Unknown
+        );
+        assert_eq!(outbound.inflight_len(), 0);
+    }
+
+    #[test]
+    fn resend_keeps_the_original_order_mqtt_4_6_0_1() {
+        let now = Instant::now();
+        let mut outbound = Outbound::default();
+        outbound.last_id = u16::MAX - 2;
+        for (qos, payload) in [
+            (QoS::AtLeastOnce, "1"),
+            (QoS::ExactlyOnce, "2"),
+            (QoS::AtLeastOnce, "3"),
+            (QoS::ExactlyOnce, "4"),
+        ] {
+            outbound
+                .push(delivery(qos, payload, None), true, &LIMITS)
+                .unwrap();
+        }
+        let out = batch(&mut outbound, now, 10);
+        let id_of = |i: usize| match &out[i] {
+            Outgoing::Publish {
+                packet_id: Some(id),
+                ..
+            } => *id,
+            _ => panic!(),
+        };
+        // Message 2 reached PUBREL; ids wrapped (65534, 65535, 1, 2) but order is by sending.
+        assert_eq!(
+            outbound.pubrec(id_of(1), ReasonCode::SUCCESS),
+            PubRecOutcome::Release
+        );
+        let resent = outbound.resend_all();
+        assert_eq!(
+            payloads(&resent),
+            ["1", &format!("rel{}", id_of(1).get()), "3", "4"]
+        );
+        assert!(resent.iter().all(|o| match o {
+            Outgoing::Publish { dup, .. } => *dup,
+            Outgoing::PubRel { .. } => true,
+        }));
+    }
+
+    #[test]
+    fn expired_messages_are_not_sent_mqtt_3_3_2_5() {
+        let now = Instant::now();
+        let mut outbound = Outbound::default();
+        outbound
+            .push(
+                delivery(QoS::AtLeastOnce, "old", Some(now + Duration::from_secs(5))),
+                false,
+                &LIMITS,
+            )
+            .unwrap();
+        outbound
+            .push(delivery(QoS::AtLeastOnce, "new", None), false, &LIMITS)
+            .unwrap();
+        let mut out = Vec::new();
+        let mut dropped = Vec::new();
+        outbound.next_batch(
+            now + Duration::from_secs(5),
+            10,
+            100,
+            &mut out,
+            &mut dropped,
+        );
+        assert_eq!(payloads(&out), ["new"]);
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].1, DropReason::Expired);
+    }
+
+    #[test]
+    fn queue_limits_drop_qos0_first() {
+        let mut outbound = Outbound::default();
+        for _ in 0..4 {
+            outbound
+                .push(delivery(QoS::AtMostOnce, "x", None), true, &LIMITS)
+                .unwrap();
+        }
+        assert_eq!(
+            outbound.push(delivery(QoS::AtMostOnce, "x", None), true, &LIMITS),
+            Err(DropReason::QueueFull)
+        );
+        for _ in 0..4 {
+            outbound
+                .push(delivery(QoS::AtLeastOnce, "x", None), true, &LIMITS)
+                .unwrap();
+        }
+        assert_eq!(
+            outbound.push(delivery(QoS::AtLeastOnce, "x", None), true, &LIMITS),
+            Err(DropReason::QueueFull)
+        );
+        assert_eq!(
+            outbound.push(delivery(QoS::AtMostOnce, "x", None), false, &LIMITS),
+            Err(DropReason::ClientOffline)
+        );
+        assert_eq!(outbound.drop_qos0(), 4);
+        assert_eq!(outbound.pending_len(), 4);
+    }
+}

@@ -1,0 +1,834 @@
+//! The server: the registry of sessions, routing of messages, retained messages, wills, timers,
+//! and the embedding API.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use mqtt_packets::{MqttString, Packet, Publish, QoS, ReasonCode, Will};
+use mqtt_topics::{ClientId, RetainedIndex, SubscriptionTrie, validate_topic_name};
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::hooks::{Access, DropReason, HookEvents, Hooks, PublishDecision, RetainChange};
+use crate::inline::InlineClient;
+use crate::message::{Delivery, Message};
+use crate::outbound::QueueLimits;
+use crate::session::{Close, Session, SubscriptionEntry};
+use crate::sys::{self, SysInfo};
+use crate::timers::{TimerEvent, Timers};
+use crate::{BrokerError, ClientInfo, ConnectionInfo, Hook, Options};
+
+/// An MQTT broker. Cheap to clone: clones share the same server.
+///
+/// ```no_run
+/// use mqtt_broker::{AllowAllHook, Options, Server};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = Server::new(Options::default());
+/// server.add_hook(AllowAllHook)?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:1883").await?;
+/// server.serve_tcp("tcp", listener).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("hooks", &self.inner.hooks)
+            .field("sessions", &self.inner.sessions.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) options: Options,
+    pub(crate) hooks: Hooks,
+    pub(crate) info: SysInfo,
+    pub(crate) sessions: Mutex<HashMap<ClientId, Arc<Session>>>,
+    pub(crate) trie: SubscriptionTrie<SubscriptionEntry>,
+    pub(crate) retained: RetainedIndex<Arc<Message>>,
+    pub(crate) timers: Timers,
+    pub(crate) next_generation: AtomicU64,
+    pub(crate) closing: AtomicBool,
+    pub(crate) shutdown: Notify,
+    started: AtomicBool,
+    pub(crate) next_inline: AtomicU64,
+    pub(crate) next_assigned_id: AtomicU64,
+    /// Connection tasks alive, and a signal when it drops to zero.
+    pub(crate) live_connections: AtomicUsize,
+    pub(crate) all_closed: Notify,
+}
+
+/// What became of an inbound PUBLISH, for its acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PublishOutcome {
+    /// Delivered to this many subscriptions (0 means 0x10 No matching subscribers for v5).
+    Delivered(usize),
+    /// A hook asked to acknowledge without delivering.
+    Ignored,
+    /// Refused with this code.
+    Refused(ReasonCode),
+}
+
+impl Server {
+    /// A server with these options. Add hooks, then serve connections.
+    pub fn new(options: Options) -> Self {
+        let trie = SubscriptionTrie::new(
+            options.capabilities.effective_topic_rules(),
+            options.share_strategy.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                options,
+                hooks: Hooks::default(),
+                info: SysInfo::new(),
+                sessions: Mutex::new(HashMap::new()),
+                trie,
+                retained: RetainedIndex::new(),
+                timers: Timers::default(),
+                next_generation: AtomicU64::new(1),
+                closing: AtomicBool::new(false),
+                shutdown: Notify::new(),
+                started: AtomicBool::new(false),
+                next_inline: AtomicU64::new(1),
+                next_assigned_id: AtomicU64::new(1),
+                live_connections: AtomicUsize::new(0),
+                all_closed: Notify::new(),
+            }),
+        }
+    }
+
+    /// The options the server runs with.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// Live counters.
+    pub fn info(&self) -> &SysInfo {
+        &self.inner.info
+    }
+
+    /// Adds a hook after those already added. Its `init` runs now; an error refuses it.
+    pub fn add_hook(&self, hook: impl Hook) -> Result<(), BrokerError> {
+        self.add_hook_arc(Arc::new(hook))
+    }
+
+    /// [`Server::add_hook`] for a hook the caller keeps a handle to.
+    pub fn add_hook_arc(&self, hook: Arc<dyn Hook>) -> Result<(), BrokerError> {
+        hook.init(&self.inner.options)?;
+        info!(hook = hook.id(), "hook added");
+        self.inner.hooks.add(hook);
+        Ok(())
+    }
+
+    /// Starts the background tasks if called within a Tokio runtime (the inline client may be
+    /// used before any connection is served).
+    pub(crate) fn start_if_in_runtime(&self) {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.start();
+        }
+    }
+
+    /// Starts the background tasks (timers) and restores stored state; called by every `serve_*`
+    /// method, and idempotent. Must be called within a Tokio runtime.
+    pub fn start(&self) {
+        if self.inner.started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.restore();
+        let server = self.clone();
+        tokio::spawn(async move { server.run_timers().await });
+        for hook in self.inner.hooks.with(HookEvents::ON_STARTED) {
+            hook.on_started();
+        }
+    }
+
+    /// Serves one connection until it ends. `stream` may be any byte stream: TCP, TLS,
+    /// WebSocket, a Unix socket or an in-memory pipe.
+    ///
+    /// Cancel safety: dropping the future drops the connection as if the network had failed
+    /// (the Will is published); prefer [`Server::close`].
+    pub async fn serve_connection<S>(&self, stream: S, connection: ConnectionInfo)
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        self.start();
+        crate::connection::serve(self.clone(), stream, connection).await;
+    }
+
+    /// Accepts connections from `listener` until [`Server::close`], serving each on its own task.
+    pub async fn serve_tcp(&self, id: &str, listener: TcpListener) -> std::io::Result<()> {
+        self.start();
+        let id: Arc<str> = Arc::from(id);
+        info!(listener = %id, address = ?listener.local_addr().ok(), "listening");
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = self.inner.shutdown.notified() => return Ok(()),
+            };
+            if self.inner.closing.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            match accepted {
+                Ok((stream, remote)) => {
+                    stream.set_nodelay(true).ok();
+                    let server = self.clone();
+                    let connection = ConnectionInfo::new(id.clone(), Some(remote));
+                    tokio::spawn(async move { server.serve_connection(stream, connection).await });
+                }
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(listener = %id, %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Closes the server gracefully: stops accepting, sends v5 clients DISCONNECT 0x8B and
+    /// closes every connection, waiting up to [`Options::shutdown_timeout`].
+    pub async fn close(&self) {
+        if self.inner.closing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.inner.shutdown.notify_waiters();
+        let sessions: Vec<Arc<Session>> = self.inner.sessions.lock().values().cloned().collect();
+        for session in sessions {
+            let state = session.state.lock();
+            if let Some(connection) = &state.connection {
+                connection.close(Close::Disconnect(ReasonCode::SERVER_SHUTTING_DOWN));
+            }
+        }
+        let deadline = Instant::now() + self.inner.options.shutdown_timeout;
+        while self.inner.live_connections.load(Ordering::SeqCst) > 0 {
+            let wait = self.inner.all_closed.notified();
+            if self.inner.live_connections.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, wait).await.is_err() {
+                warn!("shutdown timeout: connections still open");
+                break;
+            }
+        }
+        for hook in self.inner.hooks.all().iter() {
+            hook.stop();
+            if hook.provides().contains(HookEvents::ON_STOPPED) {
+                hook.on_stopped();
+            }
+        }
+        info!("server closed");
+    }
+
+    /// Publishes a message from the host program, as the inline client: no ACL applies and
+    /// `$SYS` topics are allowed. Returns how many subscriptions it reached.
+    pub fn publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        retain: bool,
+        qos: QoS,
+    ) -> Result<usize, BrokerError> {
+        self.inline_client().publish(topic, payload, retain, qos)
+    }
+
+    /// The inline client: publish and subscribe from the host program.
+    pub fn inline_client(&self) -> InlineClient {
+        InlineClient::new(self.clone())
+    }
+
+    /// Processes `packet` as if client `client_id` had sent it (PUBLISH, SUBSCRIBE or
+    /// UNSUBSCRIBE). The client's session must exist; the usual ACL checks apply; no
+    /// acknowledgement is sent to the client.
+    pub fn inject_packet(&self, client_id: &str, packet: Packet) -> Result<(), BrokerError> {
+        let session = self
+            .inner
+            .sessions
+            .lock()
+            .get(client_id)
+            .cloned()
+            .ok_or_else(|| BrokerError::UnknownClient(client_id.to_string()))?;
+        let client = session
+            .state
+            .lock()
+            .client
+            .clone()
+            .ok_or_else(|| BrokerError::UnknownClient(client_id.to_string()))?;
+        match packet {
+            Packet::Publish(publish) => {
+                self.inner
+                    .info
+                    .messages_received
+                    .fetch_add(1, Ordering::Relaxed);
+                match self.publish_from(&client, publish) {
+                    PublishOutcome::Refused(code) => Err(BrokerError::Refused(code)),
+                    _ => Ok(()),
+                }
+            }
+            Packet::Subscribe(subscribe) => {
+                crate::subscribe::subscribe(self, &session, &client, subscribe)
+                    .map(drop)
+                    .map_err(BrokerError::Refused)
+            }
+            Packet::Unsubscribe(unsubscribe) => {
+                crate::subscribe::unsubscribe(self, &session, &client, unsubscribe);
+                Ok(())
+            }
+            other => Err(BrokerError::Unsupported(other.packet_type().name())),
+        }
+    }
+
+    /// The number of sessions (connected or not).
+    pub fn session_count(&self) -> usize {
+        self.inner.sessions.lock().len()
+    }
+
+    /// The client ids of connected clients.
+    pub fn connected_clients(&self) -> Vec<String> {
+        self.inner
+            .sessions
+            .lock()
+            .values()
+            .filter(|session| session.is_connected())
+            .map(|session| session.client_id.to_string())
+            .collect()
+    }
+
+    /// Disconnects a client (v5: DISCONNECT 0x98 Administrative action). Its session remains
+    /// according to its expiry. Returns whether it was connected.
+    pub fn disconnect_client(&self, client_id: &str) -> bool {
+        let Some(session) = self.inner.sessions.lock().get(client_id).cloned() else {
+            return false;
+        };
+        let state = session.state.lock();
+        let Some(connection) = &state.connection else {
+            return false;
+        };
+        connection.close(Close::Disconnect(ReasonCode::ADMINISTRATIVE_ACTION));
+        true
+    }
+
+    // ----- the publish path -------------------------------------------------------------------
+
+    /// Runs an inbound PUBLISH through checks and hooks, retains it, and routes it.
+    pub(crate) fn publish_from(&self, client: &ClientInfo, publish: Publish) -> PublishOutcome {
+        let inner = &self.inner;
+        let caps = &inner.options.capabilities;
+        if validate_topic_name(&publish.topic, &caps.topic_rules).is_err() {
+            return PublishOutcome::Refused(ReasonCode::TOPIC_NAME_INVALID);
+        }
+        // `$` topics are the server's: clients may not publish to them [MQTT-4.7.2-1].
+        if !client.inline && publish.topic.starts_with('$') {
+            return PublishOutcome::Refused(ReasonCode::NOT_AUTHORIZED);
+        }
+        if !inner.hooks.acl(client, &publish.topic, Access::Write) {
+            return PublishOutcome::Refused(ReasonCode::NOT_AUTHORIZED);
+        }
+        let mut publish = publish;
+        if inner.hooks.provides(HookEvents::ON_PUBLISH) {
+            for hook in inner.hooks.with(HookEvents::ON_PUBLISH) {
+                match hook.on_publish(client, publish) {
+                    PublishDecision::Continue(next) => publish = next,
+                    PublishDecision::Ignore => return PublishOutcome::Ignored,
+                    PublishDecision::Reject(code) => return PublishOutcome::Refused(code),
+                }
+            }
+        }
+        let now = Instant::now();
+        let expiry = match (
+            publish.properties.message_expiry_interval,
+            caps.maximum_message_expiry_interval,
+        ) {
+            (Some(own), Some(cap)) => Some(own.min(cap)),
+            (own, cap) => own.or(cap),
+        };
+        let mut properties = publish.properties;
+        properties.topic_alias = None;
+        properties.subscription_identifiers.clear();
+        properties.message_expiry_interval = None;
+        let message = Arc::new(Message {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos.min(caps.maximum_qos),
+            retain: publish.retain,
+            properties,
+            publisher: if client.inline {
+                None
+            } else {
+                Some(client.client_id.clone())
+            },
+            expires_at: expiry.map(|seconds| now + Duration::from_secs(u64::from(seconds))),
+        });
+        if message.retain {
+            self.retain(client, &message);
+        }
+        let delivered = self.route(&message, now);
+        if inner.hooks.provides(HookEvents::ON_PUBLISHED) {
+            let published = Delivery {
+                message: message.clone(),
+                qos: message.qos,
+                retain: message.retain,
+                subscription_identifiers: Vec::new(),
+            }
+            .to_publish(None, false, now);
+            for hook in inner.hooks.with(HookEvents::ON_PUBLISHED) {
+                hook.on_published(client, &published);
+            }
+        }
+        PublishOutcome::Delivered(delivered)
+    }
+
+    /// Sets or clears the retained message of the topic [MQTT-3.3.1-5] [MQTT-3.3.1-6].
+    fn retain(&self, client: &ClientInfo, message: &Arc<Message>) {
+        let inner = &self.inner;
+        let change = if message.payload.is_empty() {
+            // An empty payload clears, and is never stored [MQTT-3.3.1-7].
+            if inner.retained.remove(&message.topic).is_some() {
+                sys::sub(&inner.info.retained, 1);
+                RetainChange::Cleared
+            } else {
+                RetainChange::NothingToClear
+            }
+        } else {
+            if inner
+                .retained
+                .set(&message.topic, message.clone())
+                .is_none()
+            {
+                sys::add(&inner.info.retained, 1);
+            }
+            RetainChange::Set
+        };
+        if inner.hooks.provides(HookEvents::ON_RETAIN_MESSAGE) {
+            let publish = Delivery {
+                message: message.clone(),
+                qos: message.qos,
+                retain: true,
+                subscription_identifiers: Vec::new(),
+            }
+            .to_publish(None, false, Instant::now());
+            for hook in inner.hooks.with(HookEvents::ON_RETAIN_MESSAGE) {
+                hook.on_retain_message(client, &publish, change);
+            }
+        }
+    }
+
+    /// Delivers a message to every matching subscription: each non-shared subscriber once at the
+    /// highest matching QoS with all its subscription identifiers [MQTT-3.3.4-2]
+    /// [MQTT-3.3.4-4], and one member of each shared group. Returns the number of deliveries.
+    pub(crate) fn route(&self, message: &Arc<Message>, now: Instant) -> usize {
+        let inner = &self.inner;
+        let publisher = message.publisher.as_deref();
+        let matches = inner.trie.matches(&message.topic, publisher, &|_, entry| {
+            entry.session.is_connected() || entry.session.inline_sink.is_some()
+        });
+        if matches.is_empty() {
+            return 0;
+        }
+        let maximum_qos = inner.options.capabilities.maximum_qos;
+        let mut selected: Option<Vec<ClientId>> = None;
+        if inner.hooks.provides(HookEvents::ON_SELECT_SUBSCRIBERS) {
+            let mut clients: Vec<ClientId> = matches
+                .clients()
+                .map(|client| client.client_id().clone())
+                .collect();
+            clients.extend(
+                matches
+                    .shared()
+                    .iter()
+                    .map(|shared| shared.client_id.clone()),
+            );
+            let publish = Delivery {
+                message: message.clone(),
+                qos: message.qos,
+                retain: message.retain,
+                subscription_identifiers: Vec::new(),
+            }
+            .to_publish(None, false, now);
+            for hook in inner.hooks.with(HookEvents::ON_SELECT_SUBSCRIBERS) {
+                hook.on_select_subscribers(&publish, &mut clients);
+            }
+            selected = Some(clients);
+        }
+        let chosen = |client_id: &ClientId| {
+            selected
+                .as_ref()
+                .is_none_or(|list| list.contains(client_id))
+        };
+        let mut delivered = 0;
+        for client in matches.clients() {
+            if !chosen(client.client_id()) {
+                continue;
+            }
+            let mut qos: Option<QoS> = None;
+            let mut retain_as_published = false;
+            let mut identifiers: Vec<NonZeroU32> = Vec::new();
+            let mut session = None;
+            for entry in client.subscriptions() {
+                // No Local [MQTT-3.8.3-3].
+                if entry.options.no_local && publisher == Some(&**client.client_id()) {
+                    continue;
+                }
+                qos = Some(qos.map_or(entry.options.maximum_qos, |q| {
+                    q.max(entry.options.maximum_qos)
+                }));
+                retain_as_published |= entry.options.retain_as_published;
+                identifiers.extend(entry.identifier);
+                session.get_or_insert_with(|| entry.session.clone());
+            }
+            let (Some(qos), Some(session)) = (qos, session) else {
+                continue;
+            };
+            let delivery = Delivery {
+                message: message.clone(),
+                qos: message.qos.min(qos).min(maximum_qos),
+                // Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13].
+                retain: retain_as_published && message.retain,
+                subscription_identifiers: identifiers,
+            };
+            if self.enqueue(&session, delivery) {
+                delivered += 1;
+            }
+        }
+        for shared in matches.shared() {
+            if !chosen(&shared.client_id) {
+                continue;
+            }
+            let entry = &shared.subscription;
+            let delivery = Delivery {
+                message: message.clone(),
+                qos: message.qos.min(entry.options.maximum_qos).min(maximum_qos),
+                retain: entry.options.retain_as_published && message.retain,
+                subscription_identifiers: entry.identifier.into_iter().collect(),
+            };
+            if self.enqueue(&entry.session, delivery) {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+
+    /// Puts a delivery in a session's queue and wakes its writer. Never blocks: a full queue
+    /// drops the message (counted, and reported to `on_publish_dropped`).
+    pub(crate) fn enqueue(&self, session: &Arc<Session>, delivery: Delivery) -> bool {
+        let inner = &self.inner;
+        if let Some(sink) = &session.inline_sink {
+            let publish = delivery.to_publish(None, false, Instant::now());
+            return match sink.try_send(publish.clone()) {
+                Ok(()) => true,
+                Err(_) => {
+                    self.dropped(&session.client_id, &publish, DropReason::QueueFull);
+                    false
+                }
+            };
+        }
+        let caps = &inner.options.capabilities;
+        let limits = QueueLimits {
+            online_messages: caps.maximum_client_writes_pending,
+            messages: caps.maximum_queued_messages,
+            bytes: caps.maximum_queued_bytes,
+            qos0_offline: caps.queue_qos0_offline,
+        };
+        let mut state = session.state.lock();
+        if let Some(client) = &state.client
+            && inner.hooks.provides(HookEvents::ON_ACL_CHECK)
+            && !inner
+                .hooks
+                .acl(client, &delivery.message.topic, Access::Read)
+        {
+            return false;
+        }
+        let online = state.connection.is_some();
+        let result = state.outbound.push(delivery.clone(), online, &limits);
+        match result {
+            Ok(()) => {
+                state.wake_writer();
+                true
+            }
+            Err(reason) => {
+                drop(state);
+                let publish = delivery.to_publish(None, false, Instant::now());
+                self.dropped(&session.client_id, &publish, reason);
+                false
+            }
+        }
+    }
+
+    pub(crate) fn dropped(&self, client_id: &str, publish: &Publish, reason: DropReason) {
+        sys::add(&self.inner.info.messages_dropped, 1);
+        debug!(client_id, topic = %publish.topic, ?reason, "message dropped");
+        for hook in self.inner.hooks.with(HookEvents::ON_PUBLISH_DROPPED) {
+            hook.on_publish_dropped(client_id, publish, reason);
+        }
+    }
+
+    /// Publishes a Will (after `on_will`), as its client [MQTT-3.1.2-8].
+    pub(crate) fn publish_will(&self, client: &ClientInfo, will: Will) {
+        let mut will = Some(will);
+        for hook in self.inner.hooks.with(HookEvents::ON_WILL) {
+            will = will.and_then(|will| hook.on_will(client, will));
+        }
+        let Some(will) = will else { return };
+        let mut properties = mqtt_packets::PublishProperties {
+            payload_format_indicator: will.properties.payload_format_indicator,
+            message_expiry_interval: will.properties.message_expiry_interval,
+            content_type: will.properties.content_type,
+            response_topic: will.properties.response_topic,
+            correlation_data: will.properties.correlation_data,
+            ..mqtt_packets::PublishProperties::default()
+        };
+        // User Properties keep their order [MQTT-3.1.3-10].
+        properties.user_properties = will.properties.user_properties;
+        let publish = Publish {
+            dup: false,
+            qos: will.qos,
+            retain: will.retain,
+            topic: will.topic,
+            packet_id: None,
+            payload: will.payload,
+            properties,
+        };
+        debug!(client_id = %client.client_id, topic = %publish.topic, "publishing will");
+        let sent = publish.clone();
+        if let PublishOutcome::Refused(code) = self.publish_from(client, publish) {
+            debug!(client_id = %client.client_id, %code, "will refused");
+            return;
+        }
+        for hook in self.inner.hooks.with(HookEvents::ON_WILL_SENT) {
+            hook.on_will_sent(client, &sent);
+        }
+    }
+
+    // ----- sessions -------------------------------------------------------------------------
+
+    /// Removes a session entirely: subscriptions, queued and inflight messages, registry entry
+    /// (if it is still the registered one).
+    pub(crate) fn end_session(&self, session: &Arc<Session>) {
+        let inner = &self.inner;
+        let removed = inner.trie.remove_client(&session.client_id);
+        sys::sub(&inner.info.subscriptions, removed as u64);
+        let dropped_ids = {
+            let mut state = session.state.lock();
+            state.subscriptions.clear();
+            state.inbound_qos2.clear();
+            state.control.clear();
+            state.outbound.clear()
+        };
+        for id in dropped_ids {
+            for hook in inner.hooks.with(HookEvents::ON_QOS_DROPPED) {
+                hook.on_qos_dropped(&session.client_id, id);
+            }
+        }
+        let mut sessions = inner.sessions.lock();
+        if sessions
+            .get(&session.client_id)
+            .is_some_and(|current| Arc::ptr_eq(current, session))
+        {
+            sessions.remove(&session.client_id);
+            sys::sub(&inner.info.sessions, 1);
+        }
+    }
+
+    /// A unique client identifier for a client that sent an empty one [MQTT-3.1.3-6].
+    pub(crate) fn assign_client_id(&self) -> ClientId {
+        loop {
+            let n = self.inner.next_assigned_id.fetch_add(1, Ordering::Relaxed);
+            let started = self.inner.info.started.load(Ordering::Relaxed);
+            let id = ClientId::from(format!("mochi-{started:x}-{n}"));
+            if !self.inner.sessions.lock().contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    async fn run_timers(&self) {
+        loop {
+            tokio::select! {
+                () = self.inner.timers.wait() => {}
+                () = self.inner.shutdown.notified() => return,
+            }
+            if self.inner.closing.load(Ordering::SeqCst) {
+                return;
+            }
+            for event in self.inner.timers.due(Instant::now()) {
+                self.fire(event);
+            }
+        }
+    }
+
+    fn fire(&self, event: TimerEvent) {
+        let inner = &self.inner;
+        match event {
+            TimerEvent::SessionExpiry {
+                client_id,
+                generation,
+            } => {
+                let Some(session) = inner.sessions.lock().get(&client_id).cloned() else {
+                    return;
+                };
+                let (client, will) = {
+                    let mut state = session.state.lock();
+                    if state.connection.is_some() || state.last_generation != generation {
+                        return;
+                    }
+                    (state.client.clone(), state.will.take())
+                };
+                // The session ends, so a pending delayed Will goes now [MQTT-3.1.2-8].
+                if let (Some(client), Some(will)) = (&client, will) {
+                    self.publish_will(client, will);
+                }
+                self.end_session(&session);
+                info!(client_id = %client_id, "session expired");
+                for hook in inner.hooks.with(HookEvents::ON_CLIENT_EXPIRED) {
+                    hook.on_client_expired(&client_id);
+                }
+            }
+            TimerEvent::WillDelay {
+                client_id,
+                generation,
+            } => {
+                let Some(session) = inner.sessions.lock().get(&client_id).cloned() else {
+                    return;
+                };
+                let (client, will) = {
+                    let mut state = session.state.lock();
+                    if state.connection.is_some() || state.last_generation != generation {
+                        return;
+                    }
+                    (state.client.clone(), state.will.take())
+                };
+                if let (Some(client), Some(will)) = (client, will) {
+                    self.publish_will(&client, will);
+                }
+            }
+        }
+    }
+
+    /// Restores retained messages, sessions and subscriptions from the first hook that has them.
+    fn restore(&self) {
+        let inner = &self.inner;
+        let now = Instant::now();
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        for hook in inner.hooks.with(HookEvents::STORED_RETAINED_MESSAGES) {
+            match hook.stored_retained_messages() {
+                Ok(messages) if !messages.is_empty() => {
+                    for stored in messages {
+                        let Ok(topic) = MqttString::new(stored.topic) else {
+                            continue;
+                        };
+                        let expires_at = match stored.expires_at_unix {
+                            Some(at) if at <= unix_now => continue,
+                            Some(at) => Some(now + Duration::from_secs(at - unix_now)),
+                            None => None,
+                        };
+                        let message = Arc::new(Message {
+                            topic: topic.clone(),
+                            payload: stored.payload,
+                            qos: stored.qos,
+                            retain: true,
+                            properties: stored.properties,
+                            publisher: None,
+                            expires_at,
+                        });
+                        if inner.retained.set(&topic, message).is_none() {
+                            sys::add(&inner.info.retained, 1);
+                        }
+                    }
+                    break;
+                }
+                Ok(_) => {}
+                Err(error) => warn!(%error, "restoring retained messages failed"),
+            }
+        }
+        for hook in inner.hooks.with(HookEvents::STORED_CLIENTS) {
+            match hook.stored_clients() {
+                Ok(clients) if !clients.is_empty() => {
+                    let mut sessions = inner.sessions.lock();
+                    for stored in clients {
+                        let client_id = ClientId::from(stored.client_id.as_str());
+                        let session = Arc::new(Session::new(client_id.clone(), stored.protocol));
+                        {
+                            let mut state = session.state.lock();
+                            state.expiry_interval = stored.session_expiry_interval;
+                            let mut info = ClientInfo::inline(client_id.clone());
+                            info.inline = false;
+                            info.protocol = stored.protocol;
+                            info.clean_start = false;
+                            info.username = stored.username.and_then(|u| MqttString::new(u).ok());
+                            info.connection = ConnectionInfo::new("restored", None);
+                            state.client = Some(Arc::new(info));
+                        }
+                        if sessions.insert(client_id, session).is_none() {
+                            sys::add(&inner.info.sessions, 1);
+                        }
+                    }
+                    break;
+                }
+                Ok(_) => {}
+                Err(error) => warn!(%error, "restoring sessions failed"),
+            }
+        }
+        for hook in inner.hooks.with(HookEvents::STORED_SUBSCRIPTIONS) {
+            match hook.stored_subscriptions() {
+                Ok(subscriptions) if !subscriptions.is_empty() => {
+                    for stored in subscriptions {
+                        let session = inner
+                            .sessions
+                            .lock()
+                            .get(stored.client_id.as_str())
+                            .cloned();
+                        let Some(session) = session else { continue };
+                        let client = session.state.lock().client.clone();
+                        // Re-check the ACL: rules may have changed since it was stored.
+                        if let Some(client) = &client
+                            && !inner.hooks.acl(client, &stored.filter, Access::Read)
+                        {
+                            continue;
+                        }
+                        let identifier = stored.identifier.and_then(NonZeroU32::new);
+                        let entry = SubscriptionEntry {
+                            options: stored.options,
+                            identifier,
+                            session: session.clone(),
+                        };
+                        if let Ok(None) =
+                            inner.trie.insert(&session.client_id, &stored.filter, entry)
+                        {
+                            sys::add(&inner.info.subscriptions, 1);
+                        }
+                        session
+                            .state
+                            .lock()
+                            .subscriptions
+                            .insert(stored.filter, (stored.options, identifier));
+                    }
+                    break;
+                }
+                Ok(_) => {}
+                Err(error) => warn!(%error, "restoring subscriptions failed"),
+            }
+        }
+    }
+}
+
+impl Inner {
+    pub(crate) fn next_generation(&self) -> u64 {
+        self.next_generation.fetch_add(1, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,186 @@
+//! Session state: what the server keeps for a client id across connections (§4.1).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use mqtt_packets::{Packet, Protocol, ReasonCode, SubscriptionOptions, Will};
+use mqtt_topics::{ClientId, SubscriptionInfo};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc};
+
+use crate::ClientInfo;
+use crate::inline::InlineDelivery;
+use crate::outbound::{Outbound, Outgoing};
+
+/// A subscription as the session and the trie hold it.
+#[derive(Debug, Clone)]
+pub(crate) struct SubscriptionEntry {
+    pub(crate) options: SubscriptionOptions,
+    pub(crate) identifier: Option<NonZeroU32>,
+    /// The subscriber, so that fan-out reaches its queue without a registry lookup.
+    pub(crate) session: Arc<Session>,
+}
+
+impl SubscriptionInfo for SubscriptionEntry {
+    fn qos(&self) -> mqtt_packets::QoS {
+        self.options.maximum_qos
+    }
+
+    fn identifier(&self) -> Option<NonZeroU32> {
+        self.identifier
+    }
+}
+
+/// The live connection of a session: how to wake its writer and ask it to close.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionHandle {
+    /// Increases with every connection of the server; tells a stale connection from the current.
+    pub(crate) generation: u64,
+    /// Wakes the writer: new packets to send, or the connection is closing.
+    pub(crate) wakeup: Arc<Notify>,
+    /// Stops the reader (takeover, server close, administrative disconnect).
+    pub(crate) kill: Arc<Notify>,
+    /// How the connection is to be closed, once it is.
+    pub(crate) close: Arc<Mutex<Option<Close>>>,
+}
+
+/// How the server ends a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Close {
+    /// Close the socket without a DISCONNECT (3.x clients, or the client ended it).
+    Silent,
+    /// Send DISCONNECT with this code first (v5 only; 3.x clients get a plain close).
+    Disconnect(ReasonCode),
+}
+
+impl ConnectionHandle {
+    pub(crate) fn new(generation: u64) -> Self {
+        Self {
+            generation,
+            wakeup: Arc::new(Notify::new()),
+            kill: Arc::new(Notify::new()),
+            close: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Asks the connection to end; the first reason given wins.
+    pub(crate) fn close(&self, how: Close) {
+        {
+            let mut close = self.close.lock();
+            if close.is_none() {
+                *close = Some(how);
+            }
+        }
+        self.wakeup.notify_one();
+        self.kill.notify_one();
+    }
+}
+
+/// A packet for the writer that is not a new delivery.
+#[derive(Debug, Clone)]
+pub(crate) enum Control {
+    /// An ack or control packet, written as is.
+    Packet(Packet),
+    /// A resend of an inflight message after reconnect, or a PUBREL.
+    Outgoing(Outgoing),
+}
+
+/// Per-connection limits the client set in CONNECT.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerLimits {
+    /// The send window: min(client Receive Maximum, server maximum inflight).
+    pub(crate) window: usize,
+    /// The client's Maximum Packet Size.
+    pub(crate) maximum_packet_size: u32,
+    /// Whether reason strings and user properties may be sent on acks [MQTT-3.1.2-29].
+    pub(crate) request_problem_information: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct SessionState {
+    pub(crate) protocol: Protocol,
+    /// The Session Expiry Interval in force, in seconds.
+    pub(crate) expiry_interval: u32,
+    /// The client as of its last connection.
+    pub(crate) client: Option<Arc<ClientInfo>>,
+    pub(crate) connection: Option<ConnectionHandle>,
+    pub(crate) peer: PeerLimits,
+    /// Filter (as subscribed, `$share/` included) → options and identifier.
+    pub(crate) subscriptions: HashMap<String, (SubscriptionOptions, Option<NonZeroU32>)>,
+    pub(crate) outbound: Outbound,
+    /// Client packet ids of QoS 2 messages acknowledged with PUBREC, awaiting PUBREL.
+    pub(crate) inbound_qos2: HashSet<u16>,
+    /// Acks and control packets for the writer, in order.
+    pub(crate) control: VecDeque<Control>,
+    /// The Will of the current connection.
+    pub(crate) will: Option<Will>,
+    /// The generation of the last connection that took this session.
+    pub(crate) last_generation: u64,
+}
+
+impl SessionState {
+    /// Queues a control packet and wakes the writer.
+    pub(crate) fn send(&mut self, packet: Packet) {
+        self.control.push_back(Control::Packet(packet));
+        self.wake_writer();
+    }
+
+    pub(crate) fn wake_writer(&self) {
+        if let Some(connection) = &self.connection {
+            connection.wakeup.notify_one();
+        }
+    }
+}
+
+/// A session: the state kept for one client id, shared by its connection tasks, the publishers
+/// that fan out to it, and the timers that expire it.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) client_id: ClientId,
+    pub(crate) state: Mutex<SessionState>,
+    /// Mirrors `state.connection.is_some()`, readable without the lock (shared-group
+    /// eligibility).
+    pub(crate) connected: AtomicBool,
+    /// For the inline client's subscriptions: deliveries go to this channel instead of a socket.
+    pub(crate) inline_sink: Option<mpsc::Sender<InlineDelivery>>,
+}
+
+impl Session {
+    pub(crate) fn new(client_id: ClientId, protocol: Protocol) -> Self {
+        Self {
+            client_id,
+            state: Mutex::new(SessionState {
+                protocol,
+                expiry_interval: 0,
+                client: None,
+                connection: None,
+                peer: PeerLimits {
+                    window: usize::from(u16::MAX),
+                    maximum_packet_size: u32::MAX,
+                    request_problem_information: true,
+                },
+                subscriptions: HashMap::new(),
+                outbound: Outbound::default(),
+                inbound_qos2: HashSet::new(),
+                control: VecDeque::new(),
+                will: None,
+                last_generation: 0,
+            }),
+            connected: AtomicBool::new(false),
+            inline_sink: None,
+        }
+    }
+
+    pub(crate) fn new_inline(client_id: ClientId, sink: mpsc::Sender<InlineDelivery>) -> Self {
+        Self {
+            inline_sink: Some(sink),
+            ..Self::new(client_id, Protocol::V5)
+        }
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,171 @@
+//! SUBSCRIBE and UNSUBSCRIBE processing, shared by connections and `Server::inject_packet`.
+
+use std::sync::Arc;
+
+use mqtt_packets::{ReasonCode, RetainHandling, Subscribe, Unsubscribe};
+use mqtt_topics::{TopicError, parse_filter};
+use tokio::time::Instant;
+
+use crate::hooks::{Access, HookEvents};
+use crate::message::Delivery;
+use crate::session::{Session, SubscriptionEntry};
+use crate::sys;
+use crate::{ClientInfo, Server};
+
+/// The answer to a SUBSCRIBE: the SUBACK codes, or a reason to end the connection (v5 features
+/// the server has disabled, No Local on a shared subscription).
+pub(crate) type SubscribeResult = Result<Vec<ReasonCode>, ReasonCode>;
+
+/// Applies a SUBSCRIBE to the session: each filter in turn [MQTT-3.8.4-5]; returns one code per
+/// filter [MQTT-3.8.4-6] and queues the retained messages Retain Handling allows.
+pub(crate) fn subscribe(
+    server: &Server,
+    session: &Arc<Session>,
+    client: &ClientInfo,
+    subscribe: Subscribe,
+) -> SubscribeResult {
+    let inner = &server.inner;
+    let caps = &inner.options.capabilities;
+    let mut subscribe = subscribe;
+    for hook in inner.hooks.with(HookEvents::ON_SUBSCRIBE) {
+        subscribe = hook.on_subscribe(client, subscribe);
+    }
+    let v5 = client.protocol.is_v5();
+    let identifier = subscribe.properties.subscription_identifier;
+    if identifier.is_some() && !caps.subscription_identifiers_available {
+        return Err(ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED);
+    }
+    let rules = caps.effective_topic_rules();
+    let mut codes = Vec::with_capacity(subscribe.subscriptions.len());
+    let mut retained = Vec::new();
+    for subscription in &subscribe.subscriptions {
+        let filter = subscription.filter.as_str();
+        let parsed = match parse_filter(filter, &rules) {
+            Ok(parsed) => parsed,
+            // A disabled feature is a protocol error for v5 clients (§3.2.2.3.11-13).
+            Err(TopicError::SharedSubscriptionsNotSupported) if v5 => {
+                return Err(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
+            }
+            Err(TopicError::WildcardSubscriptionsNotSupported) if v5 => {
+                return Err(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED);
+            }
+            Err(error) => {
+                codes.push(error.reason_code());
+                continue;
+            }
+        };
+        let mut options = subscription.options;
+        if parsed.is_shared() && options.no_local {
+            // [MQTT-3.8.3-4]
+            return Err(ReasonCode::PROTOCOL_ERROR);
+        }
+        if !inner.hooks.acl(client, filter, Access::Read) {
+            codes.push(if caps.compatibilities.obscure_not_authorized {
+                ReasonCode::UNSPECIFIED_ERROR
+            } else {
+                ReasonCode::NOT_AUTHORIZED
+            });
+            continue;
+        }
+        options.maximum_qos = options.maximum_qos.min(caps.maximum_qos);
+        let entry = SubscriptionEntry {
+            options,
+            identifier,
+            session: session.clone(),
+        };
+        let existed = match inner.trie.insert(&session.client_id, filter, entry) {
+            Ok(previous) => previous.is_some(),
+            Err(error) => {
+                codes.push(error.reason_code());
+                continue;
+            }
+        };
+        if !existed {
+            sys::add(&inner.info.subscriptions, 1);
+        }
+        session
+            .state
+            .lock()
+            .subscriptions
+            .insert(filter.to_string(), (options, identifier));
+        codes.push(ReasonCode::granted(options.maximum_qos));
+        // Retained messages: never for shared subscriptions (§4.8.2); by Retain Handling
+        // otherwise [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11].
+        let send_retained = !parsed.is_shared()
+            && match options.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendIfNewSubscription => !existed,
+                RetainHandling::DoNotSend => false,
+            };
+        if send_retained {
+            retained.push((filter.to_string(), options.maximum_qos));
+        }
+    }
+    // SUBACK goes first through the control queue; retained messages follow in the session queue.
+    let now = Instant::now();
+    for (filter, granted) in retained {
+        for (topic, message) in inner.retained.matching(&filter) {
+            if message.is_expired(now) {
+                if inner.retained.remove(&topic).is_some() {
+                    sys::sub(&inner.info.retained, 1);
+                    for hook in inner.hooks.with(HookEvents::ON_RETAINED_EXPIRED) {
+                        hook.on_retained_expired(&topic);
+                    }
+                }
+                continue;
+            }
+            if !inner.hooks.acl(client, &topic, Access::Read) {
+                continue;
+            }
+            let delivery = Delivery {
+                qos: message.qos.min(granted),
+                // Retained messages sent at subscribe time carry RETAIN 1 (§3.3.1.3).
+                retain: true,
+                subscription_identifiers: identifier.into_iter().collect(),
+                message,
+            };
+            if inner.hooks.provides(HookEvents::ON_RETAIN_PUBLISHED) {
+                let publish = delivery.to_publish(None, false, now);
+                for hook in inner.hooks.with(HookEvents::ON_RETAIN_PUBLISHED) {
+                    hook.on_retain_published(&session.client_id, &publish);
+                }
+            }
+            server.enqueue(session, delivery);
+        }
+    }
+    for hook in inner.hooks.with(HookEvents::ON_SUBSCRIBED) {
+        hook.on_subscribed(client, &subscribe, &codes);
+    }
+    Ok(codes)
+}
+
+/// Applies an UNSUBSCRIBE: exact filter comparison [MQTT-3.10.4-1]; 0x00 or 0x11 per filter.
+pub(crate) fn unsubscribe(
+    server: &Server,
+    session: &Arc<Session>,
+    client: &ClientInfo,
+    unsubscribe: Unsubscribe,
+) -> Vec<ReasonCode> {
+    let inner = &server.inner;
+    let mut unsubscribe = unsubscribe;
+    for hook in inner.hooks.with(HookEvents::ON_UNSUBSCRIBE) {
+        unsubscribe = hook.on_unsubscribe(client, unsubscribe);
+    }
+    let codes = unsubscribe
+        .filters
+        .iter()
+        .map(|filter| {
+            session.state.lock().subscriptions.remove(filter.as_str());
+            if inner.trie.remove(&session.client_id, filter).is_some() {
+                sys::sub(&inner.info.subscriptions, 1);
+                ReasonCode::SUCCESS
+            } else {
+                ReasonCode::NO_SUBSCRIPTION_EXISTED
+            }
+        })
+        .collect();
+    for hook in inner.hooks.with(HookEvents::ON_UNSUBSCRIBED) {
+        hook.on_unsubscribed(client, &unsubscribe);
+    }
+    codes
+}
