@@ -49,7 +49,9 @@ pub use error::{TopicError, TopicKind};
 pub use matching::matches;
 pub use retained::RetainedIndex;
 pub use shared::{CustomChooser, ShareStrategy};
-pub use trie::{ClientMatch, Matches, SharedMatch, SubscriptionInfo, SubscriptionTrie};
+pub use trie::{
+    ClientMatch, Matches, SharedGroupId, SharedMatch, SubscriptionInfo, SubscriptionTrie,
+};
 pub use validate::{SHARED_PREFIX, TopicFilter, TopicRules, parse_filter, validate_topic_name};
 
 /// A client identifier, shared cheaply between the trie, sessions and deliveries.

@@ -1,12 +1,14 @@
 //! The retained-message index: one value per topic, found by filter.
 
-use std::collections::HashMap;
+use std::collections::HashMap as StdHashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 
 use crate::matching::strip_share;
+
+type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 
 /// Retained messages (or anything else kept per topic name), indexed by topic level so that a
 /// filter with a literal prefix visits only that part of the tree.
@@ -28,7 +30,7 @@ struct Node<V> {
 impl<V> Default for Node<V> {
     fn default() -> Self {
         Self {
-            children: HashMap::new(),
+            children: HashMap::default(),
             value: None,
         }
     }

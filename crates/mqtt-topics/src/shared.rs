@@ -47,17 +47,17 @@ impl fmt::Debug for ShareStrategy {
 /// The members of one shared subscription (a ShareName and a filter), in the order they joined.
 #[derive(Debug)]
 pub(crate) struct SharedGroup<V> {
-    /// The group's filter, without `$share/{ShareName}/`.
-    pub(crate) filter: Arc<str>,
+    /// The group's ShareName and filter.
+    pub(crate) id: Arc<crate::trie::SharedGroupId>,
     pub(crate) members: Vec<(ClientId, V)>,
     /// Round-robin position, or the sticky member's index.
     cursor: AtomicUsize,
 }
 
 impl<V> SharedGroup<V> {
-    pub(crate) fn new(filter: Arc<str>) -> Self {
+    pub(crate) fn new(id: Arc<crate::trie::SharedGroupId>) -> Self {
         Self {
-            filter,
+            id,
             members: Vec::new(),
             cursor: AtomicUsize::new(0),
         }
@@ -166,7 +166,10 @@ mod tests {
     use super::*;
 
     fn group(names: &[&str]) -> SharedGroup<u8> {
-        let mut group = SharedGroup::new(Arc::from("t"));
+        let mut group = SharedGroup::new(Arc::new(crate::trie::SharedGroupId {
+            share_name: Box::from("g"),
+            filter: Box::from("t"),
+        }));
         for name in names {
             group.insert(&ClientId::from(*name), 0);
         }

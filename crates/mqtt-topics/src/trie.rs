@@ -1,6 +1,6 @@
 //! The subscription trie: who receives a message published to a topic.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap as StdHashMap, HashSet as StdHashSet};
 use std::hash::{Hash, Hasher};
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -29,6 +29,11 @@ impl SubscriptionInfo for QoS {
         *self
     }
 }
+
+/// Maps keyed by topic levels and client ids: foldhash, seeded randomly per process, is several
+/// times faster than SipHash on short keys while still resisting crafted collisions.
+type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = StdHashSet<K, foldhash::fast::RandomState>;
 
 /// The number of shards for filters whose first level is literal.
 const SHARDS: usize = 32;
@@ -74,7 +79,7 @@ struct Node<V> {
 impl<V> Default for Node<V> {
     fn default() -> Self {
         Self {
-            children: HashMap::new(),
+            children: HashMap::default(),
             plus: None,
             here: Subscribers::default(),
             hash: Subscribers::default(),
@@ -91,8 +96,8 @@ struct Subscribers<V> {
 impl<V> Default for Subscribers<V> {
     fn default() -> Self {
         Self {
-            clients: HashMap::new(),
-            groups: HashMap::new(),
+            clients: HashMap::default(),
+            groups: HashMap::default(),
         }
     }
 }
@@ -135,13 +140,20 @@ impl<V> Default for Matches<V> {
     }
 }
 
+/// Which shared subscription a [`SharedMatch`] belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SharedGroupId {
+    /// The ShareName.
+    pub share_name: Box<str>,
+    /// The filter (without `$share/{ShareName}/`).
+    pub filter: Box<str>,
+}
+
 /// The member of a shared subscription chosen for a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedMatch<V> {
-    /// The ShareName of the group.
-    pub share_name: Arc<str>,
-    /// The filter of the group (without `$share/{ShareName}/`).
-    pub filter: Arc<str>,
+    /// The group.
+    pub group: Arc<SharedGroupId>,
     /// The chosen member.
     pub client_id: ClientId,
     /// The member's subscription (its own QoS and identifier, [MQTT-4.8.2-3]).
@@ -228,14 +240,13 @@ impl<V: Clone> Collector<'_, V> {
                 .subscribers
                 .push((client_id.clone(), value.clone()));
         }
-        for (share_name, group) in &subscribers.groups {
+        for group in subscribers.groups.values() {
             if let Some((index, eligible)) =
                 group.choose(self.strategy, self.publisher, self.eligible)
                 && let Some((client_id, value)) = group.members.get(index)
             {
                 self.matches.shared.push(SharedMatch {
-                    share_name: share_name.clone(),
-                    filter: group.filter.clone(),
+                    group: group.id.clone(),
                     client_id: client_id.clone(),
                     subscription: value.clone(),
                     eligible,
@@ -359,7 +370,7 @@ impl<V: Clone> SubscriptionTrie<V> {
         Self {
             shards: (0..SHARDS).map(|_| RwLock::new(Node::default())).collect(),
             wildcard: RwLock::new(Node::default()),
-            clients: Mutex::new(HashMap::new()),
+            clients: Mutex::new(HashMap::default()),
             len: AtomicUsize::new(0),
             rules,
             strategy,
@@ -408,7 +419,10 @@ impl<V: Clone> SubscriptionTrie<V> {
             Some(name) => match subscribers.groups.get_mut(name) {
                 Some(group) => group.insert(client_id, value),
                 None => {
-                    let mut group = SharedGroup::new(Arc::from(parsed.filter));
+                    let mut group = SharedGroup::new(Arc::new(SharedGroupId {
+                        share_name: Box::from(name),
+                        filter: Box::from(parsed.filter),
+                    }));
                     group.insert(client_id, value);
                     subscribers.groups.insert(Arc::from(name), group);
                     None
@@ -643,14 +657,14 @@ mod tests {
         trie.insert(&client("m1"), "$share/g2/s/#", sub(1, 0))
             .unwrap();
         trie.insert(&client("n"), "s/t", sub(0, 0)).unwrap();
-        let mut counts = HashMap::new();
+        let mut counts = HashMap::default();
         for _ in 0..30 {
             let matches = trie.matches("s/t", None, &|_, _| true);
             assert_eq!(matches.shared().len(), 2);
             assert_eq!(matches.client_count(), 1);
             for shared in matches.shared() {
-                if &*shared.share_name == "g1" {
-                    assert_eq!(&*shared.filter, "s/+");
+                if &*shared.group.share_name == "g1" {
+                    assert_eq!(&*shared.group.filter, "s/+");
                     *counts.entry(shared.client_id.to_string()).or_insert(0) += 1;
                 }
             }

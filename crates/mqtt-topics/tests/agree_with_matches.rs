@@ -99,7 +99,7 @@ proptest! {
             let groups: Vec<(String, String)> = found
                 .shared()
                 .iter()
-                .map(|s| (s.share_name.to_string(), s.filter.to_string()))
+                .map(|s| (s.group.share_name.to_string(), s.group.filter.to_string()))
                 .collect();
             let unique: BTreeSet<_> = groups.iter().cloned().collect();
             prop_assert_eq!(groups.len(), unique.len(), "one member per group");
