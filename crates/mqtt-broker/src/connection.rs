@@ -942,6 +942,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let encode_hooks = inner.hooks.provides(HookEvents::ON_PACKET_ENCODE);
     let sent_hooks = inner.hooks.provides(HookEvents::ON_PACKET_SENT);
     loop {
+        // Clear before draining: a message queued after this point wakes us again.
+        handle.wake_pending.store(false, Ordering::Release);
         let now = Instant::now();
         let (peer, current) = {
             let mut state = session.state.lock();

@@ -514,12 +514,20 @@ impl Hooks {
     }
 
     /// ACL: the first hook that decides wins; deny when all defer. The inline client is always
-    /// allowed.
+    /// allowed. Runs per message, so it walks the list under the read lock instead of cloning
+    /// it (hooks must not add hooks from `on_acl_check`).
     pub(crate) fn acl(&self, client: &ClientInfo, topic: &str, access: Access) -> bool {
         if client.inline {
             return true;
         }
-        for hook in self.with(HookEvents::ON_ACL_CHECK) {
+        if !self.provides(HookEvents::ON_ACL_CHECK) {
+            return false;
+        }
+        let list = self.list.read();
+        for hook in list.iter() {
+            if !hook.provides().contains(HookEvents::ON_ACL_CHECK) {
+                continue;
+            }
             match hook.on_acl_check(client, topic, access) {
                 Decision::Allow => return true,
                 Decision::Deny => return false,

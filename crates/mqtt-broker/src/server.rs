@@ -327,15 +327,19 @@ impl Server {
     pub(crate) fn publish_from(&self, client: &ClientInfo, publish: Publish) -> PublishOutcome {
         let inner = &self.inner;
         let caps = &inner.options.capabilities;
-        if validate_topic_name(&publish.topic, &caps.topic_rules).is_err() {
-            return PublishOutcome::Refused(ReasonCode::TOPIC_NAME_INVALID);
-        }
-        // `$` topics are the server's: clients may not publish to them [MQTT-4.7.2-1].
-        if !client.inline && publish.topic.starts_with('$') {
-            return PublishOutcome::Refused(ReasonCode::NOT_AUTHORIZED);
-        }
-        if !inner.hooks.acl(client, &publish.topic, Access::Write) {
-            return PublishOutcome::Refused(ReasonCode::NOT_AUTHORIZED);
+        {
+            // One `&str` view: each `Deref` of an `MqttString` re-checks its UTF-8.
+            let topic = publish.topic.as_str();
+            if validate_topic_name(topic, &caps.topic_rules).is_err() {
+                return PublishOutcome::Refused(ReasonCode::TOPIC_NAME_INVALID);
+            }
+            // `$` topics are the server's: clients may not publish to them [MQTT-4.7.2-1].
+            if !client.inline && topic.starts_with('$') {
+                return PublishOutcome::Refused(ReasonCode::NOT_AUTHORIZED);
+            }
+            if !inner.hooks.acl(client, topic, Access::Write) {
+                return PublishOutcome::Refused(ReasonCode::NOT_AUTHORIZED);
+            }
         }
         let mut publish = publish;
         if inner.hooks.provides(HookEvents::ON_PUBLISH) {

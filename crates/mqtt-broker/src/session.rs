@@ -40,6 +40,8 @@ pub(crate) struct ConnectionHandle {
     pub(crate) generation: u64,
     /// Wakes the writer: new packets to send, or the connection is closing.
     pub(crate) wakeup: Arc<Notify>,
+    /// Set when a wakeup is pending, so that a burst of messages costs one notification.
+    pub(crate) wake_pending: Arc<AtomicBool>,
     /// Stops the reader (takeover, server close, administrative disconnect).
     pub(crate) kill: Arc<Notify>,
     /// How the connection is to be closed, once it is.
@@ -60,6 +62,7 @@ impl ConnectionHandle {
         Self {
             generation,
             wakeup: Arc::new(Notify::new()),
+            wake_pending: Arc::new(AtomicBool::new(false)),
             kill: Arc::new(Notify::new()),
             close: Arc::new(Mutex::new(None)),
         }
@@ -75,6 +78,13 @@ impl ConnectionHandle {
         }
         self.wakeup.notify_one();
         self.kill.notify_one();
+    }
+
+    /// Wakes the writer unless a wakeup is already pending.
+    pub(crate) fn wake(&self) {
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            self.wakeup.notify_one();
+        }
     }
 }
 
@@ -129,7 +139,7 @@ impl SessionState {
 
     pub(crate) fn wake_writer(&self) {
         if let Some(connection) = &self.connection {
-            connection.wakeup.notify_one();
+            connection.wake();
         }
     }
 }

@@ -65,13 +65,14 @@ impl Publish {
         } else {
             PublishProperties::default()
         };
-        if has_wildcard(&topic) {
+        // Checked on the bytes: `&str` access would validate the UTF-8 again.
+        if has_wildcard(topic.as_bytes()) {
             return Err(ProtocolViolation::WildcardInTopicName {
                 topic: topic.to_string(),
             }
             .into());
         }
-        if topic.is_empty() && properties.topic_alias.is_none() {
+        if topic.as_bytes().is_empty() && properties.topic_alias.is_none() {
             return Err(ProtocolViolation::EmptyTopicName.into());
         }
         reject_wildcard_response_topic(properties.response_topic.as_ref())?;
@@ -88,14 +89,14 @@ impl Publish {
     }
 }
 
-fn has_wildcard(topic: &str) -> bool {
-    topic.bytes().any(|byte| byte == b'+' || byte == b'#')
+fn has_wildcard(topic: &[u8]) -> bool {
+    topic.iter().any(|&byte| byte == b'+' || byte == b'#')
 }
 
 /// A Topic Name as the codec can judge it alone: non-empty and without wildcards. Further rules
 /// (length and level limits, `$` topics) belong to the topics crate.
 pub(crate) fn is_valid_topic_name(topic: &str) -> bool {
-    !topic.is_empty() && !has_wildcard(topic)
+    !topic.is_empty() && !has_wildcard(topic.as_bytes())
 }
 
 /// The Response Topic is a Topic Name: not empty [MQTT-4.7.3-1] and without wildcards
@@ -104,11 +105,15 @@ pub(crate) fn reject_wildcard_response_topic(
     response_topic: Option<&MqttString>,
 ) -> Result<(), DecodeError> {
     match response_topic {
-        Some(topic) if topic.is_empty() => Err(ProtocolViolation::EmptyResponseTopic.into()),
-        Some(topic) if has_wildcard(topic) => Err(ProtocolViolation::WildcardInResponseTopic {
-            topic: topic.to_string(),
+        Some(topic) if topic.as_bytes().is_empty() => {
+            Err(ProtocolViolation::EmptyResponseTopic.into())
         }
-        .into()),
+        Some(topic) if has_wildcard(topic.as_bytes()) => {
+            Err(ProtocolViolation::WildcardInResponseTopic {
+                topic: topic.to_string(),
+            }
+            .into())
+        }
         _ => Ok(()),
     }
 }

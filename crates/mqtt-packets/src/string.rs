@@ -73,6 +73,16 @@ impl MqttString {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
+    /// The length in bytes (without re-reading the text as `str`).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the string is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The UTF-8 bytes, sharing the decoded buffer.
     pub fn as_bytes(&self) -> &Bytes {
         &self.0
