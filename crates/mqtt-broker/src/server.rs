@@ -152,6 +152,10 @@ impl Server {
         self.restore();
         let server = self.clone();
         tokio::spawn(async move { server.run_timers().await });
+        if self.inner.hooks.provides(HookEvents::ON_SYS_INFO_TICK) {
+            let server = self.clone();
+            tokio::spawn(async move { server.run_sys_ticks().await });
+        }
         for hook in self.inner.hooks.with(HookEvents::ON_STARTED) {
             hook.on_started();
         }
@@ -654,6 +658,24 @@ impl Server {
             let id = ClientId::from(format!("mochi-{started:x}-{n}"));
             if !self.inner.sessions.lock().contains_key(&id) {
                 return id;
+            }
+        }
+    }
+
+    /// Calls `on_sys_info_tick` every `sys_topic_resend_interval`.
+    async fn run_sys_ticks(&self) {
+        let mut interval = tokio::time::interval(self.inner.options.sys_topic_resend_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                () = self.inner.shutdown.notified() => return,
+            }
+            if self.inner.closing.load(Ordering::SeqCst) {
+                return;
+            }
+            for hook in self.inner.hooks.with(HookEvents::ON_SYS_INFO_TICK) {
+                hook.on_sys_info_tick(&self.inner.info);
             }
         }
     }
