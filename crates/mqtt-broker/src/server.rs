@@ -64,7 +64,8 @@ pub(crate) struct Inner {
     pub(crate) timers: Timers,
     pub(crate) next_generation: AtomicU64,
     pub(crate) closing: AtomicBool,
-    pub(crate) shutdown: Notify,
+    /// Becomes true when the server closes; every background loop watches it.
+    pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
     started: AtomicBool,
     pub(crate) next_inline: AtomicU64,
     pub(crate) next_assigned_id: AtomicU64,
@@ -102,7 +103,7 @@ impl Server {
                 timers: Timers::default(),
                 next_generation: AtomicU64::new(1),
                 closing: AtomicBool::new(false),
-                shutdown: Notify::new(),
+                shutdown: tokio::sync::watch::Sender::new(false),
                 started: AtomicBool::new(false),
                 next_inline: AtomicU64::new(1),
                 next_assigned_id: AtomicU64::new(1),
@@ -182,7 +183,7 @@ impl Server {
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
-                () = self.inner.shutdown.notified() => return Ok(()),
+                () = self.shutdown_signal() => return Ok(()),
             };
             if self.inner.closing.load(Ordering::SeqCst) {
                 return Ok(());
@@ -209,7 +210,7 @@ impl Server {
         if self.inner.closing.swap(true, Ordering::SeqCst) {
             return;
         }
-        self.inner.shutdown.notify_waiters();
+        self.inner.shutdown.send_replace(true);
         let sessions: Vec<Arc<Session>> = self.inner.sessions.lock().values().cloned().collect();
         for session in sessions {
             let state = session.state.lock();
@@ -662,6 +663,12 @@ impl Server {
         }
     }
 
+    /// Completes once the server is closing (at once if it already is).
+    async fn shutdown_signal(&self) {
+        let mut closing = self.inner.shutdown.subscribe();
+        closing.wait_for(|closing| *closing).await.ok();
+    }
+
     /// Calls `on_sys_info_tick` every `sys_topic_resend_interval`.
     async fn run_sys_ticks(&self) {
         let mut interval = tokio::time::interval(self.inner.options.sys_topic_resend_interval);
@@ -669,7 +676,7 @@ impl Server {
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
-                () = self.inner.shutdown.notified() => return,
+                () = self.shutdown_signal() => return,
             }
             if self.inner.closing.load(Ordering::SeqCst) {
                 return;
@@ -684,7 +691,7 @@ impl Server {
         loop {
             tokio::select! {
                 () = self.inner.timers.wait() => {}
-                () = self.inner.shutdown.notified() => return,
+                () = self.shutdown_signal() => return,
             }
             if self.inner.closing.load(Ordering::SeqCst) {
                 return;

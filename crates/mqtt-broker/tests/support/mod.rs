@@ -122,3 +122,338 @@ pub fn connect(protocol: Protocol, client_id: &str) -> Connect {
 pub fn s(text: &str) -> MqttString {
     MqttString::new(text).unwrap()
 }
+
+// ----- Helpers added for the integration suite -----------------------------------------------
+
+use std::future::Future;
+
+use mqtt_broker::hooks::HookEvents;
+use mqtt_broker::{ClientInfo, Hook};
+use mqtt_packets::{
+    ConnAck, ConnectProperties, Disconnect, PacketId, PubAck, PubComp, PubRec, PubRel, Publish,
+    QoS, ReasonCode, SubAck, Subscribe, SubscribeProperties, Subscription, SubscriptionOptions,
+    UnsubAck, Unsubscribe, Will,
+};
+use tokio::sync::mpsc;
+
+/// A packet identifier from a non-zero number.
+pub fn pid(n: u16) -> PacketId {
+    PacketId::new(n).expect("non-zero packet id")
+}
+
+/// A CONNECT for a persistent v5 session: clean start as given, Session Expiry Interval 300.
+pub fn persistent_v5(client_id: &str, clean_start: bool) -> Connect {
+    let mut connect = connect(Protocol::V5, client_id);
+    connect.clean_start = clean_start;
+    connect.properties = ConnectProperties {
+        session_expiry_interval: Some(300),
+        ..ConnectProperties::default()
+    };
+    connect
+}
+
+/// A Will on `topic` with this payload at QoS 0, not retained.
+pub fn will(topic: &str, payload: &'static [u8]) -> Will {
+    Will {
+        topic: s(topic),
+        payload: bytes::Bytes::from_static(payload),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    }
+}
+
+/// A PUBLISH on `topic`; `id` is used for QoS 1 and 2.
+pub fn publish(topic: &str, payload: &[u8], qos: QoS, retain: bool, id: u16) -> Publish {
+    let mut publish = Publish::new(s(topic), bytes::Bytes::copy_from_slice(payload));
+    publish.qos = qos;
+    publish.retain = retain;
+    if qos != QoS::AtMostOnce {
+        publish.packet_id = Some(pid(id));
+    }
+    publish
+}
+
+/// Subscription options at this QoS, everything else default.
+pub fn options(qos: QoS) -> SubscriptionOptions {
+    SubscriptionOptions {
+        maximum_qos: qos,
+        ..SubscriptionOptions::default()
+    }
+}
+
+/// The CONNACK in a packet, or a panic naming what came instead.
+pub fn connack(packet: Packet) -> ConnAck {
+    match packet {
+        Packet::ConnAck(connack) => connack,
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+impl Raw {
+    /// Connects with a small receive buffer (for clients that stop reading).
+    pub async fn connect_with_receive_buffer(
+        addr: SocketAddr,
+        protocol: Protocol,
+        size: u32,
+    ) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(size).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        Self {
+            stream,
+            protocol,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Handshake that must succeed; returns the client and its CONNACK.
+    pub async fn accepted(addr: SocketAddr, connect: Connect) -> (Self, ConnAck) {
+        let (raw, packet) = Self::handshake(addr, connect).await;
+        let connack = connack(packet);
+        assert_eq!(connack.reason_code, ReasonCode::SUCCESS, "{connack:?}");
+        (raw, connack)
+    }
+
+    /// A connected v5 client with clean start.
+    pub async fn v5(addr: SocketAddr, client_id: &str) -> Self {
+        Self::accepted(addr, connect(Protocol::V5, client_id))
+            .await
+            .0
+    }
+
+    /// A connected 3.1.1 client with clean session.
+    pub async fn v311(addr: SocketAddr, client_id: &str) -> Self {
+        Self::accepted(addr, connect(Protocol::V3_1_1, client_id))
+            .await
+            .0
+    }
+
+    /// The next packet, which must arrive (a close fails the test).
+    pub async fn next(&mut self) -> Packet {
+        self.recv().await.expect("connection closed")
+    }
+
+    /// The next packet, which must be a PUBLISH.
+    pub async fn expect_publish(&mut self) -> Publish {
+        match self.next().await {
+            Packet::Publish(publish) => publish,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    /// The next packet, which must be a PUBACK.
+    pub async fn expect_puback(&mut self) -> PubAck {
+        match self.next().await {
+            Packet::PubAck(ack) => ack,
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+
+    /// The next packet, which must be a PUBREC.
+    pub async fn expect_pubrec(&mut self) -> PubRec {
+        match self.next().await {
+            Packet::PubRec(ack) => ack,
+            other => panic!("expected PUBREC, got {other:?}"),
+        }
+    }
+
+    /// The next packet, which must be a PUBREL.
+    pub async fn expect_pubrel(&mut self) -> PubRel {
+        match self.next().await {
+            Packet::PubRel(ack) => ack,
+            other => panic!("expected PUBREL, got {other:?}"),
+        }
+    }
+
+    /// The next packet, which must be a PUBCOMP.
+    pub async fn expect_pubcomp(&mut self) -> PubComp {
+        match self.next().await {
+            Packet::PubComp(ack) => ack,
+            other => panic!("expected PUBCOMP, got {other:?}"),
+        }
+    }
+
+    /// Sends SUBSCRIBE and returns the SUBACK.
+    pub async fn subscribe_packet(&mut self, subscribe: Subscribe) -> SubAck {
+        let id = subscribe.packet_id;
+        self.send(subscribe.into()).await;
+        match self.next().await {
+            Packet::SubAck(suback) => {
+                assert_eq!(suback.packet_id, id);
+                suback
+            }
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// Subscribes to one filter at this QoS and checks it was granted.
+    pub async fn subscribe(&mut self, filter: &str, qos: QoS) {
+        self.subscribe_opts(filter, options(qos), None).await;
+    }
+
+    /// Subscribes to one filter with these options (and identifier); checks it was granted.
+    pub async fn subscribe_opts(
+        &mut self,
+        filter: &str,
+        options: SubscriptionOptions,
+        identifier: Option<u32>,
+    ) {
+        let mut subscribe = Subscribe::new(
+            pid(0xFF00),
+            vec![Subscription {
+                filter: s(filter),
+                options,
+            }],
+        );
+        subscribe.properties = SubscribeProperties {
+            subscription_identifier: identifier.map(|i| std::num::NonZeroU32::new(i).unwrap()),
+            ..SubscribeProperties::default()
+        };
+        let suback = self.subscribe_packet(subscribe).await;
+        assert_eq!(
+            suback.reason_codes,
+            [ReasonCode::granted(options.maximum_qos)],
+            "subscription to {filter}"
+        );
+    }
+
+    /// Sends UNSUBSCRIBE and returns the UNSUBACK.
+    pub async fn unsubscribe(&mut self, id: u16, filters: &[&str]) -> UnsubAck {
+        let unsubscribe = Unsubscribe::new(pid(id), filters.iter().map(|f| s(f)).collect());
+        self.send(unsubscribe.into()).await;
+        match self.next().await {
+            Packet::UnsubAck(unsuback) => {
+                assert_eq!(unsuback.packet_id, pid(id));
+                unsuback
+            }
+            other => panic!("expected UNSUBACK, got {other:?}"),
+        }
+    }
+
+    /// Publishes at QoS 1 and returns the PUBACK's reason code.
+    pub async fn publish_qos1(&mut self, topic: &str, payload: &[u8], retain: bool) -> ReasonCode {
+        self.send(publish(topic, payload, QoS::AtLeastOnce, retain, 0xFE00).into())
+            .await;
+        let ack = self.expect_puback().await;
+        assert_eq!(ack.packet_id, pid(0xFE00));
+        ack.reason_code
+    }
+
+    /// Publishes at QoS 0 (no acknowledgement).
+    pub async fn publish_qos0(&mut self, topic: &str, payload: &[u8], retain: bool) {
+        self.send(publish(topic, payload, QoS::AtMostOnce, retain, 0).into())
+            .await;
+    }
+
+    /// Waits for a PINGRESP: everything sent before it was processed by the server.
+    pub async fn ping(&mut self) {
+        self.send(Packet::PingReq).await;
+        match self.next().await {
+            Packet::PingResp => {}
+            other => panic!("expected PINGRESP, got {other:?}"),
+        }
+    }
+
+    /// Expects a DISCONNECT with this reason code, then the close.
+    pub async fn expect_disconnect(&mut self, code: ReasonCode) {
+        match self.recv().await {
+            Some(Packet::Disconnect(Disconnect { reason_code, .. })) => {
+                assert_eq!(reason_code, code, "DISCONNECT reason code")
+            }
+            other => panic!("expected DISCONNECT {code}, got {other:?}"),
+        }
+        self.expect_closed().await;
+    }
+
+    /// Expects the server to close the connection without sending anything more.
+    pub async fn expect_closed(&mut self) {
+        let rest = self.closed().await;
+        assert!(rest.is_empty(), "packets before the close: {rest:?}");
+    }
+
+    /// Reads raw bytes until the server closes the connection.
+    pub async fn raw_until_closed(&mut self) -> Vec<u8> {
+        let mut bytes = self.buf.split().to_vec();
+        tokio::time::timeout(TIMEOUT, async {
+            let mut chunk = [0u8; 1024];
+            loop {
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await
+        .expect("timed out waiting for the close");
+        bytes
+    }
+
+    /// Sends DISCONNECT with this reason code.
+    pub async fn disconnect(&mut self, code: ReasonCode) {
+        self.send(Disconnect::new(code).into()).await;
+    }
+}
+
+/// Polls `condition` until it holds (every 10 ms, up to `TIMEOUT`).
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Awaits `future` with `TIMEOUT`.
+pub async fn within<T>(future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(TIMEOUT, future)
+        .await
+        .expect("timed out")
+}
+
+/// A hook that reports the client id of every ended connection, after the server handled its
+/// end (Will, session expiry): `on_disconnect` runs last.
+struct DisconnectWatch(mpsc::UnboundedSender<String>);
+
+impl Hook for DisconnectWatch {
+    fn id(&self) -> &str {
+        "disconnect-watch"
+    }
+
+    fn provides(&self) -> HookEvents {
+        HookEvents::ON_DISCONNECT
+    }
+
+    fn on_disconnect(&self, client: &ClientInfo, _error: Option<&str>, _expire: bool) {
+        self.0.send(client.client_id.to_string()).ok();
+    }
+}
+
+/// The ids of connections the server has finished with, in order.
+pub struct Disconnects(mpsc::UnboundedReceiver<String>);
+
+impl Disconnects {
+    /// Waits until the server has finished with a connection of `client_id`.
+    pub async fn wait_for(&mut self, client_id: &str) {
+        within(async {
+            loop {
+                let id = self.0.recv().await.expect("hook dropped");
+                if id == client_id {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Adds a hook that reports ended connections.
+pub fn watch_disconnects(server: &Server) -> Disconnects {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    server.add_hook(DisconnectWatch(sender)).unwrap();
+    Disconnects(receiver)
+}
