@@ -1019,6 +1019,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
         for (delivery, reason) in dropped.drain(..) {
             let publish = delivery.to_publish(None, false, now);
+            if reason == DropReason::PacketIdsExhausted {
+                for hook in inner.hooks.with(HookEvents::ON_PACKET_ID_EXHAUSTED) {
+                    hook.on_packet_id_exhausted(&client.client_id, &publish);
+                }
+            }
             server.dropped(&client.client_id, &publish, reason);
         }
         if !buf.is_empty() {
