@@ -160,6 +160,13 @@ async fn send_connack<W: AsyncWrite + Unpin>(writer: &mut W, protocol: Protocol,
     }
 }
 
+/// The session, Session Present, and the previous connection's Will to publish now.
+type Established = (
+    Arc<Session>,
+    bool,
+    Option<(Arc<ClientInfo>, mqtt_packets::Will)>,
+);
+
 struct Connection {
     server: Server,
     session: Arc<Session>,
@@ -401,11 +408,7 @@ impl Connection {
         expiry: u32,
         handle: ConnectionHandle,
         peer: PeerLimits,
-    ) -> (
-        Arc<Session>,
-        bool,
-        Option<(Arc<ClientInfo>, mqtt_packets::Will)>,
-    ) {
+    ) -> Established {
         let inner = &server.inner;
         let mut sessions = inner.sessions.lock();
         let existing = sessions.get(&client.client_id).cloned();
@@ -527,7 +530,6 @@ impl Connection {
                     }
                     Ok(None) => break,
                     Err(error) => {
-                        sys::add(&self.server.inner.info.protocol_errors, 1);
                         warn!(client_id = %self.client.client_id, %error, "closing on a bad packet");
                         self.close(error.reason_code());
                         return End::Abnormal(error.to_string());
@@ -562,8 +564,15 @@ impl Connection {
         }
     }
 
-    /// Ends the connection with this code: DISCONNECT for v5, a plain close for 3.x.
+    /// Ends the connection with this code: DISCONNECT for v5, a plain close for 3.x. Malformed
+    /// packets and protocol errors (the codes of §4.13.1) are counted.
     fn close(&self, code: ReasonCode) {
+        if matches!(
+            code.value(),
+            0x81 | 0x82 | 0x93 | 0x94 | 0x95 | 0x9A | 0x9B | 0x9E | 0xA1 | 0xA2
+        ) {
+            sys::add(&self.server.inner.info.protocol_errors, 1);
+        }
         let how = if self.protocol.is_v5() {
             Close::Disconnect(code)
         } else {
@@ -796,7 +805,7 @@ impl Connection {
                 }
             }
         };
-        let Some(id) = packet_id else { return None };
+        let id = packet_id?;
         let mut state = self.session.state.lock();
         if qos == QoS::AtLeastOnce {
             state.send(PubAck::with_reason(id, code).into());
@@ -872,7 +881,7 @@ impl Connection {
             }
         }
         if expire {
-            server.end_session(&self.session);
+            server.end_session(&self.session, self.handle.generation);
         } else {
             if let Some((delay, will)) = pending_will {
                 let delay = delay.min(expiry);

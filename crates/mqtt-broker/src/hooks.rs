@@ -59,6 +59,7 @@ pub enum Access {
 
 /// What to do with an inbound PUBLISH, from [`Hook::on_publish`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // The packet moves through the chain by value, unboxed.
 pub enum PublishDecision {
     /// Go on with this (possibly modified) packet.
     Continue(Publish),

@@ -15,6 +15,7 @@ use crate::message::Delivery;
 
 /// Where a QoS 1/2 message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // "Awaiting" is what every state is.
 pub(crate) enum InflightState {
     /// PUBLISH (QoS 1) sent; waiting for PUBACK.
     AwaitingPubAck,
@@ -485,8 +486,10 @@ mod tests {
     #[test]
     fn resend_keeps_the_original_order_mqtt_4_6_0_1() {
         let now = Instant::now();
-        let mut outbound = Outbound::default();
-        outbound.last_id = u16::MAX - 2;
+        let mut outbound = Outbound {
+            last_id: u16::MAX - 2,
+            ..Outbound::default()
+        };
         for (qos, payload) in [
             (QoS::AtLeastOnce, "1"),
             (QoS::ExactlyOnce, "2"),

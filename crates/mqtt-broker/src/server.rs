@@ -623,32 +623,44 @@ impl Server {
 
     // ----- sessions -------------------------------------------------------------------------
 
-    /// Removes a session entirely: subscriptions, queued and inflight messages, registry entry
-    /// (if it is still the registered one).
-    pub(crate) fn end_session(&self, session: &Arc<Session>) {
+    /// Removes a session entirely: registry entry, subscriptions, queued and inflight messages.
+    ///
+    /// Only if it is still the one the connection of `generation` left behind: a client that
+    /// reconnected in the meantime keeps its session [MQTT-4.1.0-1]. The check, the registry
+    /// removal and the trie cleanup happen under the registry lock, so a new CONNECT for the same
+    /// client id either resumes the session before this (and it is kept) or creates a new one
+    /// after. Returns whether the session ended.
+    pub(crate) fn end_session(&self, session: &Arc<Session>, generation: u64) -> bool {
         let inner = &self.inner;
-        let removed = inner.trie.remove_client(&session.client_id);
-        sys::sub(&inner.info.subscriptions, removed as u64);
         let dropped_ids = {
+            let mut sessions = inner.sessions.lock();
             let mut state = session.state.lock();
+            if state.connection.is_some() || state.last_generation != generation {
+                return false;
+            }
             state.subscriptions.clear();
             state.inbound_qos2.clear();
             state.control.clear();
-            state.outbound.clear()
+            state.will = None;
+            let dropped_ids = state.outbound.clear();
+            drop(state);
+            if sessions
+                .get(&session.client_id)
+                .is_some_and(|current| Arc::ptr_eq(current, session))
+            {
+                sessions.remove(&session.client_id);
+                sys::sub(&inner.info.sessions, 1);
+                let removed = inner.trie.remove_client(&session.client_id);
+                sys::sub(&inner.info.subscriptions, removed as u64);
+            }
+            dropped_ids
         };
         for id in dropped_ids {
             for hook in inner.hooks.with(HookEvents::ON_QOS_DROPPED) {
                 hook.on_qos_dropped(&session.client_id, id);
             }
         }
-        let mut sessions = inner.sessions.lock();
-        if sessions
-            .get(&session.client_id)
-            .is_some_and(|current| Arc::ptr_eq(current, session))
-        {
-            sessions.remove(&session.client_id);
-            sys::sub(&inner.info.sessions, 1);
-        }
+        true
     }
 
     /// A unique client identifier for a client that sent an empty one [MQTT-3.1.3-6].
@@ -723,7 +735,9 @@ impl Server {
                 if let (Some(client), Some(will)) = (&client, will) {
                     self.publish_will(client, will);
                 }
-                self.end_session(&session);
+                if !self.end_session(&session, generation) {
+                    return;
+                }
                 info!(client_id = %client_id, "session expired");
                 for hook in inner.hooks.with(HookEvents::ON_CLIENT_EXPIRED) {
                     hook.on_client_expired(&client_id);

@@ -90,6 +90,7 @@ impl ConnectionHandle {
 
 /// A packet for the writer that is not a new delivery.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // Boxing would allocate for every ack.
 pub(crate) enum Control {
     /// An ack or control packet, written as is.
     Packet(Packet),
