@@ -179,6 +179,9 @@ struct Connection {
     aliases: HashMap<u16, MqttString>,
     /// Whether the CONNECT had Session Expiry 0, for the DISCONNECT rule (§3.14.2.2.2).
     connect_expiry_zero: bool,
+    /// Deliveries of the PUBLISH packets decoded from the current read, handed to the
+    /// subscribers' queues together before the next read.
+    staged: Vec<(Arc<Session>, crate::message::Delivery)>,
 }
 
 impl Connection {
@@ -395,6 +398,7 @@ impl Connection {
             keep_alive,
             aliases: HashMap::new(),
             connect_expiry_zero,
+            staged: Vec::new(),
         })
     }
 
@@ -525,11 +529,16 @@ impl Connection {
                 match decode(&mut buf, &context) {
                     Ok(Some(packet)) => {
                         if let Some(end) = self.handle_packet(packet) {
+                            server.deliver(&mut self.staged);
                             return end;
                         }
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        server.deliver(&mut self.staged);
+                        break;
+                    }
                     Err(error) => {
+                        server.deliver(&mut self.staged);
                         warn!(client_id = %self.client.client_id, %error, "closing on a bad packet");
                         self.close(error.reason_code());
                         return End::Abnormal(error.to_string());
@@ -788,7 +797,9 @@ impl Connection {
                 return Some(End::Abnormal("receive maximum exceeded".into()));
             }
         }
-        let outcome = self.server.publish_from(&self.client, publish);
+        let outcome = self
+            .server
+            .publish_staged(&self.client, publish, &mut self.staged);
         let code = match outcome {
             PublishOutcome::Delivered(0) if self.protocol.is_v5() => {
                 ReasonCode::NO_MATCHING_SUBSCRIBERS

@@ -86,19 +86,19 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
-    /// Queues a delivery. Refuses it (and says why) when the queue is full, or for QoS 0 to an
-    /// offline client that does not keep QoS 0.
+    /// Queues a delivery. Refuses it (handing it back, with why) when the queue is full, or for
+    /// QoS 0 to an offline client that does not keep QoS 0.
     pub(crate) fn push(
         &mut self,
         delivery: Delivery,
         online: bool,
         limits: &QueueLimits,
-    ) -> Result<(), DropReason> {
+    ) -> Result<(), (Delivery, DropReason)> {
         let size = delivery.message.size();
         let queued = self.pending.len();
         if delivery.qos == QoS::AtMostOnce {
             if !online && !limits.qos0_offline {
-                return Err(DropReason::ClientOffline);
+                return Err((delivery, DropReason::ClientOffline));
             }
             let limit = if online {
                 limits.online_messages
@@ -106,12 +106,12 @@ impl Outbound {
                 limits.messages
             };
             if queued >= limit || self.pending_bytes + size > limits.bytes {
-                return Err(DropReason::QueueFull);
+                return Err((delivery, DropReason::QueueFull));
             }
         } else if queued >= limits.messages.max(limits.online_messages)
             || self.pending_bytes + size > limits.bytes
         {
-            return Err(DropReason::QueueFull);
+            return Err((delivery, DropReason::QueueFull));
         }
         self.pending_bytes += size;
         self.pending.push_back(delivery);
@@ -561,7 +561,9 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(
-            outbound.push(delivery(QoS::AtMostOnce, "x", None), true, &LIMITS),
+            outbound
+                .push(delivery(QoS::AtMostOnce, "x", None), true, &LIMITS)
+                .map_err(|(_, reason)| reason),
             Err(DropReason::QueueFull)
         );
         for _ in 0..4 {
@@ -570,11 +572,15 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(
-            outbound.push(delivery(QoS::AtLeastOnce, "x", None), true, &LIMITS),
+            outbound
+                .push(delivery(QoS::AtLeastOnce, "x", None), true, &LIMITS)
+                .map_err(|(_, reason)| reason),
             Err(DropReason::QueueFull)
         );
         assert_eq!(
-            outbound.push(delivery(QoS::AtMostOnce, "x", None), false, &LIMITS),
+            outbound
+                .push(delivery(QoS::AtMostOnce, "x", None), false, &LIMITS)
+                .map_err(|(_, reason)| reason),
             Err(DropReason::ClientOffline)
         );
         assert_eq!(outbound.drop_qos0(), 4);

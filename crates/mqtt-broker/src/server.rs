@@ -328,8 +328,23 @@ impl Server {
 
     // ----- the publish path -------------------------------------------------------------------
 
-    /// Runs an inbound PUBLISH through checks and hooks, retains it, and routes it.
+    /// Runs an inbound PUBLISH through checks and hooks, retains it, and delivers it.
     pub(crate) fn publish_from(&self, client: &ClientInfo, publish: Publish) -> PublishOutcome {
+        let mut staged = Vec::new();
+        let outcome = self.publish_staged(client, publish, &mut staged);
+        self.deliver(&mut staged);
+        outcome
+    }
+
+    /// [`Server::publish_from`], leaving the deliveries in `staged` for [`Server::deliver`]: a
+    /// connection stages everything it decoded from one read, so that each subscriber's queue is
+    /// locked (and its writer woken) once per read instead of once per message.
+    pub(crate) fn publish_staged(
+        &self,
+        client: &ClientInfo,
+        publish: Publish,
+        staged: &mut Vec<(Arc<Session>, Delivery)>,
+    ) -> PublishOutcome {
         let inner = &self.inner;
         let caps = &inner.options.capabilities;
         {
@@ -384,7 +399,7 @@ impl Server {
         if message.retain {
             self.retain(client, &message);
         }
-        let delivered = self.route(&message, now);
+        let delivered = self.route(&message, now, staged);
         if inner.hooks.provides(HookEvents::ON_PUBLISHED) {
             let published = Delivery {
                 message: message.clone(),
@@ -438,7 +453,12 @@ impl Server {
     /// Delivers a message to every matching subscription: each non-shared subscriber once at the
     /// highest matching QoS with all its subscription identifiers [MQTT-3.3.4-2]
     /// [MQTT-3.3.4-4], and one member of each shared group. Returns the number of deliveries.
-    pub(crate) fn route(&self, message: &Arc<Message>, now: Instant) -> usize {
+    pub(crate) fn route(
+        &self,
+        message: &Arc<Message>,
+        now: Instant,
+        staged: &mut Vec<(Arc<Session>, Delivery)>,
+    ) -> usize {
         let inner = &self.inner;
         let publisher = message.publisher.as_deref();
         let matches = inner.trie.matches(&message.topic, publisher, &|_, entry| {
@@ -508,9 +528,8 @@ impl Server {
                 retain: retain_as_published && message.retain,
                 subscription_identifiers: identifiers,
             };
-            if self.enqueue(&session, delivery) {
-                delivered += 1;
-            }
+            staged.push((session, delivery));
+            delivered += 1;
         }
         for shared in matches.shared() {
             if !chosen(&shared.client_id) {
@@ -523,27 +542,22 @@ impl Server {
                 retain: entry.options.retain_as_published && message.retain,
                 subscription_identifiers: entry.identifier.into_iter().collect(),
             };
-            if self.enqueue(&entry.session, delivery) {
-                delivered += 1;
-            }
+            staged.push((entry.session.clone(), delivery));
+            delivered += 1;
         }
         delivered
     }
 
-    /// Puts a delivery in a session's queue and wakes its writer. Never blocks: a full queue
-    /// drops the message (counted, and reported to `on_publish_dropped`).
-    pub(crate) fn enqueue(&self, session: &Arc<Session>, delivery: Delivery) -> bool {
+    /// Puts a delivery in a session's queue and wakes its writer.
+    pub(crate) fn enqueue(&self, session: &Arc<Session>, delivery: Delivery) {
+        self.deliver(&mut vec![(session.clone(), delivery)]);
+    }
+
+    /// Puts staged deliveries in their sessions' queues, locking each session once per run of
+    /// deliveries to it, and wakes each writer once. Never blocks: a full queue drops the message
+    /// for that subscriber (counted, and reported to `on_publish_dropped`).
+    pub(crate) fn deliver(&self, staged: &mut Vec<(Arc<Session>, Delivery)>) {
         let inner = &self.inner;
-        if let Some(sink) = &session.inline_sink {
-            let publish = delivery.to_publish(None, false, Instant::now());
-            return match sink.try_send(publish.clone()) {
-                Ok(()) => true,
-                Err(_) => {
-                    self.dropped(&session.client_id, &publish, DropReason::QueueFull);
-                    false
-                }
-            };
-        }
         let caps = &inner.options.capabilities;
         let limits = QueueLimits {
             online_messages: caps.maximum_client_writes_pending,
@@ -551,28 +565,45 @@ impl Server {
             bytes: caps.maximum_queued_bytes,
             qos0_offline: caps.queue_qos0_offline,
         };
-        let mut state = session.state.lock();
-        if let Some(client) = &state.client
-            && inner.hooks.provides(HookEvents::ON_ACL_CHECK)
-            && !inner
-                .hooks
-                .acl(client, &delivery.message.topic, Access::Read)
-        {
-            return false;
-        }
-        let online = state.connection.is_some();
-        let result = state.outbound.push(delivery.clone(), online, &limits);
-        match result {
-            Ok(()) => {
-                state.wake_writer();
-                true
-            }
-            Err(reason) => {
-                drop(state);
+        let check_acl = inner.hooks.provides(HookEvents::ON_ACL_CHECK);
+        let mut dropped: Vec<(ClientId, Delivery, DropReason)> = Vec::new();
+        let mut staged = staged.drain(..).peekable();
+        while let Some((session, delivery)) = staged.next() {
+            if let Some(sink) = &session.inline_sink {
                 let publish = delivery.to_publish(None, false, Instant::now());
-                self.dropped(&session.client_id, &publish, reason);
-                false
+                if sink.try_send(publish).is_err() {
+                    dropped.push((session.client_id.clone(), delivery, DropReason::QueueFull));
+                }
+                continue;
             }
+            let mut state = session.state.lock();
+            let online = state.connection.is_some();
+            let mut next = Some(delivery);
+            while let Some(delivery) = next.take() {
+                let allowed = !check_acl
+                    || state.client.as_ref().is_none_or(|client| {
+                        inner
+                            .hooks
+                            .acl(client, delivery.message.topic.as_str(), Access::Read)
+                    });
+                if allowed
+                    && let Err((delivery, reason)) = state.outbound.push(delivery, online, &limits)
+                {
+                    dropped.push((session.client_id.clone(), delivery, reason));
+                }
+                // Stay in the lock for the following deliveries to the same session.
+                if staged
+                    .peek()
+                    .is_some_and(|(other, _)| Arc::ptr_eq(other, &session))
+                {
+                    next = staged.next().map(|(_, delivery)| delivery);
+                }
+            }
+            state.wake_writer();
+        }
+        for (client_id, delivery, reason) in dropped {
+            let publish = delivery.to_publish(None, false, Instant::now());
+            self.dropped(&client_id, &publish, reason);
         }
     }
 
