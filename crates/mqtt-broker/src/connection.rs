@@ -9,13 +9,14 @@ use std::time::Duration;
 use bytes::BytesMut;
 use mqtt_packets::{
     ConnAck, ConnAckProperties, Connect, DecodeContext, DecodeError, Disconnect, MqttString,
-    Packet, PacketId, Protocol, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, SubAck,
-    UnsubAck, decode,
+    Packet, PacketId, PayloadFormatIndicator, Protocol, PubAck, PubComp, PubRec, PubRel, Publish,
+    QoS, ReasonCode, SubAck, UnsubAck, decode,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::alias::OutboundAliases;
 use crate::hooks::{DropReason, HookEvents};
 use crate::outbound::{Outgoing, PubRecOutcome};
 use crate::server::PublishOutcome;
@@ -249,6 +250,19 @@ impl Connection {
                 .await;
                 return None;
             }
+            if caps.validate_utf8_payload
+                && will.properties.payload_format_indicator == Some(PayloadFormatIndicator::Utf8)
+                && std::str::from_utf8(&will.payload).is_err()
+            {
+                // §3.1.3.2.3
+                send_connack(
+                    writer,
+                    protocol,
+                    refuse_with(ReasonCode::PAYLOAD_FORMAT_INVALID),
+                )
+                .await;
+                return None;
+            }
         }
         if connect.properties.authentication_method.is_some() {
             // Enhanced authentication is not offered [MQTT-4.12.0-1].
@@ -321,6 +335,11 @@ impl Connection {
                 .properties
                 .request_problem_information
                 .unwrap_or(true),
+            topic_alias_maximum: if protocol.is_v5() {
+                connect.properties.topic_alias_maximum.unwrap_or(0)
+            } else {
+                0
+            },
         };
         let (session, session_present, old_will) =
             Self::establish(server, &client, &connect, expiry, handle.clone(), peer);
@@ -361,6 +380,14 @@ impl Connection {
                 properties.shared_subscription_available = Some(false);
             }
             properties.server_keep_alive = caps.server_keep_alive;
+            // Response Information only when asked for [MQTT-3.1.2-28] (or forced by the
+            // compatibility switch).
+            let asked = connect.properties.request_response_information == Some(true)
+                || caps.compatibilities.always_return_response_info;
+            if asked && let Some(template) = &caps.response_information {
+                properties.response_information =
+                    MqttString::new(template.replace("{client_id}", &client_id)).ok();
+            }
         }
         let keep_alive = match (protocol.is_v5(), caps.server_keep_alive) {
             (true, Some(server_keep_alive)) => server_keep_alive,
@@ -384,7 +411,11 @@ impl Connection {
             }
             state.wake_writer();
         }
-        sys::add(&inner.info.clients_connected, 1);
+        let connected = inner.info.clients_connected.fetch_add(1, Ordering::Relaxed) + 1;
+        inner
+            .info
+            .clients_maximum
+            .fetch_max(connected, Ordering::Relaxed);
         info!(client_id = %client_id, remote = ?client.connection.remote, listener = %client.connection.listener,
               protocol = %protocol, session_present, "client connected");
         let connect_expiry_zero = requested_expiry == 0;
@@ -781,6 +812,27 @@ impl Connection {
         }
         let qos = publish.qos;
         let packet_id = publish.packet_id;
+        if caps.validate_utf8_payload
+            && publish.properties.payload_format_indicator == Some(PayloadFormatIndicator::Utf8)
+            && std::str::from_utf8(&publish.payload).is_err()
+        {
+            // [MQTT-3.3.2-4]: refused in the acknowledgement; QoS 0 is dropped.
+            debug!(client_id = %self.client.client_id, "payload is not the UTF-8 it claims to be");
+            if let Some(id) = packet_id {
+                let code = if self.protocol.is_v5() {
+                    ReasonCode::PAYLOAD_FORMAT_INVALID
+                } else {
+                    ReasonCode::SUCCESS
+                };
+                let packet: Packet = if qos == QoS::AtLeastOnce {
+                    PubAck::with_reason(id, code).into()
+                } else {
+                    PubRec::with_reason(id, code).into()
+                };
+                self.send(packet);
+            }
+            return None;
+        }
         if qos == QoS::ExactlyOnce
             && let Some(id) = packet_id
         {
@@ -960,6 +1012,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let mut dropped = Vec::new();
     let protocol = client.protocol;
     let encode_hooks = inner.hooks.provides(HookEvents::ON_PACKET_ENCODE);
+    // Outbound topic aliases belong to this connection only [MQTT-3.3.2-7].
+    let mut aliases: Option<OutboundAliases> = None;
     let sent_hooks = inner.hooks.provides(HookEvents::ON_PACKET_SENT);
     loop {
         // Clear before draining: a message queued after this point wakes us again.
@@ -1008,9 +1062,31 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             if !peer.request_problem_information {
                 strip_problem_information(&mut packet);
             }
+            // Reason strings and user properties go first when a packet is too large
+            // [MQTT-3.4.2-2] [MQTT-3.4.2-3] (and the same rule for every ack).
+            if packet.encoded_len(protocol) > peer.maximum_packet_size as usize {
+                strip_problem_information(&mut packet);
+            }
+            // An outbound topic alias, planned now and recorded only if the packet is sent.
+            let mut alias_plan = None;
+            if let Packet::Publish(publish) = &mut packet
+                && protocol.is_v5()
+                && peer.topic_alias_maximum > 0
+            {
+                let aliases =
+                    aliases.get_or_insert_with(|| OutboundAliases::new(peer.topic_alias_maximum));
+                let plan = aliases.plan(&publish.topic);
+                let topic = publish.topic.clone();
+                OutboundAliases::apply(plan, publish);
+                alias_plan = Some((plan, topic));
+            }
             // Never send a packet larger than the client's Maximum Packet Size: drop it as if
             // delivered [MQTT-3.1.2-24] [MQTT-3.1.2-25].
             if packet.encoded_len(protocol) > peer.maximum_packet_size as usize {
+                if let (Packet::Publish(publish), Some((_, topic))) = (&mut packet, &alias_plan) {
+                    publish.topic = topic.clone();
+                    publish.properties.topic_alias = None;
+                }
                 if let Packet::Publish(publish) = &packet {
                     if let Some(id) = publish_id {
                         session.state.lock().outbound.forget(id);
@@ -1022,6 +1098,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             if let Err(error) = packet.encode(protocol, &mut buf) {
                 warn!(client_id = %client.client_id, %error, "cannot encode packet");
                 continue;
+            }
+            if let Some((plan, topic)) = alias_plan
+                && let Some(aliases) = aliases.as_mut()
+            {
+                aliases.commit(plan, &topic);
+                // Hooks see the full topic.
+                if let Packet::Publish(publish) = &mut packet {
+                    publish.topic = topic;
+                }
             }
             packets += 1;
             if let Packet::Publish(publish) = &packet {

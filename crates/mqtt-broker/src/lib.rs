@@ -48,6 +48,7 @@
 //! [`Server::serve_connection`] and [`Server::serve_tcp`] may be dropped: the connection (or
 //! the accept loop) ends as if the network had failed. [`Server::close`] is the graceful way.
 
+mod alias;
 mod client;
 mod connection;
 mod error;

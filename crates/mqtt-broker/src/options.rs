@@ -97,6 +97,14 @@ pub struct Capabilities {
     /// Server Keep Alive: when set, replaces every v5 client's Keep Alive (and is sent in
     /// CONNACK). Default `None`.
     pub server_keep_alive: Option<u16>,
+    /// Whether a payload whose Payload Format Indicator says UTF-8 is checked: an invalid one is
+    /// refused with 0x99 Payload format invalid (PUBACK/PUBREC, or CONNACK for a Will), and a QoS 0
+    /// one is dropped [MQTT-3.3.2-4]. Default false (forwarded unchecked, as the spec allows).
+    pub validate_utf8_payload: bool,
+    /// Response Information sent in CONNACK to v5 clients that ask for it with Request Response
+    /// Information 1 (§3.2.2.3.15), e.g. a topic prefix for their responses. `{client_id}` is
+    /// replaced by the client identifier. Default `None` (not sent).
+    pub response_information: Option<String>,
     /// Limits on topic names and filters (length, levels).
     pub topic_rules: TopicRules,
     /// Non-default behaviours for clients or test suites that need them.
@@ -124,6 +132,8 @@ impl Default for Capabilities {
             maximum_packet_size: PROTOCOL_MAXIMUM_PACKET_SIZE,
             minimum_protocol_version: 3,
             server_keep_alive: None,
+            validate_utf8_payload: false,
+            response_information: None,
             topic_rules: TopicRules::default(),
             compatibilities: Compatibilities::default(),
         }

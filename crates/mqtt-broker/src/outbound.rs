@@ -290,7 +290,6 @@ impl Outbound {
         before - self.pending.len()
     }
 
-    #[cfg(test)]
     pub(crate) fn inflight_len(&self) -> usize {
         self.inflight.len()
     }

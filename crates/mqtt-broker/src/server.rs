@@ -153,10 +153,8 @@ impl Server {
         self.restore();
         let server = self.clone();
         tokio::spawn(async move { server.run_timers().await });
-        if self.inner.hooks.provides(HookEvents::ON_SYS_INFO_TICK) {
-            let server = self.clone();
-            tokio::spawn(async move { server.run_sys_ticks().await });
-        }
+        let server = self.clone();
+        tokio::spawn(async move { server.run_sys_ticks().await });
         for hook in self.inner.hooks.with(HookEvents::ON_STARTED) {
             hook.on_started();
         }
@@ -712,7 +710,8 @@ impl Server {
         closing.wait_for(|closing| *closing).await.ok();
     }
 
-    /// Calls `on_sys_info_tick` every `sys_topic_resend_interval`.
+    /// Publishes the `$SYS` topics (retained, so that a new subscriber gets them at once) and
+    /// calls `on_sys_info_tick`, every `sys_topic_resend_interval`.
     async fn run_sys_ticks(&self) {
         let mut interval = tokio::time::interval(self.inner.options.sys_topic_resend_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -724,8 +723,40 @@ impl Server {
             if self.inner.closing.load(Ordering::SeqCst) {
                 return;
             }
+            self.publish_sys_topics().await;
             for hook in self.inner.hooks.with(HookEvents::ON_SYS_INFO_TICK) {
                 hook.on_sys_info_tick(&self.inner.info);
+            }
+        }
+    }
+
+    /// Refreshes the sampled counters and publishes every `$SYS` topic once.
+    pub(crate) async fn publish_sys_topics(&self) {
+        let info = &self.inner.info;
+        let sessions: Vec<Arc<Session>> = self.inner.sessions.lock().values().cloned().collect();
+        // A scan of the sessions once per interval (not per message) for the inflight total.
+        let inflight: usize = sessions
+            .iter()
+            .map(|session| session.state.lock().outbound.inflight_len())
+            .sum();
+        drop(sessions);
+        info.inflight.store(inflight as u64, Ordering::Relaxed);
+        info.memory
+            .store(sys::resident_memory().await, Ordering::Relaxed);
+        info.tasks.store(
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks() as u64,
+            Ordering::Relaxed,
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_secs())
+            .unwrap_or_default();
+        let inline = InlineClient::new(self.clone());
+        for (topic, value) in sys::topics(&info.snapshot(), now) {
+            if let Err(error) = inline.publish(topic, value, true, QoS::AtMostOnce) {
+                debug!(%error, topic, "cannot publish $SYS topic");
             }
         }
     }

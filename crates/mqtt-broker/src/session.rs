@@ -107,6 +107,8 @@ pub(crate) struct PeerLimits {
     pub(crate) maximum_packet_size: u32,
     /// Whether reason strings and user properties may be sent on acks [MQTT-3.1.2-29].
     pub(crate) request_problem_information: bool,
+    /// The client's Topic Alias Maximum (0: send no aliases).
+    pub(crate) topic_alias_maximum: u16,
 }
 
 #[derive(Debug)]
@@ -171,6 +173,7 @@ impl Session {
                     window: usize::from(u16::MAX),
                     maximum_packet_size: u32::MAX,
                     request_problem_information: true,
+                    topic_alias_maximum: 0,
                 },
                 subscriptions: HashMap::new(),
                 outbound: Outbound::default(),

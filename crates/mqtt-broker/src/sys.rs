@@ -37,6 +37,15 @@ pub struct SysInfo {
     pub protocol_errors: AtomicU64,
     /// Seconds since the Unix epoch when the server started.
     pub started: AtomicU64,
+    /// The most clients connected at once.
+    pub clients_maximum: AtomicU64,
+    /// QoS 1/2 messages in flight to clients (refreshed every `$SYS` interval).
+    pub inflight: AtomicU64,
+    /// Resident memory of the process in bytes, where the platform tells (refreshed every `$SYS`
+    /// interval).
+    pub memory: AtomicU64,
+    /// Tasks alive in the runtime (refreshed every `$SYS` interval).
+    pub tasks: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -73,6 +82,14 @@ pub struct SysSnapshot {
     pub protocol_errors: u64,
     /// See [`SysInfo::started`].
     pub started: u64,
+    /// See [`SysInfo::clients_maximum`].
+    pub clients_maximum: u64,
+    /// See [`SysInfo::inflight`].
+    pub inflight: u64,
+    /// See [`SysInfo::memory`].
+    pub memory: u64,
+    /// See [`SysInfo::tasks`].
+    pub tasks: u64,
 }
 
 impl SysInfo {
@@ -105,8 +122,92 @@ impl SysInfo {
             subscriptions: get(&self.subscriptions),
             protocol_errors: get(&self.protocol_errors),
             started: get(&self.started),
+            clients_maximum: get(&self.clients_maximum),
+            inflight: get(&self.inflight),
+            memory: get(&self.memory),
+            tasks: get(&self.tasks),
         }
     }
+}
+
+/// The `$SYS` topics and their values, as the original broker publishes them (retained, decimal
+/// strings).
+pub(crate) fn topics(snapshot: &SysSnapshot, now_unix: u64) -> Vec<(&'static str, String)> {
+    let uptime = now_unix.saturating_sub(snapshot.started);
+    vec![
+        ("$SYS/broker/version", env!("CARGO_PKG_VERSION").to_string()),
+        ("$SYS/broker/time", now_unix.to_string()),
+        ("$SYS/broker/uptime", uptime.to_string()),
+        ("$SYS/broker/started", snapshot.started.to_string()),
+        (
+            "$SYS/broker/load/bytes/received",
+            snapshot.bytes_received.to_string(),
+        ),
+        (
+            "$SYS/broker/load/bytes/sent",
+            snapshot.bytes_sent.to_string(),
+        ),
+        (
+            "$SYS/broker/clients/connected",
+            snapshot.clients_connected.to_string(),
+        ),
+        (
+            "$SYS/broker/clients/disconnected",
+            snapshot
+                .sessions
+                .saturating_sub(snapshot.clients_connected)
+                .to_string(),
+        ),
+        (
+            "$SYS/broker/clients/maximum",
+            snapshot.clients_maximum.to_string(),
+        ),
+        ("$SYS/broker/clients/total", snapshot.sessions.to_string()),
+        (
+            "$SYS/broker/packets/received",
+            snapshot.packets_received.to_string(),
+        ),
+        (
+            "$SYS/broker/packets/sent",
+            snapshot.packets_sent.to_string(),
+        ),
+        (
+            "$SYS/broker/messages/received",
+            snapshot.messages_received.to_string(),
+        ),
+        (
+            "$SYS/broker/messages/sent",
+            snapshot.messages_sent.to_string(),
+        ),
+        (
+            "$SYS/broker/messages/dropped",
+            snapshot.messages_dropped.to_string(),
+        ),
+        (
+            "$SYS/broker/messages/inflight",
+            snapshot.inflight.to_string(),
+        ),
+        ("$SYS/broker/retained", snapshot.retained.to_string()),
+        (
+            "$SYS/broker/subscriptions",
+            snapshot.subscriptions.to_string(),
+        ),
+        ("$SYS/broker/system/memory", snapshot.memory.to_string()),
+        ("$SYS/broker/system/threads", snapshot.tasks.to_string()),
+    ]
+}
+
+/// Resident memory in bytes from `/proc/self/statm` (Linux); 0 elsewhere.
+pub(crate) async fn resident_memory() -> u64 {
+    let Ok(statm) = tokio::fs::read_to_string("/proc/self/statm").await else {
+        return 0;
+    };
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|rss| rss.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
 }
 
 pub(crate) fn add(counter: &AtomicU64, value: u64) {

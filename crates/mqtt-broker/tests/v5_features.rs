@@ -1,0 +1,145 @@
+//! MQTT 5 features beyond the core: outbound topic aliases, payload format validation,
+//! Response Information, and the `$SYS` topics.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::time::Duration;
+
+use mqtt_broker::Options;
+use mqtt_packets::{PayloadFormatIndicator, Protocol, QoS, ReasonCode};
+use support::{Raw, connect, publish};
+
+/// The server assigns aliases up to the client's Topic Alias Maximum, sends the topic once with
+/// its alias, then only the alias; the least recently used alias is replaced
+/// [MQTT-3.3.2-11] [MQTT-3.1.2-26].
+#[tokio::test]
+async fn outbound_topic_aliases_within_the_client_maximum() {
+    let (_server, addr) = support::start().await;
+    let mut subscribe = connect(Protocol::V5, "alias-sub");
+    subscribe.properties.topic_alias_maximum = Some(2);
+    let (mut subscriber, _) = Raw::accepted(addr, subscribe).await;
+    subscriber.subscribe("t/#", QoS::AtMostOnce).await;
+    let mut publisher = Raw::v5(addr, "alias-pub").await;
+    for topic in ["t/a", "t/b", "t/a", "t/c", "t/b"] {
+        publisher.publish_qos0(topic, topic.as_bytes(), false).await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let message = subscriber.expect_publish().await;
+        let alias = message.properties.topic_alias.map(|alias| alias.get());
+        assert!(
+            alias.is_some_and(|alias| (1..=2).contains(&alias)),
+            "{message:?}"
+        );
+        seen.push((
+            message.topic.to_string(),
+            alias.unwrap(),
+            message.payload.clone(),
+        ));
+    }
+    // t/a and t/b are introduced with their topic; t/a is then sent by alias alone; t/c replaces
+    // the least recently used (t/b), so t/b needs its topic again.
+    assert_eq!(seen[0].0, "t/a");
+    assert_eq!(seen[1].0, "t/b");
+    assert_eq!((seen[2].0.as_str(), seen[2].1), ("", seen[0].1));
+    assert_eq!(&seen[2].2[..], b"t/a");
+    assert_eq!((seen[3].0.as_str(), seen[3].1), ("t/c", seen[1].1));
+    assert_eq!(seen[4].0, "t/b");
+}
+
+/// A client that allows no aliases never gets one [MQTT-3.1.2-27].
+#[tokio::test]
+async fn no_outbound_aliases_without_a_client_maximum() {
+    let (_server, addr) = support::start().await;
+    let mut subscriber = Raw::v5(addr, "no-alias-sub").await;
+    subscriber.subscribe("t/#", QoS::AtMostOnce).await;
+    let mut publisher = Raw::v5(addr, "no-alias-pub").await;
+    for _ in 0..3 {
+        publisher.publish_qos0("t/x", b"x", false).await;
+    }
+    for _ in 0..3 {
+        let message = subscriber.expect_publish().await;
+        assert_eq!(message.topic, "t/x");
+        assert_eq!(message.properties.topic_alias, None);
+    }
+}
+
+/// With payload validation on, a payload that claims UTF-8 but is not is refused with 0x99
+/// [MQTT-3.3.2-4]; valid ones pass.
+#[tokio::test]
+async fn invalid_utf8_payload_is_refused_when_validation_is_on() {
+    let mut options = Options::default();
+    options.capabilities.validate_utf8_payload = true;
+    let (_server, addr) = support::start_with(options, true).await;
+    let mut subscriber = Raw::v5(addr, "pfi-sub").await;
+    subscriber.subscribe("p/#", QoS::AtLeastOnce).await;
+    let mut publisher = Raw::v5(addr, "pfi-pub").await;
+
+    let mut bad = publish("p/bad", b"\xFF\xFE", QoS::AtLeastOnce, false, 1);
+    bad.properties.payload_format_indicator = Some(PayloadFormatIndicator::Utf8);
+    publisher.send(bad.into()).await;
+    assert_eq!(
+        publisher.expect_puback().await.reason_code,
+        ReasonCode::PAYLOAD_FORMAT_INVALID
+    );
+
+    let mut good = publish("p/good", "héllo".as_bytes(), QoS::AtLeastOnce, false, 2);
+    good.properties.payload_format_indicator = Some(PayloadFormatIndicator::Utf8);
+    publisher.send(good.into()).await;
+    assert_eq!(
+        publisher.expect_puback().await.reason_code,
+        ReasonCode::SUCCESS
+    );
+    let received = subscriber.expect_publish().await;
+    assert_eq!(received.topic, "p/good");
+    // Forwarded unchanged [MQTT-3.3.2-4].
+    assert_eq!(
+        received.properties.payload_format_indicator,
+        Some(PayloadFormatIndicator::Utf8)
+    );
+}
+
+/// Response Information is sent only to a client that asks for it [MQTT-3.1.2-28].
+#[tokio::test]
+async fn response_information_only_when_requested() {
+    let mut options = Options::default();
+    options.capabilities.response_information = Some("responses/{client_id}".to_string());
+    let (_server, addr) = support::start_with(options, true).await;
+    let mut asking = connect(Protocol::V5, "asker");
+    asking.properties.request_response_information = Some(true);
+    let (_raw, connack) = Raw::accepted(addr, asking).await;
+    assert_eq!(
+        connack.properties.response_information.as_deref(),
+        Some("responses/asker")
+    );
+    let (_raw, connack) = Raw::accepted(addr, connect(Protocol::V5, "quiet")).await;
+    assert_eq!(connack.properties.response_information, None);
+}
+
+/// `$SYS` topics are retained and reach a subscriber of `$SYS/#` at once; `#` does not see them
+/// [MQTT-4.7.2-1].
+#[tokio::test]
+async fn sys_topics_are_published_and_retained() {
+    let (_server, addr) = support::start().await;
+    let mut sys = Raw::v5(addr, "sys-watcher").await;
+    let mut everything = Raw::v5(addr, "hash-watcher").await;
+    everything.subscribe("#", QoS::AtMostOnce).await;
+    // The first $SYS round is published when the server starts serving.
+    sys.subscribe("$SYS/broker/+", QoS::AtMostOnce).await;
+    let mut topics = std::collections::BTreeSet::new();
+    while topics.len() < 5 {
+        let message = sys.expect_publish().await;
+        assert!(message.topic.starts_with("$SYS/broker/"));
+        topics.insert(message.topic.to_string());
+    }
+    assert!(topics.contains("$SYS/broker/version") || topics.len() >= 5);
+    assert!(
+        everything
+            .try_recv(Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "a root wildcard never receives $SYS"
+    );
+}
