@@ -341,8 +341,14 @@ impl Connection {
                 0
             },
         };
-        let (session, session_present, old_will) =
-            Self::establish(server, &client, &connect, expiry, handle.clone(), peer);
+        let Some((session, session_present, old_will)) =
+            Self::establish(server, &client, &connect, expiry, handle.clone(), peer)
+        else {
+            // The server is closing.
+            send_connack(writer, protocol, refuse_with(ReasonCode::SERVER_UNAVAILABLE)).await;
+            return None;
+        };
+
         if let Some((old_client, will)) = old_will {
             server.publish_will(&old_client, will);
         }
@@ -443,9 +449,14 @@ impl Connection {
         expiry: u32,
         handle: ConnectionHandle,
         peer: PeerLimits,
-    ) -> Established {
+    ) -> Option<Established> {
         let inner = &server.inner;
+        // The registry lock is held until the session is attached, so that ending a session
+        // (which takes the same lock first) and resuming it cannot interleave.
         let mut sessions = inner.sessions.lock();
+        if inner.closing.load(Ordering::SeqCst) {
+            return None;
+        }
         let existing = sessions.get(&client.client_id).cloned();
         let (session, mut present) = match existing {
             Some(session) => (session, true),
@@ -456,60 +467,56 @@ impl Connection {
                 (session, false)
             }
         };
-        drop(sessions);
         let mut old_will = None;
         let mut clear = connect.clean_start;
-        {
-            let mut state = session.state.lock();
-            if let Some(old) = state.connection.take() {
-                // Takeover: the old connection gets DISCONNECT 0x8E (v5) and is closed.
-                old.close(Close::Disconnect(ReasonCode::SESSION_TAKEN_OVER));
-                session.connected.store(false, Ordering::SeqCst);
-                sys::sub(&inner.info.clients_connected, 1);
-                // The old session ends if its expiry was 0 or the new one starts clean.
-                let old_session_ends = state.expiry_interval == 0 || connect.clean_start;
-                clear |= old_session_ends;
-                let will = state.will.take();
-                if let (Some(will), Some(old_client)) = (will, state.client.clone()) {
-                    let delay = will.properties.will_delay_interval.unwrap_or(0);
-                    if delay == 0 || old_session_ends {
-                        old_will = Some((old_client, will));
-                    }
-                }
-                info!(client_id = %client.client_id, "session taken over");
-            } else if state.will.is_some() {
-                // A delayed Will of the previous connection: resumed in time, so it is not sent
-                // [MQTT-3.1.3-9]; if the session starts clean, the old session ended now.
-                let will = state.will.take();
-                if connect.clean_start
-                    && let (Some(will), Some(old_client)) = (will, state.client.clone())
-                {
+        let mut state = session.state.lock();
+        if let Some(old) = state.connection.take() {
+            // Takeover: the old connection gets DISCONNECT 0x8E (v5) and is closed.
+            old.close(Close::Disconnect(ReasonCode::SESSION_TAKEN_OVER));
+            session.connected.store(false, Ordering::SeqCst);
+            sys::sub(&inner.info.clients_connected, 1);
+            // The old session ends if its expiry was 0 or the new one starts clean.
+            let old_session_ends = state.expiry_interval == 0 || connect.clean_start;
+            clear |= old_session_ends;
+            let will = state.will.take();
+            if let (Some(will), Some(old_client)) = (will, state.client.clone()) {
+                let delay = will.properties.will_delay_interval.unwrap_or(0);
+                if delay == 0 || old_session_ends || !old_client.protocol.is_v5() {
                     old_will = Some((old_client, will));
                 }
             }
-            if clear {
-                present = false;
+            info!(client_id = %client.client_id, "session taken over");
+        } else if state.will.is_some() {
+            // A delayed Will of the previous connection: resumed in time, so it is not sent
+            // [MQTT-3.1.3-9]; if the session starts clean, the old session ended now.
+            let will = state.will.take();
+            if connect.clean_start
+                && let (Some(will), Some(old_client)) = (will, state.client.clone())
+            {
+                old_will = Some((old_client, will));
             }
-            state.protocol = client.protocol;
-            state.expiry_interval = expiry;
-            state.client = Some(client.clone());
-            state.connection = Some(handle.clone());
-            state.last_generation = handle.generation;
-            state.peer = peer;
-            state.will = connect.will.clone();
-            state.control.clear();
-            session.connected.store(true, Ordering::SeqCst);
         }
         if clear {
             // Clean Start: discard the old session state [MQTT-3.1.2-4].
+            present = false;
             let removed = inner.trie.remove_client(&session.client_id);
             sys::sub(&inner.info.subscriptions, removed as u64);
-            let mut state = session.state.lock();
             state.subscriptions.clear();
             state.inbound_qos2.clear();
             state.outbound.clear();
         }
-        (session, present, old_will)
+        state.protocol = client.protocol;
+        state.expiry_interval = expiry;
+        state.client = Some(client.clone());
+        state.connection = Some(handle.clone());
+        state.last_generation = handle.generation;
+        state.peer = peer;
+        state.will = connect.will.clone();
+        state.control.clear();
+        session.connected.store(true, Ordering::SeqCst);
+        drop(state);
+        drop(sessions);
+        Some((session, present, old_will))
     }
 
     async fn run<R, W>(&mut self, reader: ReadHalf<R>, writer: WriteHalf<W>, buf: BytesMut)
@@ -536,6 +543,10 @@ impl Connection {
         // Make sure the writer ends: a close reason may already be set (protocol error,
         // takeover); otherwise the client went away and we close silently.
         self.handle.close(Close::Silent);
+        // Detach from the session at once, before waiting for the writer, so that a quick
+        // reconnect finds it in its final state (Will discarded or kept, session ended or not).
+        let keep_will = !matches!(end, End::ClientDisconnect { will: false });
+        let detached = self.server.detach(&self.session, self.handle.generation, keep_will);
         let abort = writer_task.abort_handle();
         if tokio::time::timeout(Duration::from_secs(5), writer_task)
             .await
@@ -543,7 +554,7 @@ impl Connection {
         {
             abort.abort();
         }
-        self.finish(end);
+        self.finish(end, detached);
     }
 
     async fn read_loop<R: AsyncRead + Unpin>(&mut self, mut reader: R, mut buf: BytesMut) -> End {
@@ -894,61 +905,34 @@ impl Connection {
         }
         let keep_will = disconnect.reason_code == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE
             || disconnect.reason_code.is_error();
+        if !keep_will {
+            // Discarded now [MQTT-3.1.2-10], not when the connection is torn down.
+            self.session.state.lock().will = None;
+        }
         debug!(client_id = %self.client.client_id, reason = %disconnect.reason_code, "client disconnected");
         End::ClientDisconnect { will: keep_will }
     }
 
-    /// After the connection ended: the Will, the session's fate, counters and hooks.
-    fn finish(&mut self, end: End) {
+    /// After the connection ended and was detached: the Will, timers, log and hooks.
+    fn finish(&mut self, end: End, detached: Option<crate::server::Detached>) {
         let server = &self.server;
         let inner = &server.inner;
-        let (publish_will, error) = match &end {
-            End::ClientDisconnect { will } => (*will, None),
-            End::Abnormal(why) => (true, Some(why.clone())),
-            End::Killed => (true, Some("closed by the server".to_string())),
+        let error = match &end {
+            End::ClientDisconnect { .. } => None,
+            End::Abnormal(why) => Some(why.clone()),
+            End::Killed => Some("closed by the server".to_string()),
         };
-        let mut state = self.session.state.lock();
-        let current = state
-            .connection
-            .as_ref()
-            .is_some_and(|c| c.generation == self.handle.generation);
-        if !current {
+        let Some(detached) = detached else {
             // Taken over: the new connection handled the session and the old Will.
-            drop(state);
             self.disconnected_hooks(error.as_deref(), false);
             return;
+        };
+        if let Some((will, client)) = detached.will_now {
+            server.publish_will(&client, will);
         }
-        state.connection = None;
-        self.session.connected.store(false, Ordering::SeqCst);
-        sys::sub(&inner.info.clients_connected, 1);
-        if !publish_will {
-            // DISCONNECT 0x00 discards the Will [MQTT-3.14.4-3].
-            state.will = None;
-        }
-        let expiry = state.expiry_interval;
-        let will = state.will.take();
-        state.control.clear();
-        if !inner.options.capabilities.queue_qos0_offline {
-            state.outbound.drop_qos0();
-        }
-        drop(state);
-        let expire = expiry == 0;
-        let now = Instant::now();
-        let mut pending_will = None;
-        if let Some(will) = will {
-            let delay = will.properties.will_delay_interval.unwrap_or(0);
-            if delay == 0 || expire || !self.protocol.is_v5() {
-                server.publish_will(&self.client, will);
-            } else {
-                pending_will = Some((delay, will));
-            }
-        }
-        if expire {
-            server.end_session(&self.session, self.handle.generation);
-        } else {
-            if let Some((delay, will)) = pending_will {
-                let delay = delay.min(expiry);
-                self.session.state.lock().will = Some(will);
+        if !detached.ended {
+            let now = Instant::now();
+            if let Some(delay) = detached.delayed_will {
                 inner.timers.schedule(
                     now + Duration::from_secs(u64::from(delay)),
                     crate::timers::TimerEvent::WillDelay {
@@ -957,9 +941,9 @@ impl Connection {
                     },
                 );
             }
-            if expiry != u32::MAX {
+            if detached.expiry != u32::MAX {
                 inner.timers.schedule(
-                    now + Duration::from_secs(u64::from(expiry)),
+                    now + Duration::from_secs(u64::from(detached.expiry)),
                     crate::timers::TimerEvent::SessionExpiry {
                         client_id: self.client.client_id.clone(),
                         generation: self.handle.generation,
@@ -967,8 +951,9 @@ impl Connection {
                 );
             }
         }
-        info!(client_id = %self.client.client_id, reason = error.as_deref().unwrap_or("DISCONNECT"), expire, "client disconnected");
-        self.disconnected_hooks(error.as_deref(), expire);
+        info!(client_id = %self.client.client_id, reason = error.as_deref().unwrap_or("DISCONNECT"),
+              expire = detached.ended, "client disconnected");
+        self.disconnected_hooks(error.as_deref(), detached.ended);
     }
 
     fn disconnected_hooks(&self, error: Option<&str>, expire: bool) {
@@ -1019,18 +1004,24 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         // Clear before draining: a message queued after this point wakes us again.
         handle.wake_pending.store(false, Ordering::Release);
         let now = Instant::now();
+        // Once the connection is closing, only control packets already queued still go out,
+        // then the DISCONNECT: a busy queue must not keep a closing connection open.
+        let closing = handle.close.lock().is_some();
         let (peer, current) = {
             let mut state = session.state.lock();
             let current = state.last_generation == handle.generation && state.connection.is_some();
             if current {
                 control.extend(state.control.drain(..));
-                let window = state.peer.window;
-                state
-                    .outbound
-                    .next_batch(now, window, BATCH, &mut outgoing, &mut dropped);
+                if !closing {
+                    let window = state.peer.window;
+                    state.outbound.next_batch(now, window, BATCH, &mut outgoing, &mut dropped);
+                }
             }
             (state.peer, current)
         };
+        // Whether this round took anything: if so, more may be waiting (a full batch, or window
+        // slots freed by dropped messages), so go round again before sleeping.
+        let progressed = !control.is_empty() || !outgoing.is_empty() || !dropped.is_empty();
         let mut packets = 0u64;
         let mut messages = 0u64;
         let mut sent = Vec::new();
@@ -1146,10 +1137,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     hook.on_packet_sent(&client, packet, len);
                 }
             }
-            // More may be waiting (a full batch): go round again before sleeping.
-            if current {
-                continue;
-            }
+        }
+        if progressed && current && !closing {
+            continue;
         }
         let close = *handle.close.lock();
         if let Some(close) = close {

@@ -74,6 +74,19 @@ pub(crate) struct Inner {
     pub(crate) all_closed: Notify,
 }
 
+/// What [`Server::detach`] decided for a connection that ended.
+#[derive(Debug)]
+pub(crate) struct Detached {
+    /// A Will to publish now.
+    pub(crate) will_now: Option<(Will, Arc<ClientInfo>)>,
+    /// The Session Expiry Interval in force.
+    pub(crate) expiry: u32,
+    /// The delay of a Will left in the session.
+    pub(crate) delayed_will: Option<u32>,
+    /// Whether the session ended with the connection.
+    pub(crate) ended: bool,
+}
+
 /// What became of an inbound PUBLISH, for its acknowledgement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PublishOutcome {
@@ -652,44 +665,105 @@ impl Server {
 
     // ----- sessions -------------------------------------------------------------------------
 
-    /// Removes a session entirely: registry entry, subscriptions, queued and inflight messages.
-    ///
-    /// Only if it is still the one the connection of `generation` left behind: a client that
-    /// reconnected in the meantime keeps its session [MQTT-4.1.0-1]. The check, the registry
-    /// removal and the trie cleanup happen under the registry lock, so a new CONNECT for the same
-    /// client id either resumes the session before this (and it is kept) or creates a new one
-    /// after. Returns whether the session ended.
-    pub(crate) fn end_session(&self, session: &Arc<Session>, generation: u64) -> bool {
+    /// Detaches the connection of `generation` from its session when it ends, in one critical
+    /// section under the registry lock (the lock a resuming CONNECT takes first): the session
+    /// either ends here (Session Expiry 0) or is left for a later connection. Returns `None` if a
+    /// newer connection already took the session over.
+    pub(crate) fn detach(
+        &self,
+        session: &Arc<Session>,
+        generation: u64,
+        keep_will: bool,
+    ) -> Option<Detached> {
         let inner = &self.inner;
-        let dropped_ids = {
-            let mut sessions = inner.sessions.lock();
-            let mut state = session.state.lock();
-            if state.connection.is_some() || state.last_generation != generation {
-                return false;
-            }
-            state.subscriptions.clear();
-            state.inbound_qos2.clear();
-            state.control.clear();
+        let mut sessions = inner.sessions.lock();
+        let mut state = session.state.lock();
+        if !state.connection.as_ref().is_some_and(|connection| connection.generation == generation) {
+            return None;
+        }
+        state.connection = None;
+        session.connected.store(false, Ordering::SeqCst);
+        sys::sub(&inner.info.clients_connected, 1);
+        if !keep_will {
+            // DISCONNECT 0x00 discards the Will [MQTT-3.14.4-3].
             state.will = None;
-            let dropped_ids = state.outbound.clear();
-            drop(state);
-            if sessions
-                .get(&session.client_id)
-                .is_some_and(|current| Arc::ptr_eq(current, session))
-            {
-                sessions.remove(&session.client_id);
-                sys::sub(&inner.info.sessions, 1);
-                let removed = inner.trie.remove_client(&session.client_id);
-                sys::sub(&inner.info.subscriptions, removed as u64);
-            }
-            dropped_ids
-        };
-        for id in dropped_ids {
-            for hook in inner.hooks.with(HookEvents::ON_QOS_DROPPED) {
-                hook.on_qos_dropped(&session.client_id, id);
+        }
+        let expiry = state.expiry_interval;
+        let ends = expiry == 0;
+        let v5 = state.protocol.is_v5();
+        // The Will goes now unless it is delayed and the session outlives the delay
+        // [MQTT-3.1.2-8]; 3.x Wills have no delay.
+        let immediate = state.will.as_ref().is_some_and(|will| {
+            ends || !v5 || will.properties.will_delay_interval.unwrap_or(0) == 0
+        });
+        let will_now = if immediate { state.will.take().zip(state.client.clone()) } else { None };
+        let delayed_will = state
+            .will
+            .as_ref()
+            .map(|will| will.properties.will_delay_interval.unwrap_or(0).min(expiry));
+        state.control.clear();
+        if !inner.options.capabilities.queue_qos0_offline {
+            state.outbound.drop_qos0();
+        }
+        let dropped_ids =
+            if ends { self.clear_session(&mut sessions, session, &mut state) } else { Vec::new() };
+        drop(state);
+        drop(sessions);
+        self.qos_dropped(&session.client_id, dropped_ids);
+        Some(Detached { will_now, expiry, delayed_will, ended: ends })
+    }
+
+    /// Ends a disconnected session whose expiry came (the connection of `generation` left it):
+    /// only if no newer connection resumed it [MQTT-4.1.0-1]. Returns the pending Will (if any)
+    /// when the session ended, to be published now [MQTT-3.1.2-8].
+    pub(crate) fn end_session(
+        &self,
+        session: &Arc<Session>,
+        generation: u64,
+    ) -> Option<Option<(Will, Arc<ClientInfo>)>> {
+        let inner = &self.inner;
+        let mut sessions = inner.sessions.lock();
+        let mut state = session.state.lock();
+        if state.connection.is_some() || state.last_generation != generation {
+            return None;
+        }
+        let will = state.will.take().zip(state.client.clone());
+        let dropped_ids = self.clear_session(&mut sessions, session, &mut state);
+        drop(state);
+        drop(sessions);
+        self.qos_dropped(&session.client_id, dropped_ids);
+        Some(will)
+    }
+
+    /// Empties a session and removes it from the registry and the trie. Called with both locks
+    /// held (registry, then session), so no connection can attach meanwhile.
+    fn clear_session(
+        &self,
+        sessions: &mut HashMap<ClientId, Arc<Session>>,
+        session: &Arc<Session>,
+        state: &mut crate::session::SessionState,
+    ) -> Vec<u16> {
+        let inner = &self.inner;
+        state.subscriptions.clear();
+        state.inbound_qos2.clear();
+        state.control.clear();
+        state.will = None;
+        let dropped_ids = state.outbound.clear();
+        if sessions.get(&session.client_id).is_some_and(|current| Arc::ptr_eq(current, session)) {
+            sessions.remove(&session.client_id);
+            sys::sub(&inner.info.sessions, 1);
+            let removed = inner.trie.remove_client(&session.client_id);
+            sys::sub(&inner.info.subscriptions, removed as u64);
+        }
+        dropped_ids
+    }
+
+    fn qos_dropped(&self, client_id: &str, ids: Vec<u16>) {
+        for id in ids {
+            for hook in self.inner.hooks.with(HookEvents::ON_QOS_DROPPED) {
+                hook.on_qos_dropped(client_id, id);
             }
         }
-        true
     }
 
     /// A unique client identifier for a client that sent an empty one [MQTT-3.1.3-6].
@@ -779,26 +853,12 @@ impl Server {
     fn fire(&self, event: TimerEvent) {
         let inner = &self.inner;
         match event {
-            TimerEvent::SessionExpiry {
-                client_id,
-                generation,
-            } => {
-                let Some(session) = inner.sessions.lock().get(&client_id).cloned() else {
-                    return;
-                };
-                let (client, will) = {
-                    let mut state = session.state.lock();
-                    if state.connection.is_some() || state.last_generation != generation {
-                        return;
-                    }
-                    (state.client.clone(), state.will.take())
-                };
+            TimerEvent::SessionExpiry { client_id, generation } => {
+                let Some(session) = inner.sessions.lock().get(&client_id).cloned() else { return };
+                let Some(will) = self.end_session(&session, generation) else { return };
                 // The session ends, so a pending delayed Will goes now [MQTT-3.1.2-8].
-                if let (Some(client), Some(will)) = (&client, will) {
-                    self.publish_will(client, will);
-                }
-                if !self.end_session(&session, generation) {
-                    return;
+                if let Some((will, client)) = will {
+                    self.publish_will(&client, will);
                 }
                 info!(client_id = %client_id, "session expired");
                 for hook in inner.hooks.with(HookEvents::ON_CLIENT_EXPIRED) {
