@@ -64,11 +64,16 @@ where
         .with_maximum_packet_size(options.capabilities.maximum_packet_size);
 
     // The first packet must be CONNECT, within the connect timeout [MQTT-3.1.0-1].
-    let first = tokio::time::timeout(
-        options.connect_timeout,
-        read_packet(&mut reader, &mut buf, &context, &server),
-    )
-    .await;
+    let first = tokio::select! {
+        first = tokio::time::timeout(
+            options.connect_timeout,
+            read_packet(&mut reader, &mut buf, &context, &server),
+        ) => first,
+        () = server.shutdown_signal() => {
+            refuse(&server, writer).await;
+            return;
+        }
+    };
     let connect = match first {
         Ok(Ok(Some(Packet::Connect(connect)))) => *connect,
         Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocol { name, level }))) => {
@@ -209,11 +214,14 @@ impl Connection {
         }
         // Client identifier rules (3.1: 1-23 characters; 3.1.1: empty only with clean session).
         let assigned = connect.client_id.is_empty();
-        let id_valid = match protocol {
-            Protocol::V3_1 => !assigned && connect.client_id.chars().count() <= 23,
-            Protocol::V3_1_1 => !assigned || connect.clean_start,
-            Protocol::V5 => true,
-        };
+        // Ids of the inline client's own subscriptions are reserved.
+        let reserved = connect.client_id.starts_with("$inline");
+        let id_valid = !reserved
+            && match protocol {
+                Protocol::V3_1 => !assigned && connect.client_id.chars().count() <= 23,
+                Protocol::V3_1_1 => !assigned || connect.clean_start,
+                Protocol::V5 => true,
+            };
         if !id_valid {
             send_connack(
                 writer,
@@ -345,7 +353,12 @@ impl Connection {
             Self::establish(server, &client, &connect, expiry, handle.clone(), peer)
         else {
             // The server is closing.
-            send_connack(writer, protocol, refuse_with(ReasonCode::SERVER_UNAVAILABLE)).await;
+            send_connack(
+                writer,
+                protocol,
+                refuse_with(ReasonCode::SERVER_UNAVAILABLE),
+            )
+            .await;
             return None;
         };
 
@@ -546,7 +559,9 @@ impl Connection {
         // Detach from the session at once, before waiting for the writer, so that a quick
         // reconnect finds it in its final state (Will discarded or kept, session ended or not).
         let keep_will = !matches!(end, End::ClientDisconnect { will: false });
-        let detached = self.server.detach(&self.session, self.handle.generation, keep_will);
+        let detached = self
+            .server
+            .detach(&self.session, self.handle.generation, keep_will);
         let abort = writer_task.abort_handle();
         if tokio::time::timeout(Duration::from_secs(5), writer_task)
             .await
@@ -566,6 +581,7 @@ impl Connection {
         let idle =
             (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
         let kill = self.handle.kill.clone();
+        let control_limit = options.capabilities.maximum_client_writes_pending.max(1024);
         loop {
             loop {
                 match decode(&mut buf, &context) {
@@ -586,6 +602,14 @@ impl Connection {
                         return End::Abnormal(error.to_string());
                     }
                 }
+            }
+            // A client that sends requests but does not read the answers (PINGRESP, acks) is
+            // closed before its unsent answers grow without bound.
+            let unsent = self.session.state.lock().control.len();
+            if unsent > control_limit {
+                warn!(client_id = %self.client.client_id, unsent, "client does not read its acknowledgements");
+                self.close(ReasonCode::QUOTA_EXCEEDED);
+                return End::Abnormal("too many unsent acknowledgements".into());
             }
             if buf.capacity() == buf.len() {
                 buf.reserve(options.read_buffer_size);
@@ -708,18 +732,22 @@ impl Connection {
             }
             Packet::Subscribe(subscribe) => {
                 let packet_id = subscribe.packet_id;
+                let session = self.session.clone();
+                let acknowledge = |codes: &[ReasonCode]| {
+                    // Queued before the retained messages it triggers are.
+                    session
+                        .state
+                        .lock()
+                        .send(SubAck::new(packet_id, codes.to_vec()).into());
+                };
                 match crate::subscribe::subscribe(
                     &self.server,
                     &self.session,
                     &self.client,
                     subscribe,
+                    acknowledge,
                 ) {
-                    Ok(codes) => {
-                        // The SUBACK must precede the retained messages it triggered: it goes to
-                        // the control queue, which the writer empties first.
-                        self.send(SubAck::new(packet_id, codes).into());
-                        None
-                    }
+                    Ok(_) => None,
                     Err(code) => {
                         self.close(code);
                         Some(End::Abnormal(format!("SUBSCRIBE refused: {code}")))
@@ -818,7 +846,11 @@ impl Connection {
                     }
                 }
             } else {
-                self.aliases.insert(alias.get(), publish.topic.clone());
+                // A copy: the alias may be kept for the whole connection, and a slice would keep
+                // the read buffer it came from alive.
+                let topic = MqttString::new(publish.topic.as_str())
+                    .unwrap_or_else(|_| publish.topic.clone());
+                self.aliases.insert(alias.get(), topic);
             }
         }
         let qos = publish.qos;
@@ -1014,7 +1046,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 control.extend(state.control.drain(..));
                 if !closing {
                     let window = state.peer.window;
-                    state.outbound.next_batch(now, window, BATCH, &mut outgoing, &mut dropped);
+                    state
+                        .outbound
+                        .next_batch(now, window, BATCH, &mut outgoing, &mut dropped);
                 }
             }
             (state.peer, current)

@@ -274,7 +274,9 @@ pub trait Hook: Send + Sync + 'static {
     }
 
     /// May this client read (subscribe, receive) or write (publish) this topic or filter? Runs
-    /// per message: answer from memory.
+    /// per message: answer from memory. It may run while the server holds the subscriber's
+    /// session lock, so it must not call back into the [`crate::Server`] (publish, disconnect,
+    /// inject) for that client; hand such work to a task.
     fn on_acl_check(&self, client: &ClientInfo, topic: &str, access: Access) -> Decision {
         Decision::Defer
     }

@@ -82,7 +82,7 @@ impl InlineClient {
             }],
         );
         let info = ClientInfo::inline(client_id.clone());
-        let codes = crate::subscribe::subscribe(&self.server, &session, &info, subscribe)
+        let codes = crate::subscribe::subscribe(&self.server, &session, &info, subscribe, |_| {})
             .map_err(BrokerError::Refused)?;
         if let Some(code) = codes.first().copied().filter(|code| code.is_error()) {
             return Err(BrokerError::Refused(code));
@@ -96,19 +96,33 @@ impl InlineClient {
     }
 
     /// Subscribes and calls `callback` with each message, on a task of its own, until the
-    /// returned handle is dropped or aborted.
+    /// returned handle is dropped.
     pub fn subscribe_with(
         &self,
         filter: &str,
         qos: QoS,
         callback: impl Fn(InlineDelivery) + Send + Sync + 'static,
-    ) -> Result<tokio::task::JoinHandle<()>, BrokerError> {
+    ) -> Result<InlineCallback, BrokerError> {
         let mut subscription = self.subscribe(filter, qos)?;
-        Ok(tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             while let Some(message) = subscription.recv().await {
                 callback(message);
             }
-        }))
+        });
+        Ok(InlineCallback { task })
+    }
+}
+
+/// A callback subscription of the inline client ([`InlineClient::subscribe_with`]). Dropping it
+/// stops the callback and unsubscribes.
+#[derive(Debug)]
+pub struct InlineCallback {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for InlineCallback {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

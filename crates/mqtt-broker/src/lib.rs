@@ -67,6 +67,6 @@ mod timers;
 pub use client::{ClientInfo, ConnectionInfo, TlsInfo};
 pub use error::BrokerError;
 pub use hooks::{AllowAllHook, Hook};
-pub use inline::{InlineClient, InlineDelivery, InlineSubscription};
+pub use inline::{InlineCallback, InlineClient, InlineDelivery, InlineSubscription};
 pub use options::{Capabilities, Compatibilities, Options};
 pub use server::Server;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mqtt_packets::{PROTOCOL_MAXIMUM_PACKET_SIZE, Protocol, QoS};
+use mqtt_packets::{Protocol, QoS};
 use mqtt_topics::{ShareStrategy, TopicRules};
 
 /// Everything that configures a [`crate::Server`]. `Options::default()` is a complete,
@@ -90,7 +90,8 @@ pub struct Capabilities {
     /// The most inbound topic aliases per connection (advertised). Default 65,535.
     pub topic_alias_maximum: u16,
     /// The largest packet accepted, fixed header included (advertised); larger ones end the
-    /// connection with 0x95. Default: the protocol limit.
+    /// connection with 0x95. Default 16 MiB: each connection may have to buffer one packet of
+    /// this size, so the protocol's own limit (256 MiB) would let a few clients exhaust memory.
     pub maximum_packet_size: u32,
     /// The lowest protocol level accepted (3 = MQTT 3.1, 4 = 3.1.1, 5 = 5.0). Default 3.
     pub minimum_protocol_version: u8,
@@ -129,7 +130,7 @@ impl Default for Capabilities {
             shared_subscription_available: true,
             subscription_identifiers_available: true,
             topic_alias_maximum: 65_535,
-            maximum_packet_size: PROTOCOL_MAXIMUM_PACKET_SIZE,
+            maximum_packet_size: 16 * 1024 * 1024,
             minimum_protocol_version: 3,
             server_keep_alive: None,
             validate_utf8_payload: false,

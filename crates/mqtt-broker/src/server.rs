@@ -101,6 +101,21 @@ pub(crate) enum PublishOutcome {
 impl Server {
     /// A server with these options. Add hooks, then serve connections.
     pub fn new(options: Options) -> Self {
+        let mut options = options;
+        // Values the protocol forbids (0 is a protocol error in CONNACK) are raised to the least
+        // valid one.
+        let caps = &mut options.capabilities;
+        if caps.receive_maximum == 0 {
+            warn!("receive_maximum 0 is not allowed; using 1");
+            caps.receive_maximum = 1;
+        }
+        if caps.maximum_packet_size < 64 {
+            warn!(
+                maximum_packet_size = caps.maximum_packet_size,
+                "maximum_packet_size too small; using 64"
+            );
+            caps.maximum_packet_size = 64;
+        }
         let trie = SubscriptionTrie::new(
             options.capabilities.effective_topic_rules(),
             options.share_strategy.clone(),
@@ -295,7 +310,7 @@ impl Server {
                 }
             }
             Packet::Subscribe(subscribe) => {
-                crate::subscribe::subscribe(self, &session, &client, subscribe)
+                crate::subscribe::subscribe(self, &session, &client, subscribe, |_| {})
                     .map(drop)
                     .map_err(BrokerError::Refused)
             }
@@ -364,7 +379,8 @@ impl Server {
             if validate_topic_name(topic, &caps.topic_rules).is_err() {
                 return PublishOutcome::Refused(ReasonCode::TOPIC_NAME_INVALID);
             }
-            // `$` topics are the server's: clients may not publish to them [MQTT-4.7.2-1].
+            // `$` topics belong to the server (§4.7.2 advises keeping clients from using them to
+            // talk to each other): only the inline client publishes there.
             if !client.inline && topic.starts_with('$') {
                 return PublishOutcome::Refused(ReasonCode::NOT_AUTHORIZED);
             }
@@ -438,11 +454,15 @@ impl Server {
                 RetainChange::NothingToClear
             }
         } else {
-            if inner
-                .retained
-                .set(&message.topic, message.clone())
-                .is_none()
-            {
+            // A compact copy: the retained message may live for days, and a slice would keep the
+            // whole read buffer it came from alive.
+            let compact = Arc::new(Message {
+                topic: MqttString::new(message.topic.as_str())
+                    .unwrap_or_else(|_| message.topic.clone()),
+                payload: Bytes::copy_from_slice(&message.payload),
+                ..Message::clone(message)
+            });
+            if inner.retained.set(&message.topic, compact).is_none() {
                 sys::add(&inner.info.retained, 1);
             }
             RetainChange::Set
@@ -678,7 +698,11 @@ impl Server {
         let inner = &self.inner;
         let mut sessions = inner.sessions.lock();
         let mut state = session.state.lock();
-        if !state.connection.as_ref().is_some_and(|connection| connection.generation == generation) {
+        if state
+            .connection
+            .as_ref()
+            .is_none_or(|connection| connection.generation != generation)
+        {
             return None;
         }
         state.connection = None;
@@ -696,7 +720,11 @@ impl Server {
         let immediate = state.will.as_ref().is_some_and(|will| {
             ends || !v5 || will.properties.will_delay_interval.unwrap_or(0) == 0
         });
-        let will_now = if immediate { state.will.take().zip(state.client.clone()) } else { None };
+        let will_now = if immediate {
+            state.will.take().zip(state.client.clone())
+        } else {
+            None
+        };
         let delayed_will = state
             .will
             .as_ref()
@@ -705,12 +733,20 @@ impl Server {
         if !inner.options.capabilities.queue_qos0_offline {
             state.outbound.drop_qos0();
         }
-        let dropped_ids =
-            if ends { self.clear_session(&mut sessions, session, &mut state) } else { Vec::new() };
+        let dropped_ids = if ends {
+            self.clear_session(&mut sessions, session, &mut state)
+        } else {
+            Vec::new()
+        };
         drop(state);
         drop(sessions);
         self.qos_dropped(&session.client_id, dropped_ids);
-        Some(Detached { will_now, expiry, delayed_will, ended: ends })
+        Some(Detached {
+            will_now,
+            expiry,
+            delayed_will,
+            ended: ends,
+        })
     }
 
     /// Ends a disconnected session whose expiry came (the connection of `generation` left it):
@@ -749,7 +785,10 @@ impl Server {
         state.control.clear();
         state.will = None;
         let dropped_ids = state.outbound.clear();
-        if sessions.get(&session.client_id).is_some_and(|current| Arc::ptr_eq(current, session)) {
+        if sessions
+            .get(&session.client_id)
+            .is_some_and(|current| Arc::ptr_eq(current, session))
+        {
             sessions.remove(&session.client_id);
             sys::sub(&inner.info.sessions, 1);
             let removed = inner.trie.remove_client(&session.client_id);
@@ -779,7 +818,7 @@ impl Server {
     }
 
     /// Completes once the server is closing (at once if it already is).
-    async fn shutdown_signal(&self) {
+    pub(crate) async fn shutdown_signal(&self) {
         let mut closing = self.inner.shutdown.subscribe();
         closing.wait_for(|closing| *closing).await.ok();
     }
@@ -853,9 +892,16 @@ impl Server {
     fn fire(&self, event: TimerEvent) {
         let inner = &self.inner;
         match event {
-            TimerEvent::SessionExpiry { client_id, generation } => {
-                let Some(session) = inner.sessions.lock().get(&client_id).cloned() else { return };
-                let Some(will) = self.end_session(&session, generation) else { return };
+            TimerEvent::SessionExpiry {
+                client_id,
+                generation,
+            } => {
+                let Some(session) = inner.sessions.lock().get(&client_id).cloned() else {
+                    return;
+                };
+                let Some(will) = self.end_session(&session, generation) else {
+                    return;
+                };
                 // The session ends, so a pending delayed Will goes now [MQTT-3.1.2-8].
                 if let Some((will, client)) = will {
                     self.publish_will(&client, will);

@@ -23,12 +23,23 @@ pub(crate) fn subscribe(
     session: &Arc<Session>,
     client: &ClientInfo,
     subscribe: Subscribe,
+    acknowledge: impl FnOnce(&[ReasonCode]),
 ) -> SubscribeResult {
     let inner = &server.inner;
     let caps = &inner.options.capabilities;
     let mut subscribe = subscribe;
-    for hook in inner.hooks.with(HookEvents::ON_SUBSCRIBE) {
-        subscribe = hook.on_subscribe(client, subscribe);
+    if inner.hooks.provides(HookEvents::ON_SUBSCRIBE) {
+        let filters = subscribe.subscriptions.len();
+        let original = subscribe.clone();
+        for hook in inner.hooks.with(HookEvents::ON_SUBSCRIBE) {
+            subscribe = hook.on_subscribe(client, subscribe);
+        }
+        // One code per filter the client sent [MQTT-3.8.4-6]: a hook may rewrite filters but
+        // not change how many there are.
+        if subscribe.subscriptions.len() != filters {
+            tracing::warn!(client_id = %client.client_id, "on_subscribe changed the number of filters; ignored");
+            subscribe = original;
+        }
     }
     let v5 = client.protocol.is_v5();
     let identifier = subscribe.properties.subscription_identifier;
@@ -101,7 +112,8 @@ pub(crate) fn subscribe(
             retained.push((filter.to_string(), options.maximum_qos));
         }
     }
-    // SUBACK goes first through the control queue; retained messages follow in the session queue.
+    // The SUBACK goes out before the retained messages it triggers.
+    acknowledge(&codes);
     let now = Instant::now();
     for (filter, granted) in retained {
         for (topic, message) in inner.retained.matching(&filter) {
@@ -148,8 +160,16 @@ pub(crate) fn unsubscribe(
 ) -> Vec<ReasonCode> {
     let inner = &server.inner;
     let mut unsubscribe = unsubscribe;
-    for hook in inner.hooks.with(HookEvents::ON_UNSUBSCRIBE) {
-        unsubscribe = hook.on_unsubscribe(client, unsubscribe);
+    if inner.hooks.provides(HookEvents::ON_UNSUBSCRIBE) {
+        let original = unsubscribe.clone();
+        for hook in inner.hooks.with(HookEvents::ON_UNSUBSCRIBE) {
+            unsubscribe = hook.on_unsubscribe(client, unsubscribe);
+        }
+        // One code per filter the client sent [MQTT-3.10.4-6].
+        if unsubscribe.filters.len() != original.filters.len() {
+            tracing::warn!(client_id = %client.client_id, "on_unsubscribe changed the number of filters; ignored");
+            unsubscribe = original;
+        }
     }
     let codes = unsubscribe
         .filters

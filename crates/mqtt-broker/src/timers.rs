@@ -43,19 +43,45 @@ impl PartialOrd for Timer {
     }
 }
 
+/// The deadline heap. Each (kind, client) has at most one live deadline: scheduling another
+/// replaces it, and the entries it replaced are skipped when they come due and swept out when
+/// they outnumber the live ones, so a client that reconnects in a loop cannot grow the heap.
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
-    heap: Mutex<(BinaryHeap<Reverse<Timer>>, u64)>,
+    heap: Mutex<Heap>,
     changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Heap {
+    entries: BinaryHeap<Reverse<Timer>>,
+    next_seq: u64,
+    /// The sequence number of the live entry of each (kind, client).
+    live: std::collections::HashMap<(bool, ClientId), u64>,
+}
+
+fn key(event: &TimerEvent) -> (bool, ClientId) {
+    match event {
+        TimerEvent::SessionExpiry { client_id, .. } => (false, client_id.clone()),
+        TimerEvent::WillDelay { client_id, .. } => (true, client_id.clone()),
+    }
 }
 
 impl Timers {
     pub(crate) fn schedule(&self, at: Instant, event: TimerEvent) {
         let mut heap = self.heap.lock();
-        let seq = heap.1;
-        heap.1 += 1;
-        let earliest = heap.0.peek().is_none_or(|Reverse(first)| at < first.at);
-        heap.0.push(Reverse(Timer { at, seq, event }));
+        let seq = heap.next_seq;
+        heap.next_seq += 1;
+        heap.live.insert(key(&event), seq);
+        let earliest = heap
+            .entries
+            .peek()
+            .is_none_or(|Reverse(first)| at < first.at);
+        heap.entries.push(Reverse(Timer { at, seq, event }));
+        if heap.entries.len() > 2 * heap.live.len() + 64 {
+            let Heap { entries, live, .. } = &mut *heap;
+            entries.retain(|Reverse(timer)| live.get(&key(&timer.event)) == Some(&timer.seq));
+        }
         drop(heap);
         if earliest {
             self.changed.notify_one();
@@ -66,16 +92,28 @@ impl Timers {
     pub(crate) fn due(&self, now: Instant) -> Vec<TimerEvent> {
         let mut heap = self.heap.lock();
         let mut due = Vec::new();
-        while heap.0.peek().is_some_and(|Reverse(first)| first.at <= now) {
-            if let Some(Reverse(timer)) = heap.0.pop() {
-                due.push(timer.event);
+        while heap
+            .entries
+            .peek()
+            .is_some_and(|Reverse(first)| first.at <= now)
+        {
+            if let Some(Reverse(timer)) = heap.entries.pop() {
+                let key = key(&timer.event);
+                if heap.live.get(&key) == Some(&timer.seq) {
+                    heap.live.remove(&key);
+                    due.push(timer.event);
+                }
             }
         }
         due
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.heap.lock().0.peek().map(|Reverse(first)| first.at)
+        self.heap
+            .lock()
+            .entries
+            .peek()
+            .map(|Reverse(first)| first.at)
     }
 
     /// Waits until the next deadline, or until an earlier one is scheduled.
@@ -97,6 +135,30 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn rescheduling_replaces_and_the_heap_stays_bounded() {
+        let timers = Timers::default();
+        let now = Instant::now();
+        for generation in 0..10_000u64 {
+            timers.schedule(
+                now + Duration::from_secs(86_400),
+                TimerEvent::SessionExpiry {
+                    client_id: ClientId::from("loop"),
+                    generation,
+                },
+            );
+        }
+        assert!(timers.heap.lock().entries.len() <= 2 + 64);
+        let due = timers.due(now + Duration::from_secs(86_400));
+        assert_eq!(
+            due,
+            [TimerEvent::SessionExpiry {
+                client_id: ClientId::from("loop"),
+                generation: 9_999
+            }]
+        );
+    }
 
     #[test]
     fn due_in_deadline_order() {

@@ -212,7 +212,10 @@ async fn connack_advertises_default_capabilities() {
     assert_eq!(p.topic_alias_maximum, Some(65_535));
     assert_eq!(p.maximum_qos, None);
     assert_eq!(p.retain_available, None);
-    assert_eq!(p.maximum_packet_size, None);
+    assert_eq!(
+        p.maximum_packet_size.map(|m| m.get()),
+        Some(16 * 1024 * 1024)
+    );
     assert_eq!(p.wildcard_subscription_available, None);
     assert_eq!(p.subscription_identifiers_available, None);
     assert_eq!(p.shared_subscription_available, None);

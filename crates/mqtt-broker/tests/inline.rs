@@ -110,7 +110,7 @@ async fn inline_subscribe_with_callback() {
     publisher.publish_qos0("cb/b", b"2", false).await;
     assert_eq!(within(receiver.recv()).await.unwrap(), b"1");
     assert_eq!(within(receiver.recv()).await.unwrap(), b"2");
-    task.abort();
+    drop(task);
 }
 
 /// Inline shared subscriptions take part in the group's round robin.
