@@ -83,6 +83,21 @@ where
             refuse(&server, writer).await;
             return;
         }
+        Ok(Err(ReadError::Decode(DecodeError::PacketTooLarge { size, .. })))
+            if connect_level(&buf) == Some(5) =>
+        {
+            // A CONNECT above the limit: CONNACK 0x95 for a v5 client [MQTT-3.2.2-15]; others are
+            // just closed.
+            debug!(remote = ?connection.remote, size, "CONNECT too large");
+            send_connack(
+                &mut writer,
+                Protocol::V5,
+                ConnAck::new(ReasonCode::PACKET_TOO_LARGE),
+            )
+            .await;
+            refuse(&server, writer).await;
+            return;
+        }
         Ok(Ok(Some(other))) => {
             debug!(remote = ?connection.remote, packet = %other.packet_type(), "first packet is not CONNECT");
             refuse(&server, writer).await;
@@ -112,6 +127,16 @@ where
         return;
     };
     connection.run(reader, writer, buf).await;
+}
+
+/// The protocol level of a CONNECT whose body is (partly) in `buf`, read without decoding it.
+fn connect_level(buf: &[u8]) -> Option<u8> {
+    let header = mqtt_packets::FixedHeader::parse(buf, Protocol::V5)
+        .ok()
+        .flatten()?;
+    let body = buf.get(header.header_length..)?;
+    let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+    body.get(2 + name_len).copied()
 }
 
 async fn refuse<W: AsyncWrite + Unpin>(server: &Server, mut writer: W) {

@@ -989,6 +989,19 @@ impl Server {
                             info.connection = ConnectionInfo::new("restored", None);
                             state.client = Some(Arc::new(info));
                         }
+                        // A restored session expires like any disconnected one (generation 0: no
+                        // connection has taken it yet).
+                        if stored.session_expiry_interval != u32::MAX {
+                            inner.timers.schedule(
+                                now + Duration::from_secs(u64::from(
+                                    stored.session_expiry_interval,
+                                )),
+                                TimerEvent::SessionExpiry {
+                                    client_id: client_id.clone(),
+                                    generation: 0,
+                                },
+                            );
+                        }
                         if sessions.insert(client_id, session).is_none() {
                             sys::add(&inner.info.sessions, 1);
                         }
@@ -1037,6 +1050,76 @@ impl Server {
                 }
                 Ok(_) => {}
                 Err(error) => warn!(%error, "restoring subscriptions failed"),
+            }
+        }
+        self.restore_queued(now, unix_now);
+        if inner
+            .options
+            .capabilities
+            .compatibilities
+            .restore_sys_info_on_restart
+        {
+            for hook in inner.hooks.with(HookEvents::STORED_SYS_INFO) {
+                match hook.stored_sys_info() {
+                    Ok(Some(stored)) => {
+                        sys::add(&inner.info.messages_received, stored.messages_received);
+                        sys::add(&inner.info.messages_sent, stored.messages_sent);
+                        sys::add(&inner.info.bytes_received, stored.bytes_received);
+                        sys::add(&inner.info.bytes_sent, stored.bytes_sent);
+                        break;
+                    }
+                    Ok(None) => {}
+                    Err(error) => warn!(%error, "restoring $SYS counters failed"),
+                }
+            }
+        }
+    }
+
+    /// Queues stored messages back into their sessions, in the order the hook gives them; they
+    /// are sent (as new deliveries) when the client reconnects.
+    fn restore_queued(&self, now: Instant, unix_now: u64) {
+        let inner = &self.inner;
+        for hook in inner.hooks.with(HookEvents::STORED_INFLIGHT_MESSAGES) {
+            match hook.stored_inflight_messages() {
+                Ok(messages) if !messages.is_empty() => {
+                    let mut staged = Vec::new();
+                    for stored in messages {
+                        let Some(client_id) = stored.client_id.as_deref() else {
+                            continue;
+                        };
+                        let Some(session) = inner.sessions.lock().get(client_id).cloned() else {
+                            continue;
+                        };
+                        let Ok(topic) = MqttString::new(stored.topic) else {
+                            continue;
+                        };
+                        let expires_at = match stored.expires_at_unix {
+                            Some(at) if at <= unix_now => continue,
+                            Some(at) => Some(now + Duration::from_secs(at - unix_now)),
+                            None => None,
+                        };
+                        let message = Arc::new(Message {
+                            topic,
+                            payload: stored.payload,
+                            qos: stored.qos,
+                            retain: stored.retain,
+                            properties: stored.properties,
+                            publisher: None,
+                            expires_at,
+                        });
+                        let delivery = Delivery {
+                            qos: message.qos,
+                            retain: message.retain,
+                            subscription_identifiers: Vec::new(),
+                            message,
+                        };
+                        staged.push((session, delivery));
+                    }
+                    self.deliver(&mut staged);
+                    break;
+                }
+                Ok(_) => {}
+                Err(error) => warn!(%error, "restoring queued messages failed"),
             }
         }
     }

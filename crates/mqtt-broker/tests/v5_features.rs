@@ -143,3 +143,30 @@ async fn sys_topics_are_published_and_retained() {
         "a root wildcard never receives $SYS"
     );
 }
+
+/// A CONNECT above the server's Maximum Packet Size gets CONNACK 0x95 (v5), decided from its
+/// first bytes [MQTT-3.2.2-15].
+#[tokio::test]
+async fn oversized_connect_gets_connack_0x95() {
+    let (_server, addr) = support::start().await;
+    let mut raw = Raw::connect(addr, Protocol::V5).await;
+    // Remaining Length 20 MiB (above the 16 MiB default), then the start of a v5 CONNECT.
+    let mut bytes = vec![0x10];
+    let mut length = 20u32 * 1024 * 1024;
+    loop {
+        let mut byte = (length & 0x7F) as u8;
+        length >>= 7;
+        if length > 0 {
+            byte |= 0x80;
+        }
+        bytes.push(byte);
+        if length == 0 {
+            break;
+        }
+    }
+    bytes.extend_from_slice(&[0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05]);
+    raw.send_bytes(&bytes).await;
+    let connack = support::connack(raw.recv().await.expect("CONNACK"));
+    assert_eq!(connack.reason_code, ReasonCode::PACKET_TOO_LARGE);
+    raw.expect_closed().await;
+}
