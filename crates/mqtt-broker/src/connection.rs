@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::alias::OutboundAliases;
-use crate::hooks::{DropReason, HookEvents};
+use crate::hooks::{AuthOutcome, DropReason, HookEvents};
 use crate::outbound::{Outgoing, PubRecOutcome};
 use crate::server::PublishOutcome;
 use crate::session::{Close, ConnectionHandle, Control, PeerLimits, Session};
@@ -121,7 +121,15 @@ where
             return;
         }
     };
-    let Some(mut connection) = Connection::accept(&server, connect, connection, &mut writer).await
+    let Some(mut connection) = Connection::accept(
+        &server,
+        connect,
+        connection,
+        &mut reader,
+        &mut buf,
+        &mut writer,
+    )
+    .await
     else {
         refuse(&server, writer).await;
         return;
@@ -213,15 +221,122 @@ struct Connection {
     /// Deliveries of the PUBLISH packets decoded from the current read, handed to the
     /// subscribers' queues together before the next read.
     staged: Vec<(Arc<Session>, crate::message::Delivery)>,
+    /// Enhanced authentication of this connection, for re-authentication.
+    auth: EnhancedAuth,
+    /// An AUTH packet to handle on the reader's task (its hook is asynchronous).
+    pending_auth: Option<mqtt_packets::Auth>,
+}
+
+/// The enhanced authentication of one connection.
+#[derive(Default)]
+struct EnhancedAuth {
+    /// The Authentication Method of CONNECT.
+    method: Option<MqttString>,
+    /// The hook that handles the method.
+    hook: Option<Arc<dyn crate::Hook>>,
+    /// The hook's state for the exchange in progress.
+    state: crate::hooks::AuthState,
+    /// Whether a re-authentication is in progress.
+    reauthenticating: bool,
+    /// Authentication Data for CONNACK.
+    connack_data: Option<bytes::Bytes>,
+}
+
+impl std::fmt::Debug for EnhancedAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnhancedAuth")
+            .field("method", &self.method)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs the AUTH exchange of a CONNECT with an Authentication Method. Returns the data for the
+/// CONNACK, or the code to refuse with (`None`: close without CONNACK).
+#[allow(clippy::too_many_arguments)]
+async fn enhanced_auth_exchange<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    server: &Server,
+    client: &ClientInfo,
+    connect: &Connect,
+    method: MqttString,
+    auth: &mut EnhancedAuth,
+    reader: &mut R,
+    buf: &mut BytesMut,
+    writer: &mut W,
+) -> Result<Option<bytes::Bytes>, Option<ReasonCode>> {
+    let inner = &server.inner;
+    let context = DecodeContext::new(Protocol::V5)
+        .with_maximum_packet_size(inner.options.capabilities.maximum_packet_size);
+    let mut data = connect.properties.authentication_data.clone();
+    let mut step = crate::hooks::AuthStep::Connect;
+    auth.method = Some(method.clone());
+    loop {
+        let outcome = inner
+            .hooks
+            .enhanced_auth(
+                client,
+                &method,
+                data.as_ref(),
+                step,
+                &mut auth.state,
+                &mut auth.hook,
+            )
+            .await;
+        match outcome {
+            // No hook knows the method [MQTT-4.12.0-1].
+            AuthOutcome::Unsupported => return Err(Some(ReasonCode::BAD_AUTHENTICATION_METHOD)),
+            AuthOutcome::Fail(code) => return Err(Some(code)),
+            AuthOutcome::Success(data) => {
+                auth.state = None;
+                return Ok(data);
+            }
+            AuthOutcome::Continue(challenge) => {
+                let mut packet = mqtt_packets::Auth {
+                    reason_code: ReasonCode::CONTINUE_AUTHENTICATION,
+                    properties: mqtt_packets::AuthProperties::default(),
+                };
+                packet.properties.authentication_method = Some(method.clone());
+                packet.properties.authentication_data = Some(challenge);
+                let mut out = BytesMut::new();
+                if packet.encode(Protocol::V5, &mut out).is_err()
+                    || writer.write_all(&out).await.is_err()
+                {
+                    return Err(None);
+                }
+                writer.flush().await.ok();
+                let answer = tokio::time::timeout(
+                    inner.options.connect_timeout,
+                    read_packet(reader, buf, &context, server),
+                )
+                .await;
+                match answer {
+                    Ok(Ok(Some(Packet::Auth(answer))))
+                        if answer.reason_code == ReasonCode::CONTINUE_AUTHENTICATION
+                            && answer.properties.authentication_method.as_ref()
+                                == Some(&method) =>
+                    {
+                        data = answer.properties.authentication_data;
+                        step = crate::hooks::AuthStep::Continue;
+                    }
+                    // Only AUTH (or DISCONNECT) may come before CONNACK [MQTT-3.1.2-30].
+                    Ok(Ok(Some(Packet::Disconnect(_)))) | Ok(Ok(None)) | Err(_) => {
+                        return Err(None);
+                    }
+                    _ => return Err(Some(ReasonCode::PROTOCOL_ERROR)),
+                }
+            }
+        }
+    }
 }
 
 impl Connection {
     /// Validates and authenticates the CONNECT, creates or resumes the session, and queues the
     /// CONNACK. Returns `None` (after any refusing CONNACK) when the connection is refused.
-    async fn accept<W: AsyncWrite + Unpin>(
+    async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         server: &Server,
         connect: Connect,
         connection: ConnectionInfo,
+        reader: &mut R,
+        buf: &mut BytesMut,
         writer: &mut W,
     ) -> Option<Self> {
         let inner = &server.inner;
@@ -297,16 +412,7 @@ impl Connection {
                 return None;
             }
         }
-        if connect.properties.authentication_method.is_some() {
-            // Enhanced authentication is not offered [MQTT-4.12.0-1].
-            send_connack(
-                writer,
-                protocol,
-                refuse_with(ReasonCode::BAD_AUTHENTICATION_METHOD),
-            )
-            .await;
-            return None;
-        }
+
         let client_id = if assigned {
             server.assign_client_id()
         } else {
@@ -326,7 +432,24 @@ impl Connection {
                 return None;
             }
         }
-        if !inner.hooks.authenticate(&client, &connect).await {
+        let mut auth = EnhancedAuth::default();
+        if let Some(method) = connect.properties.authentication_method.clone() {
+            // Enhanced authentication (§4.12): challenge and response before CONNACK.
+            match enhanced_auth_exchange(
+                server, &client, &connect, method, &mut auth, reader, buf, writer,
+            )
+            .await
+            {
+                Ok(data) => auth.connack_data = data,
+                Err(code) => {
+                    info!(client_id = %client_id, remote = ?client.connection.remote, ?code, "enhanced authentication refused");
+                    if let Some(code) = code {
+                        send_connack(writer, protocol, refuse_with(code)).await;
+                    }
+                    return None;
+                }
+            }
+        } else if !inner.hooks.authenticate(&client, &connect).await {
             let code = if connect.username.is_some() || connect.password.is_some() {
                 ReasonCode::BAD_USER_NAME_OR_PASSWORD
             } else {
@@ -424,6 +547,10 @@ impl Connection {
                 properties.shared_subscription_available = Some(false);
             }
             properties.server_keep_alive = caps.server_keep_alive;
+            if auth.method.is_some() {
+                properties.authentication_method = auth.method.clone();
+                properties.authentication_data = auth.connack_data.take();
+            }
             // Response Information only when asked for [MQTT-3.1.2-28] (or forced by the
             // compatibility switch).
             let asked = connect.properties.request_response_information == Some(true)
@@ -474,6 +601,8 @@ impl Connection {
             aliases: HashMap::new(),
             connect_expiry_zero,
             staged: Vec::new(),
+            auth,
+            pending_auth: None,
         })
     }
 
@@ -615,6 +744,12 @@ impl Connection {
                             server.deliver(&mut self.staged);
                             return end;
                         }
+                        if let Some(auth) = self.pending_auth.take()
+                            && let Some(end) = self.reauthenticate(auth).await
+                        {
+                            server.deliver(&mut self.staged);
+                            return end;
+                        }
                     }
                     Ok(None) => {
                         server.deliver(&mut self.staged);
@@ -660,6 +795,76 @@ impl Connection {
                 Some(Ok(0)) => return End::Abnormal("connection closed by the client".into()),
                 Some(Ok(read)) => sys::add(&self.server.inner.info.bytes_received, read as u64),
                 Some(Err(error)) => return End::Abnormal(format!("read error: {error}")),
+            }
+        }
+    }
+
+    /// A step of re-authentication (§4.12.1): AUTH 0x19 starts one, AUTH 0x18 continues it; the
+    /// method must be the one of CONNECT. Success is AUTH 0x00, failure DISCONNECT.
+    async fn reauthenticate(&mut self, packet: mqtt_packets::Auth) -> Option<End> {
+        let server = self.server.clone();
+        let method = self.auth.method.clone()?;
+        if packet.properties.authentication_method.as_ref() != Some(&method) {
+            // A different method is a protocol error (§3.15).
+            self.close(ReasonCode::PROTOCOL_ERROR);
+            return Some(End::Abnormal(
+                "AUTH with another authentication method".into(),
+            ));
+        }
+        let step = match packet.reason_code {
+            ReasonCode::RE_AUTHENTICATE => {
+                self.auth.state = None;
+                self.auth.reauthenticating = true;
+                crate::hooks::AuthStep::Reauthenticate
+            }
+            ReasonCode::CONTINUE_AUTHENTICATION if self.auth.reauthenticating => {
+                crate::hooks::AuthStep::Continue
+            }
+            _ => {
+                self.close(ReasonCode::PROTOCOL_ERROR);
+                return Some(End::Abnormal("unexpected AUTH".into()));
+            }
+        };
+        let data = packet.properties.authentication_data.clone();
+        let outcome = server
+            .inner
+            .hooks
+            .enhanced_auth(
+                &self.client,
+                &method,
+                data.as_ref(),
+                step,
+                &mut self.auth.state,
+                &mut self.auth.hook,
+            )
+            .await;
+        let reply = |reason_code: ReasonCode, data: Option<bytes::Bytes>| {
+            let mut auth = mqtt_packets::Auth {
+                reason_code,
+                properties: mqtt_packets::AuthProperties::default(),
+            };
+            auth.properties.authentication_method = Some(method.clone());
+            auth.properties.authentication_data = data;
+            Packet::Auth(auth)
+        };
+        match outcome {
+            AuthOutcome::Continue(challenge) => {
+                self.send(reply(ReasonCode::CONTINUE_AUTHENTICATION, Some(challenge)));
+                None
+            }
+            AuthOutcome::Success(data) => {
+                self.auth.reauthenticating = false;
+                self.auth.state = None;
+                self.send(reply(ReasonCode::SUCCESS, data));
+                None
+            }
+            AuthOutcome::Fail(code) => {
+                self.close(code);
+                Some(End::Abnormal(format!("re-authentication failed: {code}")))
+            }
+            AuthOutcome::Unsupported => {
+                self.close(ReasonCode::BAD_AUTHENTICATION_METHOD);
+                Some(End::Abnormal("re-authentication method unsupported".into()))
             }
         }
     }
@@ -799,6 +1004,11 @@ impl Connection {
                 // A second CONNECT [MQTT-3.1.0-2].
                 self.close(ReasonCode::PROTOCOL_ERROR);
                 Some(End::Abnormal("second CONNECT".into()))
+            }
+            Packet::Auth(auth) if self.auth.method.is_some() => {
+                // Re-authentication: handled on the reader's task (see `read_loop`).
+                self.pending_auth = Some(auth);
+                None
             }
             Packet::Auth(_) => {
                 // No enhanced authentication was negotiated (§3.15).

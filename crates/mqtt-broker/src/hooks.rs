@@ -26,6 +26,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use mqtt_packets::{Connect, Packet, Publish, ReasonCode, Subscribe, Unsubscribe, Will};
 use parking_lot::RwLock;
 
@@ -46,6 +47,34 @@ pub enum Decision {
     /// No opinion; ask the next hook. If every hook defers, the answer is deny.
     Defer,
 }
+
+/// Which step of an enhanced authentication exchange a hook is asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthStep {
+    /// The Authentication Method and Data of CONNECT.
+    Connect,
+    /// An AUTH 0x18 Continue authentication from the client.
+    Continue,
+    /// An AUTH 0x19 Re-authenticate from a connected client: a new exchange starts.
+    Reauthenticate,
+}
+
+/// The answer of [`Hook::on_enhanced_auth`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// This hook does not implement the method.
+    Unsupported,
+    /// Send AUTH 0x18 with this Authentication Data and wait for the client's answer.
+    Continue(Bytes),
+    /// Authenticated. The data, if any, goes to the client in CONNACK (or in AUTH 0x00 after a
+    /// re-authentication).
+    Success(Option<Bytes>),
+    /// Refused with this code: CONNACK (or DISCONNECT after a re-authentication) carries it.
+    Fail(ReasonCode),
+}
+
+/// What a hook keeps between the steps of one authentication exchange.
+pub type AuthState = Option<Box<dyn std::any::Any + Send>>;
 
 /// Whether an ACL check is for reading (delivering to a subscriber, subscribing) or writing
 /// (publishing).
@@ -207,6 +236,8 @@ hook_events! {
     STORED_RETAINED_MESSAGES = 35;
     /// [`Hook::stored_sys_info`].
     STORED_SYS_INFO = 36;
+    /// [`Hook::on_enhanced_auth`].
+    ON_ENHANCED_AUTH = 37;
 }
 
 impl std::ops::BitOr for HookEvents {
@@ -299,6 +330,23 @@ pub trait Hook: Send + Sync + 'static {
     /// The connection ended; `error` says why when it was not a normal DISCONNECT, and `expire`
     /// whether the session ends with it.
     fn on_disconnect(&self, client: &ClientInfo, error: Option<&str>, expire: bool) {}
+
+    /// One step of enhanced authentication (§4.12) with the method `method`: the first step comes
+    /// from CONNECT, later ones from AUTH packets. `state` is kept by the server between the
+    /// steps of one exchange, for the hook's own use. The first hook that does not answer
+    /// [`AuthOutcome::Unsupported`] handles the whole exchange (and later re-authentications);
+    /// when none does, the client gets 0x8C Bad authentication method. Awaited on the
+    /// connection's task, so it may do I/O.
+    fn on_enhanced_auth<'a>(
+        &'a self,
+        client: &'a ClientInfo,
+        method: &'a str,
+        data: Option<&'a Bytes>,
+        step: AuthStep,
+        state: &'a mut AuthState,
+    ) -> BoxFuture<'a, AuthOutcome> {
+        Box::pin(std::future::ready(AuthOutcome::Unsupported))
+    }
 
     /// An AUTH packet arrived. An error ends the connection with that code.
     fn on_auth_packet(
@@ -502,6 +550,34 @@ impl Hooks {
 
     pub(crate) fn all(&self) -> Arc<[Arc<dyn Hook>]> {
         self.list.read().clone()
+    }
+
+    /// One step of enhanced authentication: with the hook chosen at the first step, or the first
+    /// hook that supports the method (remembered in `chosen`).
+    pub(crate) async fn enhanced_auth(
+        &self,
+        client: &ClientInfo,
+        method: &str,
+        data: Option<&Bytes>,
+        step: AuthStep,
+        state: &mut AuthState,
+        chosen: &mut Option<Arc<dyn Hook>>,
+    ) -> AuthOutcome {
+        if let Some(hook) = chosen.clone() {
+            return hook
+                .on_enhanced_auth(client, method, data, step, state)
+                .await;
+        }
+        for hook in self.with(HookEvents::ON_ENHANCED_AUTH) {
+            let outcome = hook
+                .on_enhanced_auth(client, method, data, step, state)
+                .await;
+            if outcome != AuthOutcome::Unsupported {
+                *chosen = Some(hook);
+                return outcome;
+            }
+        }
+        AuthOutcome::Unsupported
     }
 
     /// Authentication: the first hook that decides wins; deny when all defer.
