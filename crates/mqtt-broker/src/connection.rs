@@ -427,8 +427,15 @@ impl Connection {
             inline: false,
         });
         for hook in inner.hooks.with(HookEvents::ON_CONNECT) {
-            if let Err(code) = hook.on_connect(&client, &connect) {
-                send_connack(writer, protocol, refuse_with(code)).await;
+            if let Err(refusal) = hook.on_connect(&client, &connect) {
+                let mut connack = refuse_with(refusal.reason_code);
+                if protocol.is_v5() {
+                    connack.properties.server_reference = refusal
+                        .server_reference
+                        .and_then(|reference| MqttString::new(reference).ok());
+                }
+                info!(client_id = %client_id, code = %refusal.reason_code, "connection refused by hook {}", hook.id());
+                send_connack(writer, protocol, connack).await;
                 return None;
             }
         }
@@ -1410,13 +1417,22 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if progressed && current && !closing {
             continue;
         }
-        let close = *handle.close.lock();
+        let close = handle.close.lock().clone();
         if let Some(close) = close {
-            if let Close::Disconnect(code) = close
+            let disconnect = match &close {
+                Close::Silent => None,
+                Close::Disconnect(code) => Some(Disconnect::new(*code)),
+                Close::Redirect(code, reference) => {
+                    let mut disconnect = Disconnect::new(*code);
+                    disconnect.properties.server_reference = Some(reference.clone());
+                    Some(disconnect)
+                }
+            };
+            if let Some(disconnect) = disconnect
                 && protocol.is_v5()
             {
                 let mut out = BytesMut::new();
-                if Disconnect::new(code).encode(protocol, &mut out).is_ok() {
+                if disconnect.encode(protocol, &mut out).is_ok() {
                     writer.write_all(&out).await.ok();
                     writer.flush().await.ok();
                     sys::add(&inner.info.bytes_sent, out.len() as u64);
@@ -1427,7 +1443,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 .capabilities
                 .compatibilities
                 .passive_client_disconnect
-                || !matches!(close, Close::Disconnect(_))
+                || matches!(close, Close::Silent)
             {
                 writer.shutdown().await.ok();
             }

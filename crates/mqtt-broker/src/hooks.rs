@@ -48,6 +48,42 @@ pub enum Decision {
     Defer,
 }
 
+/// Why [`Hook::on_connect`] refuses a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectRefusal {
+    /// The CONNACK reason code.
+    pub reason_code: ReasonCode,
+    /// For 0x9C / 0x9D: where the client should connect instead (`host[:port]`, several
+    /// separated by spaces).
+    pub server_reference: Option<String>,
+}
+
+impl ConnectRefusal {
+    /// Sends the client to another server: 0x9D Server moved when `permanent`, else 0x9C Use
+    /// another server (§4.11).
+    pub fn redirect(server_reference: impl Into<String>, permanent: bool) -> Self {
+        let reason_code = if permanent {
+            ReasonCode::SERVER_MOVED
+        } else {
+            ReasonCode::USE_ANOTHER_SERVER
+        };
+        Self {
+            reason_code,
+            server_reference: Some(server_reference.into()),
+        }
+    }
+}
+
+impl From<ReasonCode> for ConnectRefusal {
+    fn from(reason_code: ReasonCode) -> Self {
+        Self {
+            reason_code,
+            server_reference: None,
+        }
+    }
+}
+
 /// Which step of an enhanced authentication exchange a hook is asked about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthStep {
@@ -315,9 +351,10 @@ pub trait Hook: Send + Sync + 'static {
     /// `$SYS` information was refreshed.
     fn on_sys_info_tick(&self, info: &SysInfo) {}
 
-    /// A CONNECT arrived, before authentication. An error refuses the connection with that
-    /// reason code.
-    fn on_connect(&self, client: &ClientInfo, connect: &Connect) -> Result<(), ReasonCode> {
+    /// A CONNECT arrived, before authentication. An error refuses the connection: with its
+    /// reason code in CONNACK (mapped for 3.x clients), and for v5 clients a Server Reference
+    /// when redirecting with 0x9C Use another server or 0x9D Server moved (§4.11).
+    fn on_connect(&self, client: &ClientInfo, connect: &Connect) -> Result<(), ConnectRefusal> {
         Ok(())
     }
 

@@ -66,7 +66,7 @@ mod timers;
 
 pub use client::{ClientInfo, ConnectionInfo, TlsInfo};
 pub use error::BrokerError;
-pub use hooks::{AllowAllHook, Hook};
+pub use hooks::{AllowAllHook, ConnectRefusal, Hook};
 pub use inline::{InlineCallback, InlineClient, InlineDelivery, InlineSubscription};
 pub use options::{Capabilities, Compatibilities, Options};
 pub use server::Server;

@@ -352,6 +352,33 @@ impl Server {
         true
     }
 
+    /// Sends a connected v5 client to another server: DISCONNECT 0x9D Server moved (`permanent`)
+    /// or 0x9C Use another server, with the Server Reference `reference` (§4.11). A 3.x client is
+    /// just disconnected. Returns whether the client was connected.
+    pub fn redirect_client(
+        &self,
+        client_id: &str,
+        reference: &str,
+        permanent: bool,
+    ) -> Result<bool, BrokerError> {
+        let reference = MqttString::new(reference)
+            .map_err(|_| BrokerError::InvalidTopic(reference.to_string()))?;
+        let Some(session) = self.inner.sessions.lock().get(client_id).cloned() else {
+            return Ok(false);
+        };
+        let state = session.state.lock();
+        let Some(connection) = &state.connection else {
+            return Ok(false);
+        };
+        let code = if permanent {
+            ReasonCode::SERVER_MOVED
+        } else {
+            ReasonCode::USE_ANOTHER_SERVER
+        };
+        connection.close(Close::Redirect(code, reference));
+        Ok(true)
+    }
+
     // ----- the publish path -------------------------------------------------------------------
 
     /// Runs an inbound PUBLISH through checks and hooks, retains it, and delivers it.

@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mqtt_packets::{Packet, Protocol, ReasonCode, SubscriptionOptions, Will};
+use mqtt_packets::{MqttString, Packet, Protocol, ReasonCode, SubscriptionOptions, Will};
 use mqtt_topics::{ClientId, SubscriptionInfo};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
@@ -49,12 +49,14 @@ pub(crate) struct ConnectionHandle {
 }
 
 /// How the server ends a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Close {
     /// Close the socket without a DISCONNECT (3.x clients, or the client ended it).
     Silent,
     /// Send DISCONNECT with this code first (v5 only; 3.x clients get a plain close).
     Disconnect(ReasonCode),
+    /// Send DISCONNECT 0x9C / 0x9D with this Server Reference (v5 only).
+    Redirect(ReasonCode, MqttString),
 }
 
 impl ConnectionHandle {

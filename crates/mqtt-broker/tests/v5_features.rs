@@ -170,3 +170,66 @@ async fn oversized_connect_gets_connack_0x95() {
     assert_eq!(connack.reason_code, ReasonCode::PACKET_TOO_LARGE);
     raw.expect_closed().await;
 }
+
+/// A hook redirects a client at CONNECT: CONNACK 0x9C with a Server Reference (§4.11).
+#[tokio::test]
+async fn a_hook_redirects_at_connect() {
+    use mqtt_broker::{ClientInfo, ConnectRefusal, Hook};
+
+    struct Redirect;
+    impl Hook for Redirect {
+        fn id(&self) -> &str {
+            "redirect"
+        }
+        fn provides(&self) -> mqtt_broker::hooks::HookEvents {
+            mqtt_broker::hooks::HookEvents::ON_CONNECT
+        }
+        fn on_connect(
+            &self,
+            client: &ClientInfo,
+            _: &mqtt_packets::Connect,
+        ) -> Result<(), ConnectRefusal> {
+            if client.client_id.starts_with("eu-") {
+                Err(ConnectRefusal::redirect("eu.example.net:1883", false))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    let server = mqtt_broker::Server::new(Options::default());
+    server.add_hook(Redirect).unwrap();
+    server.add_hook(mqtt_broker::AllowAllHook).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = server.clone();
+    tokio::spawn(async move { serving.serve_tcp("tcp", listener).await });
+
+    let (mut raw, packet) = Raw::handshake(addr, connect(Protocol::V5, "eu-7")).await;
+    let connack = support::connack(packet);
+    assert_eq!(connack.reason_code, ReasonCode::USE_ANOTHER_SERVER);
+    assert_eq!(
+        connack.properties.server_reference.as_deref(),
+        Some("eu.example.net:1883")
+    );
+    raw.expect_closed().await;
+
+    // The host program moves a connected client: DISCONNECT 0x9D with the reference.
+    let mut moved = Raw::v5(addr, "us-1").await;
+    assert!(
+        server
+            .redirect_client("us-1", "us2.example.net", true)
+            .unwrap()
+    );
+    match moved.recv().await.expect("DISCONNECT") {
+        mqtt_packets::Packet::Disconnect(disconnect) => {
+            assert_eq!(disconnect.reason_code, ReasonCode::SERVER_MOVED);
+            assert_eq!(
+                disconnect.properties.server_reference.as_deref(),
+                Some("us2.example.net")
+            );
+        }
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    moved.expect_closed().await;
+}
