@@ -57,6 +57,9 @@ pub(crate) struct Delivery {
     pub(crate) retain: bool,
     /// Identifiers of the matching subscriptions [MQTT-3.3.4-4].
     pub(crate) subscription_identifiers: Vec<NonZeroU32>,
+    /// The shared subscription this delivery was chosen for, if any: when the member's session
+    /// ends before a QoS 0/1 message is acknowledged, it goes to another member.
+    pub(crate) shared: Option<Arc<mqtt_topics::SharedGroupId>>,
 }
 
 impl Delivery {

@@ -268,6 +268,37 @@ impl Outbound {
             .collect()
     }
 
+    /// Takes out the messages of shared subscriptions that another member may still receive:
+    /// everything queued, and QoS 1 messages in flight. QoS 2 messages in flight stay: they must
+    /// not go to another member [MQTT-4.8.2-5]. In the order they were queued or sent.
+    pub(crate) fn take_shared(&mut self) -> Vec<Delivery> {
+        let mut inflight: Vec<(u64, u16)> = self
+            .inflight
+            .iter()
+            .filter(|(_, entry)| {
+                entry.state == InflightState::AwaitingPubAck && entry.delivery.shared.is_some()
+            })
+            .map(|(&id, entry)| (entry.seq, id))
+            .collect();
+        inflight.sort_unstable();
+        let mut taken: Vec<Delivery> = inflight
+            .into_iter()
+            .filter_map(|(_, id)| self.inflight.remove(&id).map(|entry| entry.delivery))
+            .collect();
+        let (shared, kept): (VecDeque<Delivery>, VecDeque<Delivery>) =
+            std::mem::take(&mut self.pending)
+                .into_iter()
+                .partition(|delivery| delivery.shared.is_some());
+        self.pending = kept;
+        self.pending_bytes = self
+            .pending
+            .iter()
+            .map(|delivery| delivery.message.size())
+            .sum();
+        taken.extend(shared);
+        taken
+    }
+
     /// Drops everything; returns the identifiers that were in flight.
     pub(crate) fn clear(&mut self) -> Vec<u16> {
         self.pending.clear();
@@ -325,6 +356,7 @@ mod tests {
             qos,
             retain: false,
             subscription_identifiers: Vec::new(),
+            shared: None,
         }
     }
 

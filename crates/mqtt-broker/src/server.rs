@@ -460,6 +460,7 @@ impl Server {
                 qos: message.qos,
                 retain: message.retain,
                 subscription_identifiers: Vec::new(),
+                shared: None,
             }
             .to_publish(None, false, now);
             for hook in inner.hooks.with(HookEvents::ON_PUBLISHED) {
@@ -500,6 +501,7 @@ impl Server {
                 qos: message.qos,
                 retain: true,
                 subscription_identifiers: Vec::new(),
+                shared: None,
             }
             .to_publish(None, false, Instant::now());
             for hook in inner.hooks.with(HookEvents::ON_RETAIN_MESSAGE) {
@@ -543,6 +545,7 @@ impl Server {
                 qos: message.qos,
                 retain: message.retain,
                 subscription_identifiers: Vec::new(),
+                shared: None,
             }
             .to_publish(None, false, now);
             for hook in inner.hooks.with(HookEvents::ON_SELECT_SUBSCRIBERS) {
@@ -585,6 +588,7 @@ impl Server {
                 // Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13].
                 retain: retain_as_published && message.retain,
                 subscription_identifiers: identifiers,
+                shared: None,
             };
             staged.push((session, delivery));
             delivered += 1;
@@ -599,6 +603,7 @@ impl Server {
                 qos: message.qos.min(entry.options.maximum_qos).min(maximum_qos),
                 retain: entry.options.retain_as_published && message.retain,
                 subscription_identifiers: entry.identifier.into_iter().collect(),
+                shared: Some(shared.group.clone()),
             };
             staged.push((entry.session.clone(), delivery));
             delivered += 1;
@@ -760,14 +765,16 @@ impl Server {
         if !inner.options.capabilities.queue_qos0_offline {
             state.outbound.drop_qos0();
         }
+        let mut orphans = Vec::new();
         let dropped_ids = if ends {
-            self.clear_session(&mut sessions, session, &mut state)
+            self.clear_session(&mut sessions, session, &mut state, &mut orphans)
         } else {
             Vec::new()
         };
         drop(state);
         drop(sessions);
         self.qos_dropped(&session.client_id, dropped_ids);
+        self.reroute_shared(orphans);
         Some(Detached {
             will_now,
             expiry,
@@ -791,10 +798,12 @@ impl Server {
             return None;
         }
         let will = state.will.take().zip(state.client.clone());
-        let dropped_ids = self.clear_session(&mut sessions, session, &mut state);
+        let mut orphans = Vec::new();
+        let dropped_ids = self.clear_session(&mut sessions, session, &mut state, &mut orphans);
         drop(state);
         drop(sessions);
         self.qos_dropped(&session.client_id, dropped_ids);
+        self.reroute_shared(orphans);
         Some(will)
     }
 
@@ -805,8 +814,10 @@ impl Server {
         sessions: &mut HashMap<ClientId, Arc<Session>>,
         session: &Arc<Session>,
         state: &mut crate::session::SessionState,
+        orphans: &mut Vec<Delivery>,
     ) -> Vec<u16> {
         let inner = &self.inner;
+        orphans.extend(state.outbound.take_shared());
         state.subscriptions.clear();
         state.inbound_qos2.clear();
         state.control.clear();
@@ -822,6 +833,46 @@ impl Server {
             sys::sub(&inner.info.subscriptions, removed as u64);
         }
         dropped_ids
+    }
+
+    /// Offers the unacknowledged QoS 0/1 messages of a shared-subscription member whose session
+    /// ended to another member of the same group (§4.8.2: SHOULD for QoS 1). If the group has no
+    /// member left, the messages are dropped with it.
+    fn reroute_shared(&self, orphans: Vec<Delivery>) {
+        if orphans.is_empty() {
+            return;
+        }
+        let maximum_qos = self.inner.options.capabilities.maximum_qos;
+        let mut staged = Vec::new();
+        for orphan in orphans {
+            let Some(group) = &orphan.shared else {
+                continue;
+            };
+            let message = &orphan.message;
+            let matches = self.inner.trie.matches(
+                &message.topic,
+                message.publisher.as_deref(),
+                &|_, entry| entry.session.is_connected() || entry.session.inline_sink.is_some(),
+            );
+            let Some(member) = matches
+                .shared()
+                .iter()
+                .find(|shared| shared.group == *group)
+            else {
+                sys::add(&self.inner.info.messages_dropped, 1);
+                continue;
+            };
+            let entry = &member.subscription;
+            let delivery = Delivery {
+                message: message.clone(),
+                qos: message.qos.min(entry.options.maximum_qos).min(maximum_qos),
+                retain: entry.options.retain_as_published && message.retain,
+                subscription_identifiers: entry.identifier.into_iter().collect(),
+                shared: Some(member.group.clone()),
+            };
+            staged.push((entry.session.clone(), delivery));
+        }
+        self.deliver(&mut staged);
     }
 
     fn qos_dropped(&self, client_id: &str, ids: Vec<u16>) {
@@ -1138,6 +1189,7 @@ impl Server {
                             qos: message.qos,
                             retain: message.retain,
                             subscription_identifiers: Vec::new(),
+                            shared: None,
                             message,
                         };
                         staged.push((session, delivery));

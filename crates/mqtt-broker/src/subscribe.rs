@@ -134,6 +134,7 @@ pub(crate) fn subscribe(
                 // Retained messages sent at subscribe time carry RETAIN 1 (§3.3.1.3).
                 retain: true,
                 subscription_identifiers: identifier.into_iter().collect(),
+                shared: None,
                 message,
             };
             if inner.hooks.provides(HookEvents::ON_RETAIN_PUBLISHED) {

@@ -233,3 +233,55 @@ async fn a_hook_redirects_at_connect() {
     }
     moved.expect_closed().await;
 }
+
+/// When a shared-subscription member's session ends with a QoS 1 message unacknowledged, the
+/// message goes to another member; a QoS 2 message in flight does not [MQTT-4.8.2-5] (§4.8.2).
+#[tokio::test]
+async fn shared_messages_of_an_ended_member_go_to_another() {
+    let (_server, addr) = support::start().await;
+    let mut first = Raw::v5(addr, "member-a").await;
+    let filter = "$share/workers/jobs";
+    first
+        .subscribe_opts(filter, support::options(QoS::ExactlyOnce), None)
+        .await;
+    let mut second = Raw::v5(addr, "member-b").await;
+    second
+        .subscribe_opts(filter, support::options(QoS::ExactlyOnce), None)
+        .await;
+    let mut publisher = Raw::v5(addr, "producer").await;
+
+    // Round robin: the first message goes to the first member, the second to the second.
+    publisher
+        .send(publish("jobs", b"job-1", QoS::AtLeastOnce, false, 1).into())
+        .await;
+    publisher.expect_puback().await;
+    let job = first.expect_publish().await;
+    assert_eq!(&job.payload[..], b"job-1");
+    publisher
+        .send(publish("jobs", b"job-2", QoS::AtLeastOnce, false, 2).into())
+        .await;
+    publisher.expect_puback().await;
+    assert_eq!(&second.expect_publish().await.payload[..], b"job-2");
+    second
+        .send(mqtt_packets::PubAck::new(support::pid(1)).into())
+        .await;
+    // A QoS 2 job to the first member, left unfinished too.
+    publisher
+        .send(publish("jobs", b"job-3", QoS::ExactlyOnce, false, 3).into())
+        .await;
+    publisher.expect_pubrec().await;
+    assert_eq!(&first.expect_publish().await.payload[..], b"job-3");
+
+    // The first member vanishes (Session Expiry 0: its session ends with the connection).
+    drop(first);
+    let rerouted = second.expect_publish().await;
+    assert_eq!(
+        &rerouted.payload[..],
+        b"job-1",
+        "the unacknowledged QoS 1 job"
+    );
+    assert!(
+        second.try_recv(Duration::from_millis(500)).await.is_none(),
+        "the QoS 2 job is not offered again"
+    );
+}
