@@ -583,7 +583,8 @@ impl Connection {
                 .push_front(Control::Packet(Packet::ConnAck(connack)));
             // Resend what was in flight, in order [MQTT-4.4.0-1].
             if session_present {
-                for outgoing in state.outbound.resend_all() {
+                let window = state.peer.window;
+                for outgoing in state.outbound.resend_all(window) {
                     state.control.push_back(Control::Outgoing(outgoing));
                 }
             }

@@ -83,6 +83,9 @@ pub(crate) struct Outbound {
     next_seq: u64,
     pending: VecDeque<Delivery>,
     pending_bytes: usize,
+    /// Inflight messages to resend after a reconnect once the client's window has room, in
+    /// order; they keep their packet ids.
+    deferred: VecDeque<u16>,
 }
 
 impl Outbound {
@@ -131,7 +134,26 @@ impl Outbound {
         dropped: &mut Vec<(Delivery, DropReason)>,
     ) {
         let mut taken = 0;
-        while taken < limit {
+        // Resends deferred at reconnect go first, as the window opens.
+        while taken < limit
+            && !self.deferred.is_empty()
+            && self.inflight.len() - self.deferred.len() < window
+        {
+            let Some(id) = self.deferred.pop_front() else {
+                break;
+            };
+            let (Some(packet_id), Some(entry)) = (PacketId::new(id), self.inflight.get(&id)) else {
+                continue;
+            };
+            out.push(Outgoing::Publish {
+                packet_id: Some(packet_id),
+                delivery: entry.delivery.clone(),
+                dup: entry.sent,
+            });
+            taken += 1;
+        }
+        // New messages never overtake deferred resends [MQTT-4.6.0-1].
+        while taken < limit && self.deferred.is_empty() {
             let Some(front) = self.pending.front() else {
                 break;
             };
@@ -242,30 +264,49 @@ impl Outbound {
     /// [MQTT-3.1.2-25]).
     pub(crate) fn forget(&mut self, packet_id: PacketId) {
         self.inflight.remove(&packet_id.get());
+        self.deferred.retain(|&id| id != packet_id.get());
     }
 
     /// Everything in flight, in the order it was first sent: PUBLISH with DUP for messages not
-    /// yet acknowledged, PUBREL for those awaiting PUBCOMP. Sent on reconnect [MQTT-4.4.0-1].
-    pub(crate) fn resend_all(&mut self) -> Vec<Outgoing> {
-        let mut entries: Vec<(&u16, &Inflight)> = self.inflight.iter().collect();
-        entries.sort_by_key(|(_, entry)| entry.seq);
-        entries
-            .into_iter()
-            .filter_map(|(&id, entry)| {
-                let packet_id = PacketId::new(id)?;
-                Some(match entry.state {
-                    InflightState::AwaitingPubComp => Outgoing::PubRel {
-                        packet_id,
-                        reason_code: ReasonCode::SUCCESS,
-                    },
-                    _ => Outgoing::Publish {
-                        packet_id: Some(packet_id),
-                        delivery: entry.delivery.clone(),
-                        dup: entry.sent,
-                    },
-                })
-            })
-            .collect()
+    /// yet acknowledged, PUBREL for those awaiting PUBCOMP, with their original packet ids
+    /// [MQTT-4.4.0-1]. Sent on reconnect. If the client now allows fewer messages in flight
+    /// (a lower Receive Maximum), only `window` PUBLISH packets go now; the others keep their ids
+    /// and follow, in order, as acknowledgements free the window [MQTT-3.3.4-9].
+    pub(crate) fn resend_all(&mut self, window: usize) -> Vec<Outgoing> {
+        let mut entries: Vec<(u64, u16)> = self
+            .inflight
+            .iter()
+            .map(|(&id, entry)| (entry.seq, id))
+            .collect();
+        entries.sort_unstable();
+        self.deferred.clear();
+        let mut out = Vec::new();
+        let mut publishes = 0;
+        for (_, id) in entries {
+            let Some(packet_id) = PacketId::new(id) else {
+                continue;
+            };
+            let Some(entry) = self.inflight.get(&id) else {
+                continue;
+            };
+            if entry.state == InflightState::AwaitingPubComp {
+                // PUBREL does not count against the window.
+                out.push(Outgoing::PubRel {
+                    packet_id,
+                    reason_code: ReasonCode::SUCCESS,
+                });
+            } else if publishes < window && self.deferred.is_empty() {
+                publishes += 1;
+                out.push(Outgoing::Publish {
+                    packet_id: Some(packet_id),
+                    delivery: entry.delivery.clone(),
+                    dup: entry.sent,
+                });
+            } else {
+                self.deferred.push_back(id);
+            }
+        }
+        out
     }
 
     /// Takes out the messages of shared subscriptions that another member may still receive:
@@ -303,6 +344,7 @@ impl Outbound {
     pub(crate) fn clear(&mut self) -> Vec<u16> {
         self.pending.clear();
         self.pending_bytes = 0;
+        self.deferred.clear();
         let ids = self.inflight.keys().copied().collect();
         self.inflight.clear();
         ids
@@ -544,7 +586,7 @@ mod tests {
             outbound.pubrec(id_of(1), ReasonCode::SUCCESS),
             PubRecOutcome::Release
         );
-        let resent = outbound.resend_all();
+        let resent = outbound.resend_all(10);
         assert_eq!(
             payloads(&resent),
             ["1", &format!("rel{}", id_of(1).get()), "3", "4"]
@@ -553,6 +595,56 @@ mod tests {
             Outgoing::Publish { dup, .. } => *dup,
             Outgoing::PubRel { .. } => true,
         }));
+    }
+
+    #[test]
+    fn resends_respect_a_lower_receive_maximum_after_reconnect_mqtt_3_3_4_9() {
+        let now = Instant::now();
+        let mut outbound = Outbound::default();
+        for payload in ["1", "2", "3", "4"] {
+            outbound
+                .push(delivery(QoS::AtLeastOnce, payload, None), true, &LIMITS)
+                .unwrap();
+        }
+        outbound
+            .push(delivery(QoS::AtLeastOnce, "new", None), true, &LIMITS)
+            .unwrap();
+        let first = batch(&mut outbound, now, 4);
+        assert_eq!(payloads(&first), ["1", "2", "3", "4"]);
+        // Reconnect with Receive Maximum 2.
+        let resent = outbound.resend_all(2);
+        assert_eq!(payloads(&resent), ["1", "2"]);
+        assert!(batch(&mut outbound, now, 2).is_empty(), "window full");
+        let Outgoing::Publish {
+            packet_id: Some(id),
+            ..
+        } = &resent[0]
+        else {
+            panic!()
+        };
+        assert!(outbound.puback(*id).is_some());
+        let next = batch(&mut outbound, now, 2);
+        assert_eq!(
+            payloads(&next),
+            ["3"],
+            "deferred resends go first, one per free slot"
+        );
+        let Outgoing::Publish { dup, packet_id, .. } = &next[0] else {
+            panic!()
+        };
+        assert!(*dup);
+        let Outgoing::Publish {
+            packet_id: Some(first_id_of_3),
+            ..
+        } = &first[2]
+        else {
+            panic!()
+        };
+        assert_eq!(
+            packet_id.as_ref(),
+            Some(first_id_of_3),
+            "same packet id [MQTT-4.4.0-1]"
+        );
     }
 
     #[test]
