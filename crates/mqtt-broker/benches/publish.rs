@@ -162,6 +162,12 @@ async fn scenario(
     qos: QoS,
     per_publisher: usize,
 ) {
+    // `cargo bench -p mqtt-broker --bench publish -- fan-in` runs only the matching scenarios.
+    if let Some(filter) = std::env::args().skip(1).find(|arg| !arg.starts_with("--"))
+        && !name.contains(&filter)
+    {
+        return;
+    }
     let mut options = Options::default();
     let mut capabilities = options.capabilities.clone();
     capabilities.maximum_client_writes_pending = 1 << 20;

@@ -642,13 +642,23 @@ impl Server {
             let mut state = session.state.lock();
             let online = state.connection.is_some();
             let mut next = Some(delivery);
+            // The ACL answer for the previous topic of this run: a burst on one topic asks once.
+            let mut last_check: Option<(Bytes, bool)> = None;
             while let Some(delivery) = next.take() {
-                let allowed = !check_acl
-                    || state.client.as_ref().is_none_or(|client| {
-                        inner
-                            .hooks
-                            .acl(client, delivery.message.topic.as_str(), Access::Read)
-                    });
+                let topic = delivery.message.topic.as_bytes();
+                let allowed = match &last_check {
+                    _ if !check_acl => true,
+                    Some((checked, allowed)) if checked == topic => *allowed,
+                    _ => {
+                        let allowed = state.client.as_ref().is_none_or(|client| {
+                            inner
+                                .hooks
+                                .acl(client, delivery.message.topic.as_str(), Access::Read)
+                        });
+                        last_check = Some((topic.clone(), allowed));
+                        allowed
+                    }
+                };
                 if allowed
                     && let Err((delivery, reason)) = state.outbound.push(delivery, online, &limits)
                 {
