@@ -473,10 +473,12 @@ impl Server {
     /// Sets or clears the retained message of the topic [MQTT-3.3.1-5] [MQTT-3.3.1-6].
     fn retain(&self, client: &ClientInfo, message: &Arc<Message>) {
         let inner = &self.inner;
+        // The counter reports the clients' retained messages, not the server's own `$SYS` ones.
+        let counted = u64::from(!message.topic.as_bytes().starts_with(b"$"));
         let change = if message.payload.is_empty() {
             // An empty payload clears, and is never stored [MQTT-3.3.1-7].
             if inner.retained.remove(&message.topic).is_some() {
-                sys::sub(&inner.info.retained, 1);
+                sys::sub(&inner.info.retained, counted);
                 RetainChange::Cleared
             } else {
                 RetainChange::NothingToClear
@@ -491,7 +493,7 @@ impl Server {
                 ..Message::clone(message)
             });
             if inner.retained.set(&message.topic, compact).is_none() {
-                sys::add(&inner.info.retained, 1);
+                sys::add(&inner.info.retained, counted);
             }
             RetainChange::Set
         };

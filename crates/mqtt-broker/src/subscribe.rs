@@ -119,7 +119,7 @@ pub(crate) fn subscribe(
         for (topic, message) in inner.retained.matching(&filter) {
             if message.is_expired(now) {
                 if inner.retained.remove(&topic).is_some() {
-                    sys::sub(&inner.info.retained, 1);
+                    sys::sub(&inner.info.retained, u64::from(!topic.starts_with('$')));
                     for hook in inner.hooks.with(HookEvents::ON_RETAINED_EXPIRED) {
                         hook.on_retained_expired(&topic);
                     }
