@@ -1034,23 +1034,10 @@ impl Server {
             match hook.stored_retained_messages() {
                 Ok(messages) if !messages.is_empty() => {
                     for stored in messages {
-                        let Ok(topic) = MqttString::new(stored.topic) else {
+                        let Some(message) = restored_message(stored, now, unix_now) else {
                             continue;
                         };
-                        let expires_at = match stored.expires_at_unix {
-                            Some(at) if at <= unix_now => continue,
-                            Some(at) => Some(now + Duration::from_secs(at - unix_now)),
-                            None => None,
-                        };
-                        let message = Arc::new(Message {
-                            topic: topic.clone(),
-                            payload: stored.payload,
-                            qos: stored.qos,
-                            retain: true,
-                            properties: stored.properties,
-                            publisher: None,
-                            expires_at,
-                        });
+                        let topic = message.topic.clone();
                         if inner.retained.set(&topic, message).is_none() {
                             sys::add(&inner.info.retained, 1);
                         }
@@ -1180,23 +1167,9 @@ impl Server {
                         let Some(session) = inner.sessions.lock().get(client_id).cloned() else {
                             continue;
                         };
-                        let Ok(topic) = MqttString::new(stored.topic) else {
+                        let Some(message) = restored_message(stored, now, unix_now) else {
                             continue;
                         };
-                        let expires_at = match stored.expires_at_unix {
-                            Some(at) if at <= unix_now => continue,
-                            Some(at) => Some(now + Duration::from_secs(at - unix_now)),
-                            None => None,
-                        };
-                        let message = Arc::new(Message {
-                            topic,
-                            payload: stored.payload,
-                            qos: stored.qos,
-                            retain: stored.retain,
-                            properties: stored.properties,
-                            publisher: None,
-                            expires_at,
-                        });
                         let delivery = Delivery {
                             qos: message.qos,
                             retain: message.retain,
@@ -1220,4 +1193,28 @@ impl Inner {
     pub(crate) fn next_generation(&self) -> u64 {
         self.next_generation.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// A message from storage, with its expiry moved from wall-clock time to the runtime's clock;
+/// `None` if it has expired or its topic is invalid.
+fn restored_message(
+    stored: crate::storage::StoredMessage,
+    now: Instant,
+    unix_now: u64,
+) -> Option<Arc<Message>> {
+    let topic = MqttString::new(stored.topic).ok()?;
+    let expires_at = match stored.expires_at_unix {
+        Some(at) if at <= unix_now => return None,
+        Some(at) => Some(now + Duration::from_secs(at - unix_now)),
+        None => None,
+    };
+    Some(Arc::new(Message {
+        topic,
+        payload: stored.payload,
+        qos: stored.qos,
+        retain: stored.retain,
+        properties: stored.properties,
+        publisher: None,
+        expires_at,
+    }))
 }
