@@ -492,6 +492,15 @@ impl Server {
                 payload: Bytes::copy_from_slice(&message.payload),
                 ..Message::clone(message)
             });
+            if let Some(at) = compact.expires_at {
+                // Removed when it expires, not only when a subscriber finds it expired.
+                inner.timers.schedule(
+                    at,
+                    TimerEvent::RetainedExpiry {
+                        topic: ClientId::from(message.topic.as_str()),
+                    },
+                );
+            }
             if inner.retained.set(&message.topic, compact).is_none() {
                 sys::add(&inner.info.retained, counted);
             }
@@ -982,6 +991,20 @@ impl Server {
     fn fire(&self, event: TimerEvent) {
         let inner = &self.inner;
         match event {
+            TimerEvent::RetainedExpiry { topic } => {
+                // Only if the message stored now is the one that expired (not a newer one).
+                let now = Instant::now();
+                if inner
+                    .retained
+                    .remove_if(&topic, |message| message.is_expired(now))
+                    .is_some()
+                {
+                    sys::sub(&inner.info.retained, u64::from(!topic.starts_with('$')));
+                    for hook in inner.hooks.with(HookEvents::ON_RETAINED_EXPIRED) {
+                        hook.on_retained_expired(&topic);
+                    }
+                }
+            }
             TimerEvent::SessionExpiry {
                 client_id,
                 generation,

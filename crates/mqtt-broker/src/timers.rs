@@ -1,4 +1,5 @@
-//! Deadlines for session expiry and delayed wills: a heap and one task, not a periodic scan.
+//! Deadlines for session expiry, delayed wills and retained-message expiry: a heap and one task,
+//! not a periodic scan.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -22,6 +23,8 @@ pub(crate) enum TimerEvent {
         client_id: ClientId,
         generation: u64,
     },
+    /// The retained message of a topic expires (§3.3.1.3); ignored if it was replaced.
+    RetainedExpiry { topic: ClientId },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -56,14 +59,15 @@ pub(crate) struct Timers {
 struct Heap {
     entries: BinaryHeap<Reverse<Timer>>,
     next_seq: u64,
-    /// The sequence number of the live entry of each (kind, client).
-    live: std::collections::HashMap<(bool, ClientId), u64>,
+    /// The sequence number of the live entry of each (kind, client or topic).
+    live: std::collections::HashMap<(u8, ClientId), u64>,
 }
 
-fn key(event: &TimerEvent) -> (bool, ClientId) {
+fn key(event: &TimerEvent) -> (u8, ClientId) {
     match event {
-        TimerEvent::SessionExpiry { client_id, .. } => (false, client_id.clone()),
-        TimerEvent::WillDelay { client_id, .. } => (true, client_id.clone()),
+        TimerEvent::SessionExpiry { client_id, .. } => (0, client_id.clone()),
+        TimerEvent::WillDelay { client_id, .. } => (1, client_id.clone()),
+        TimerEvent::RetainedExpiry { topic } => (2, topic.clone()),
     }
 }
 

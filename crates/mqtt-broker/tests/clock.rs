@@ -184,3 +184,33 @@ async fn will_delay_and_cancellation() {
         "the resumed session cancelled the Will"
     );
 }
+
+/// A retained message is removed when its Message Expiry Interval runs out, whether or not a
+/// subscriber asks for it [MQTT-3.3.2-5] (§3.3.1.3).
+#[tokio::test(start_paused = true)]
+async fn retained_message_expires_on_its_own() {
+    let server = server();
+    server.start();
+    let mut publish = mqtt_packets::Publish::new(MqttString::from_static("status/door"), "open");
+    publish.retain = true;
+    publish.properties.message_expiry_interval = Some(10);
+    server.inline_client().publish_packet(publish).unwrap();
+    assert_eq!(server.info().snapshot().retained, 1);
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(
+        server.info().snapshot().retained,
+        1,
+        "not before its expiry"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        server.info().snapshot().retained,
+        0,
+        "removed at its expiry"
+    );
+    let mut subscription = server
+        .inline_client()
+        .subscribe("status/#", QoS::AtMostOnce)
+        .unwrap();
+    assert!(subscription.try_recv().is_none());
+}

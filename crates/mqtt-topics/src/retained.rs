@@ -75,18 +75,28 @@ impl<V: Clone> RetainedIndex<V> {
         previous
     }
 
-    /// Removes the value of `topic` and returns it; nodes left empty are freed
-    /// [MQTT-3.3.1-6].
-    pub fn remove(&self, topic: &str) -> Option<V> {
+    /// Removes the value of `topic` if `condition` holds for it (checked under the same lock, so
+    /// a value set meanwhile is never removed by mistake); returns it. Nodes left empty are freed.
+    pub fn remove_if(&self, topic: &str, condition: impl FnOnce(&V) -> bool) -> Option<V> {
         fn remove_at<'a, V>(
             node: &mut Node<V>,
             mut levels: impl Iterator<Item = &'a str>,
+            condition: &mut Option<impl FnOnce(&V) -> bool>,
         ) -> Option<V> {
             match levels.next() {
-                None => node.value.take().map(|(_, value)| value),
+                None => {
+                    let holds = node.value.as_ref().is_some_and(|(_, value)| {
+                        condition.take().is_some_and(|check| check(value))
+                    });
+                    if holds {
+                        node.value.take().map(|(_, value)| value)
+                    } else {
+                        None
+                    }
+                }
                 Some(level) => {
                     let child = node.children.get_mut(level)?;
-                    let removed = remove_at(child, levels);
+                    let removed = remove_at(child, levels, condition);
                     if child.value.is_none() && child.children.is_empty() {
                         node.children.remove(level);
                     }
@@ -94,11 +104,18 @@ impl<V: Clone> RetainedIndex<V> {
                 }
             }
         }
-        let removed = remove_at(&mut self.root.write(), topic.split('/'));
+        let mut condition = Some(condition);
+        let removed = remove_at(&mut self.root.write(), topic.split('/'), &mut condition);
         if removed.is_some() {
             self.len.fetch_sub(1, Ordering::Relaxed);
         }
         removed
+    }
+
+    /// Removes the value of `topic` and returns it; nodes left empty are freed
+    /// [MQTT-3.3.1-6].
+    pub fn remove(&self, topic: &str) -> Option<V> {
+        self.remove_if(topic, |_| true)
     }
 
     /// The value of exactly `topic`.
@@ -253,6 +270,16 @@ mod tests {
         assert_eq!(index.remove("a/b"), None);
         assert_eq!(index.remove("a/b/c"), Some(2));
         assert!(index.is_empty());
+        assert_eq!(index.node_count(), 1);
+    }
+
+    #[test]
+    fn remove_if_checks_the_current_value() {
+        let index = RetainedIndex::new();
+        index.set("a/b", 1);
+        assert_eq!(index.remove_if("a/b", |value| *value == 2), None);
+        assert_eq!(index.get("a/b"), Some(1));
+        assert_eq!(index.remove_if("a/b", |value| *value == 1), Some(1));
         assert_eq!(index.node_count(), 1);
     }
 
