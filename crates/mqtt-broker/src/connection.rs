@@ -714,7 +714,8 @@ impl Connection {
         {
             hook.on_session_established(&self.client, &self.connect);
         }
-        let end = self.read_loop(reader, buf).await;
+        let mut reader = reader;
+        let end = self.read_loop(&mut reader, buf).await;
         // Make sure the writer ends: a close reason may already be set (protocol error,
         // takeover); otherwise the client went away and we close silently.
         self.handle.close(Close::Silent);
@@ -731,10 +732,30 @@ impl Connection {
         {
             abort.abort();
         }
+        // Compatibility: after a server DISCONNECT, leave the close to the client (bounded).
+        let passive = self
+            .server
+            .inner
+            .options
+            .capabilities
+            .compatibilities
+            .passive_client_disconnect;
+        let sent_disconnect = matches!(
+            *self.handle.close.lock(),
+            Some(Close::Disconnect(_) | Close::Redirect(..))
+        );
+        if passive && sent_disconnect && self.protocol.is_v5() {
+            let mut sink = [0u8; 1024];
+            let drain =
+                async { while matches!(reader.read(&mut sink).await, Ok(read) if read > 0) {} };
+            tokio::time::timeout(Duration::from_secs(5), drain)
+                .await
+                .ok();
+        }
         self.finish(end, detached);
     }
 
-    async fn read_loop<R: AsyncRead + Unpin>(&mut self, mut reader: R, mut buf: BytesMut) -> End {
+    async fn read_loop<R: AsyncRead + Unpin>(&mut self, reader: &mut R, mut buf: BytesMut) -> End {
         let server = self.server.clone();
         let options = &server.inner.options;
         let context = DecodeContext::new(self.protocol)

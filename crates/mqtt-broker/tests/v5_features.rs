@@ -285,3 +285,34 @@ async fn shared_messages_of_an_ended_member_go_to_another() {
         "the QoS 2 job is not offered again"
     );
 }
+
+/// With the `passive_client_disconnect` compatibility switch, the server sends its DISCONNECT and
+/// leaves closing the connection to the client (some test suites need it); by default it closes.
+#[tokio::test]
+async fn passive_client_disconnect_leaves_the_close_to_the_client() {
+    use tokio::io::AsyncReadExt;
+
+    let mut options = Options::default();
+    options
+        .capabilities
+        .compatibilities
+        .passive_client_disconnect = true;
+    let (_server, addr) = support::start_with(options, true).await;
+    let mut raw = Raw::v5(addr, "passive").await;
+    raw.send(connect(Protocol::V5, "passive").into()).await;
+    match raw.recv().await {
+        Some(mqtt_packets::Packet::Disconnect(disconnect)) => {
+            assert_eq!(disconnect.reason_code, ReasonCode::PROTOCOL_ERROR)
+        }
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_millis(500), raw.stream.read(&mut byte)).await;
+    assert!(read.is_err(), "still open after the DISCONNECT: {read:?}");
+
+    let (_server, addr) = support::start().await;
+    let mut raw = Raw::v5(addr, "active").await;
+    raw.send(connect(Protocol::V5, "active").into()).await;
+    raw.expect_disconnect(ReasonCode::PROTOCOL_ERROR).await;
+    raw.expect_closed().await;
+}
