@@ -88,6 +88,23 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
+    /// A client as hooks see it (for hook authors' tests and custom listeners).
+    pub fn new(
+        client_id: impl Into<ClientId>,
+        username: Option<MqttString>,
+        protocol: Protocol,
+        connection: ConnectionInfo,
+    ) -> Self {
+        Self {
+            client_id: client_id.into(),
+            username,
+            protocol,
+            clean_start: true,
+            connection,
+            inline: false,
+        }
+    }
+
     pub(crate) fn inline(client_id: ClientId) -> Self {
         Self {
             client_id,

@@ -1,0 +1,264 @@
+//! Matching the parts of a rule: wildcard patterns, remote addresses, passwords and topic
+//! filters.
+
+use std::net::IpAddr;
+
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+
+/// Whether `value` matches `pattern`, where `*` stands for any run of characters (anywhere in
+/// the pattern, any number of times). An empty pattern or `*` matches everything.
+pub(crate) fn glob(pattern: &str, value: &str) -> bool {
+    if pattern.is_empty() || pattern == "*" {
+        return true;
+    }
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
+        return false;
+    };
+    if parts.len() == 1 {
+        return pattern == value;
+    }
+    if !value.starts_with(first) || value.len() < first.len() + last.len() || !value.ends_with(last)
+    {
+        return false;
+    }
+    let mut rest = value
+        .get(first.len()..value.len() - last.len())
+        .unwrap_or_default();
+    for middle in parts.iter().skip(1).take(parts.len().saturating_sub(2)) {
+        match rest.find(middle) {
+            Some(at) => rest = rest.get(at + middle.len()..).unwrap_or_default(),
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Whether a remote address (`ip:port`, or `[v6]:port`) matches a rule: a CIDR block
+/// (`10.0.0.0/8`, `::1/128`), an address without port, or a `*` pattern on `ip:port`
+/// (`127.0.0.1:*`).
+pub(crate) fn remote_matches(rule: &str, remote: Option<std::net::SocketAddr>) -> bool {
+    if rule.is_empty() || rule == "*" {
+        return true;
+    }
+    let Some(remote) = remote else { return false };
+    let ip = normalise(remote.ip());
+    if let Some((network, prefix)) = rule.split_once('/') {
+        let (Ok(network), Ok(prefix)) = (network.parse::<IpAddr>(), prefix.parse::<u8>()) else {
+            return false;
+        };
+        return in_block(ip, normalise(network), prefix);
+    }
+    if let Ok(address) = rule.parse::<IpAddr>() {
+        return normalise(address) == ip;
+    }
+    glob(rule, &remote.to_string()) || glob(rule, &format!("{ip}:{}", remote.port()))
+}
+
+/// IPv4-mapped IPv6 addresses compare as IPv4.
+fn normalise(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn in_block(ip: IpAddr, network: IpAddr, prefix: u8) -> bool {
+    match (ip, network) {
+        (IpAddr::V4(ip), IpAddr::V4(network)) if prefix <= 32 => {
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix))
+            };
+            u32::from(ip) & mask == u32::from(network) & mask
+        }
+        (IpAddr::V6(ip), IpAddr::V6(network)) if prefix <= 128 => {
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix))
+            };
+            u128::from(ip) & mask == u128::from(network) & mask
+        }
+        _ => false,
+    }
+}
+
+/// How a stored password is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PasswordKind {
+    Argon2,
+    Bcrypt,
+    Plain,
+}
+
+pub(crate) fn password_kind(stored: &str) -> PasswordKind {
+    if stored.starts_with("$argon2") {
+        PasswordKind::Argon2
+    } else if stored.starts_with("$2a$") || stored.starts_with("$2b$") || stored.starts_with("$2y$")
+    {
+        PasswordKind::Bcrypt
+    } else {
+        PasswordKind::Plain
+    }
+}
+
+/// Checks a password against a stored Argon2 or bcrypt hash, or a plain-text password, in
+/// constant time for the plain case (the hash libraries compare in constant time). CPU-heavy for
+/// hashes: call it off the async runtime.
+pub(crate) fn verify_password(stored: &str, given: &[u8]) -> bool {
+    match password_kind(stored) {
+        PasswordKind::Argon2 => PasswordHash::new(stored)
+            .is_ok_and(|hash| Argon2::default().verify_password(given, &hash).is_ok()),
+        PasswordKind::Bcrypt => bcrypt::verify(given, stored).unwrap_or(false),
+        PasswordKind::Plain => {
+            let stored = stored.as_bytes();
+            stored.len() == given.len()
+                && stored
+                    .iter()
+                    .zip(given)
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        }
+    }
+}
+
+/// Whether every topic that `filter` (a topic filter, or a topic name) can match is matched by
+/// the rule filter `rule`: the spec-correct test for both PUBLISH (a name) and SUBSCRIBE (a
+/// filter). `a` is covered by `a/#`, `allowed/secret` is not covered by `allowed`, and a rule
+/// starting with a wildcard never covers `$` topics [MQTT-4.7.2-1].
+pub(crate) fn covers(rule: &str, filter: &str) -> bool {
+    if filter.starts_with('$') && (rule.starts_with('+') || rule.starts_with('#')) {
+        return false;
+    }
+    let mut rule_levels = rule.split('/');
+    let mut filter_levels = filter.split('/');
+    loop {
+        match (rule_levels.next(), filter_levels.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(level)) if level != "#" => {}
+            (Some(r), Some(f)) if r == f && r != "+" => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// A rule filter with `%c` and `%u` replaced; `None` when a value would add wildcards or levels
+/// (a client id of `#` must not widen a rule).
+pub(crate) fn substitute(filter: &str, client_id: &str, username: Option<&str>) -> Option<String> {
+    if !filter.contains('%') {
+        return Some(filter.to_string());
+    }
+    let unsafe_value = |value: &str| value.is_empty() || value.contains(['+', '#', '/']);
+    let mut out = filter.to_string();
+    if out.contains("%c") {
+        if unsafe_value(client_id) {
+            return None;
+        }
+        out = out.replace("%c", client_id);
+    }
+    if out.contains("%u") {
+        let username = username.filter(|username| !unsafe_value(username))?;
+        out = out.replace("%u", username);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_anywhere() {
+        for (pattern, value, expected) in [
+            ("", "anything", true),
+            ("*", "anything", true),
+            ("sensor-*", "sensor-17", true),
+            ("*-17", "sensor-17", true),
+            ("s*r-*7", "sensor-17", true),
+            ("s*r-*8", "sensor-17", false),
+            ("sensor-1", "sensor-17", false),
+            ("sensor-17", "sensor-17", true),
+            ("a*a", "a", false),
+        ] {
+            assert_eq!(glob(pattern, value), expected, "{pattern} vs {value}");
+        }
+    }
+
+    #[test]
+    fn remotes_by_cidr_address_and_pattern() {
+        let addr = |s: &str| Some(s.parse::<std::net::SocketAddr>().unwrap());
+        assert!(remote_matches("10.0.0.0/8", addr("10.200.3.4:5000")));
+        assert!(!remote_matches("10.0.0.0/8", addr("11.0.0.1:5000")));
+        assert!(remote_matches("192.168.1.128/25", addr("192.168.1.200:1")));
+        assert!(!remote_matches("192.168.1.128/25", addr("192.168.1.127:1")));
+        assert!(remote_matches("0.0.0.0/0", addr("8.8.8.8:53")));
+        assert!(remote_matches("::1/128", addr("[::1]:1883")));
+        assert!(!remote_matches("::1/128", addr("[::2]:1883")));
+        assert!(remote_matches("127.0.0.1:*", addr("127.0.0.1:40000")));
+        assert!(!remote_matches("127.0.0.1:*", addr("127.0.0.10:40000")));
+        assert!(remote_matches("127.0.0.1", addr("127.0.0.1:40000")));
+        assert!(
+            remote_matches("127.0.0.0/8", addr("[::ffff:127.0.0.5]:1")),
+            "v4-mapped v6"
+        );
+        assert!(!remote_matches("10.0.0.0/8", None));
+        assert!(!remote_matches("10.0.0.0/33", addr("10.0.0.1:1")));
+    }
+
+    #[test]
+    fn filters_cover_spec_correctly() {
+        for (rule, filter, expected) in [
+            ("allowed", "allowed", true),
+            ("allowed", "allowed/secret", false), // the original's prefix bypass
+            ("a/#", "a", true),
+            ("a/#", "a/b/c", true),
+            ("a/+", "a/b", true),
+            ("a/+", "a/b/c", false),
+            ("a/+", "a/+", true),
+            ("a/+", "a/#", false),
+            ("a/b", "a/+", false),
+            ("#", "a/b", true),
+            ("#", "$SYS/x", false),
+            ("+/x", "$y/x", false),
+            ("$SYS/#", "$SYS/broker/uptime", true),
+        ] {
+            assert_eq!(covers(rule, filter), expected, "{rule} covers {filter}");
+        }
+    }
+
+    #[test]
+    fn substitution_never_widens() {
+        assert_eq!(
+            substitute("devices/%c/#", "d17", None).as_deref(),
+            Some("devices/d17/#")
+        );
+        assert_eq!(
+            substitute("u/%u/%c", "c", Some("ann")).as_deref(),
+            Some("u/ann/c")
+        );
+        assert_eq!(substitute("devices/%c/#", "#", None), None);
+        assert_eq!(substitute("devices/%c/#", "a/b", None), None);
+        assert_eq!(substitute("u/%u", "c", None), None);
+    }
+
+    #[test]
+    fn passwords_plain_argon2_bcrypt() {
+        assert!(verify_password("pw", b"pw"));
+        assert!(!verify_password("pw", b"pW"));
+        let bcrypt_hash = bcrypt::hash("s3cret", 4).unwrap();
+        assert!(verify_password(&bcrypt_hash, b"s3cret"));
+        assert!(!verify_password(&bcrypt_hash, b"wrong"));
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let argon_hash = Argon2::default()
+            .hash_password(b"s3cret", &salt)
+            .unwrap()
+            .to_string();
+        assert_eq!(password_kind(&argon_hash), PasswordKind::Argon2);
+        assert!(verify_password(&argon_hash, b"s3cret"));
+        assert!(!verify_password(&argon_hash, b"wrong"));
+    }
+}
