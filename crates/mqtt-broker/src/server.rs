@@ -916,6 +916,17 @@ impl Server {
         }
     }
 
+    /// Whether [`Server::close`] has been called.
+    pub fn is_closing(&self) -> bool {
+        self.inner.closing.load(Ordering::SeqCst)
+    }
+
+    /// Completes once the server is closing (at once if it already is): listeners stop
+    /// accepting on it. Cancel safe.
+    pub async fn closed(&self) {
+        self.shutdown_signal().await;
+    }
+
     /// Completes once the server is closing (at once if it already is).
     pub(crate) async fn shutdown_signal(&self) {
         let mut closing = self.inner.shutdown.subscribe();

@@ -1,0 +1,185 @@
+//! MQTT over a Unix domain socket.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mqtt_broker::{ConnectionInfo, Server};
+use tracing::{info, warn};
+
+use crate::accept::{Closer, Limits, ListenerStats, accept_loop, serve_stream};
+use crate::{Listener, ListenerError, ListenerStatsSnapshot, ServeFuture};
+
+/// Settings of a [`UnixSocket`] listener.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct UnixConfig {
+    /// Connections open at once; more are closed at once. `None` (the default): unlimited.
+    pub maximum_connections: Option<usize>,
+    /// The socket file's permission bits (e.g. `0o660`), set after binding. `None` (the
+    /// default) leaves what the process umask gives.
+    pub permissions: Option<u32>,
+}
+
+impl UnixConfig {
+    /// The same settings with these permission bits.
+    pub fn with_permissions(self, mode: u32) -> Self {
+        Self {
+            permissions: Some(mode),
+            ..self
+        }
+    }
+
+    /// The same settings with a connection limit.
+    pub fn with_maximum_connections(self, maximum: usize) -> Self {
+        Self {
+            maximum_connections: Some(maximum),
+            ..self
+        }
+    }
+}
+
+/// A Unix domain socket listener (the original broker's `NewUnixSock`).
+#[derive(Debug)]
+pub struct UnixSocket {
+    id: Arc<str>,
+    listener: tokio::net::UnixListener,
+    /// The socket file we created, removed on close.
+    path: Option<PathBuf>,
+    address: String,
+    config: UnixConfig,
+    closer: Closer,
+    stats: Arc<ListenerStats>,
+}
+
+impl UnixSocket {
+    /// Binds a socket at `path`. A stale socket file there (one nobody listens on) is removed
+    /// first; a live socket, or a file that is not a socket, is an error and left alone.
+    pub async fn bind(
+        id: &str,
+        path: impl AsRef<Path>,
+        config: UnixConfig,
+    ) -> Result<Self, ListenerError> {
+        let path = path.as_ref();
+        remove_stale_socket(id, path).await?;
+        let listener =
+            tokio::net::UnixListener::bind(path).map_err(|error| ListenerError::io(id, error))?;
+        if let Some(mode) = config.permissions {
+            tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .await
+                .map_err(|error| ListenerError::io(id, error))?;
+        }
+        let mut socket = Self::from_listener(id, listener, config);
+        socket.path = Some(path.to_path_buf());
+        socket.address = path.display().to_string();
+        Ok(socket)
+    }
+
+    /// Wraps a socket the host program already bound; its file is left alone on close.
+    pub fn from_listener(id: &str, listener: tokio::net::UnixListener, config: UnixConfig) -> Self {
+        let address = listener
+            .local_addr()
+            .ok()
+            .and_then(|address| address.as_pathname().map(|path| path.display().to_string()))
+            .unwrap_or_default();
+        Self {
+            id: Arc::from(id),
+            listener,
+            path: None,
+            address,
+            config,
+            closer: Closer::default(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// The live counters.
+    pub fn live_stats(&self) -> &Arc<ListenerStats> {
+        &self.stats
+    }
+}
+
+/// Removes a socket file left by a process that is gone. Refuses to remove anything else.
+async fn remove_stale_socket(id: &str, path: &Path) -> Result<(), ListenerError> {
+    let metadata = match tokio::fs::symlink_metadata(path).await {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(ListenerError::io(id, error)),
+    };
+    if !metadata.file_type().is_socket() {
+        return Err(ListenerError::Config(format!(
+            "{} exists and is not a socket",
+            path.display()
+        )));
+    }
+    match tokio::net::UnixStream::connect(path).await {
+        Ok(_) => Err(ListenerError::io(
+            id,
+            std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{} is in use by a live server", path.display()),
+            ),
+        )),
+        Err(_) => {
+            info!(listener = %id, path = %path.display(), "removing stale socket file");
+            match tokio::fs::remove_file(path).await {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    Err(ListenerError::io(id, error))
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+impl Listener for UnixSocket {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn protocol(&self) -> &'static str {
+        "unix"
+    }
+
+    fn address(&self) -> String {
+        self.address.clone()
+    }
+
+    fn stats(&self) -> ListenerStatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    fn serve(&self, server: Server) -> ServeFuture<'_> {
+        Box::pin(async move {
+            let limits = Limits {
+                maximum_connections: self.config.maximum_connections,
+            };
+            accept_loop(
+                &self.id,
+                &self.listener,
+                crate::accept::until_closed(self.closer.closed(), &server),
+                &limits,
+                &self.stats,
+                |stream, remote| {
+                    let server = server.clone();
+                    let connection = ConnectionInfo::new(self.id.clone(), remote);
+                    serve_stream(server, stream, connection, self.stats.clone())
+                },
+            )
+            .await;
+            Ok(())
+        })
+    }
+
+    fn close(&self) {
+        self.closer.close();
+        if let Some(path) = &self.path {
+            // A small metadata operation; the file is ours.
+            if let Err(error) = std::fs::remove_file(path) {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    warn!(listener = %self.id, %error, "could not remove the socket file");
+                }
+            }
+        }
+    }
+}
