@@ -1077,6 +1077,13 @@ impl Connection {
         let inner = &self.server.inner;
         let caps = &inner.options.capabilities;
         sys::add(&inner.info.messages_received, 1);
+        if let Some(counter) = inner
+            .info
+            .messages_received_by_qos
+            .get(usize::from(publish.qos.as_u8()))
+        {
+            sys::add(counter, 1);
+        }
         let mut publish = publish;
         if publish.qos > caps.maximum_qos {
             // [MQTT-3.2.2-11]
@@ -1322,6 +1329,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let progressed = !control.is_empty() || !outgoing.is_empty() || !dropped.is_empty();
         let mut packets = 0u64;
         let mut messages = 0u64;
+        let mut sent_by_qos = [0u64; 3];
         let mut sent = Vec::new();
         let items = control
             .drain(..)
@@ -1400,6 +1408,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             packets += 1;
             if let Packet::Publish(publish) = &packet {
                 messages += 1;
+                if let Some(count) = sent_by_qos.get_mut(usize::from(publish.qos.as_u8())) {
+                    *count += 1;
+                }
                 if publish.qos > QoS::AtMostOnce && inner.hooks.provides(HookEvents::ON_QOS_PUBLISH)
                 {
                     for hook in inner.hooks.with(HookEvents::ON_QOS_PUBLISH) {
@@ -1430,6 +1441,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             sys::add(&inner.info.bytes_sent, len as u64);
             sys::add(&inner.info.packets_sent, packets);
             sys::add(&inner.info.messages_sent, messages);
+            for (counter, count) in inner.info.messages_sent_by_qos.iter().zip(sent_by_qos) {
+                if count > 0 {
+                    sys::add(counter, count);
+                }
+            }
             for packet in &sent {
                 for hook in inner.hooks.with(HookEvents::ON_PACKET_SENT) {
                     hook.on_packet_sent(&client, packet, len);

@@ -367,7 +367,6 @@ impl Outbound {
         self.inflight.len()
     }
 
-    #[cfg(test)]
     pub(crate) fn pending_len(&self) -> usize {
         self.pending.len()
     }

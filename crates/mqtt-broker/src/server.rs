@@ -158,7 +158,10 @@ impl Server {
 
     /// [`Server::add_hook`] for a hook the caller keeps a handle to.
     pub fn add_hook_arc(&self, hook: Arc<dyn Hook>) -> Result<(), BrokerError> {
-        hook.init(&self.inner.options)?;
+        if let Err(error) = hook.init(&self.inner.options) {
+            sys::add(&self.inner.info.hook_errors, 1);
+            return Err(error.into());
+        }
         info!(hook = hook.id(), "hook added");
         self.inner.hooks.add(hook);
         Ok(())
@@ -693,6 +696,14 @@ impl Server {
 
     pub(crate) fn dropped(&self, client_id: &str, publish: &Publish, reason: DropReason) {
         sys::add(&self.inner.info.messages_dropped, 1);
+        if let Some(counter) = self
+            .inner
+            .info
+            .messages_dropped_by_reason
+            .get(sys::drop_index(reason))
+        {
+            sys::add(counter, 1);
+        }
         debug!(client_id, topic = %publish.topic, ?reason, "message dropped");
         for hook in self.inner.hooks.with(HookEvents::ON_PUBLISH_DROPPED) {
             hook.on_publish_dropped(client_id, publish, reason);
@@ -958,6 +969,11 @@ impl Server {
         let info = &self.inner.info;
         let sessions: Vec<Arc<Session>> = self.inner.sessions.lock().values().cloned().collect();
         // A scan of the sessions once per interval (not per message) for the inflight total.
+        let queued: usize = sessions
+            .iter()
+            .map(|session| session.state.lock().outbound.pending_len())
+            .sum();
+        info.queued.store(queued as u64, Ordering::Relaxed);
         let inflight: usize = sessions
             .iter()
             .map(|session| session.state.lock().outbound.inflight_len())
@@ -1079,7 +1095,10 @@ impl Server {
                     break;
                 }
                 Ok(_) => {}
-                Err(error) => warn!(%error, "restoring retained messages failed"),
+                Err(error) => {
+                    sys::add(&inner.info.hook_errors, 1);
+                    warn!(%error, "restoring retained messages failed");
+                }
             }
         }
         for hook in inner.hooks.with(HookEvents::STORED_CLIENTS) {
@@ -1120,7 +1139,10 @@ impl Server {
                     break;
                 }
                 Ok(_) => {}
-                Err(error) => warn!(%error, "restoring sessions failed"),
+                Err(error) => {
+                    sys::add(&inner.info.hook_errors, 1);
+                    warn!(%error, "restoring sessions failed");
+                }
             }
         }
         for hook in inner.hooks.with(HookEvents::STORED_SUBSCRIPTIONS) {
@@ -1160,7 +1182,10 @@ impl Server {
                     break;
                 }
                 Ok(_) => {}
-                Err(error) => warn!(%error, "restoring subscriptions failed"),
+                Err(error) => {
+                    sys::add(&inner.info.hook_errors, 1);
+                    warn!(%error, "restoring subscriptions failed");
+                }
             }
         }
         self.restore_queued(now, unix_now);
@@ -1180,7 +1205,10 @@ impl Server {
                         break;
                     }
                     Ok(None) => {}
-                    Err(error) => warn!(%error, "restoring $SYS counters failed"),
+                    Err(error) => {
+                        sys::add(&inner.info.hook_errors, 1);
+                        warn!(%error, "restoring $SYS counters failed");
+                    }
                 }
             }
         }
@@ -1217,7 +1245,10 @@ impl Server {
                     break;
                 }
                 Ok(_) => {}
-                Err(error) => warn!(%error, "restoring queued messages failed"),
+                Err(error) => {
+                    sys::add(&inner.info.hook_errors, 1);
+                    warn!(%error, "restoring queued messages failed");
+                }
             }
         }
     }

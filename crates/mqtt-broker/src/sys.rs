@@ -46,6 +46,38 @@ pub struct SysInfo {
     pub memory: AtomicU64,
     /// Tasks alive in the runtime (refreshed every `$SYS` interval).
     pub tasks: AtomicU64,
+    /// PUBLISH packets received, by QoS (0, 1, 2).
+    pub messages_received_by_qos: [AtomicU64; 3],
+    /// PUBLISH packets sent, by QoS (0, 1, 2).
+    pub messages_sent_by_qos: [AtomicU64; 3],
+    /// Messages dropped, by reason, in the order of [`DROP_REASONS`].
+    pub messages_dropped_by_reason: [AtomicU64; 5],
+    /// Messages waiting in session queues (refreshed every `$SYS` interval).
+    pub queued: AtomicU64,
+    /// Errors reported by hooks (a refused `init`, a failed restore).
+    pub hook_errors: AtomicU64,
+    /// Errors reported by storage hooks through [`SysInfo::record_storage_error`].
+    pub storage_errors: AtomicU64,
+}
+
+/// The names of the drop reasons, as counted in [`SysInfo::messages_dropped_by_reason`].
+pub const DROP_REASONS: [&str; 5] = [
+    "queue_full",
+    "expired",
+    "too_large_for_client",
+    "packet_ids_exhausted",
+    "client_offline",
+];
+
+pub(crate) fn drop_index(reason: crate::hooks::DropReason) -> usize {
+    use crate::hooks::DropReason;
+    match reason {
+        DropReason::QueueFull => 0,
+        DropReason::Expired => 1,
+        DropReason::TooLargeForClient => 2,
+        DropReason::PacketIdsExhausted => 3,
+        DropReason::ClientOffline => 4,
+    }
 }
 
 /// A copy of the counters at one moment.
@@ -90,6 +122,18 @@ pub struct SysSnapshot {
     pub memory: u64,
     /// See [`SysInfo::tasks`].
     pub tasks: u64,
+    /// See [`SysInfo::messages_received_by_qos`].
+    pub messages_received_by_qos: [u64; 3],
+    /// See [`SysInfo::messages_sent_by_qos`].
+    pub messages_sent_by_qos: [u64; 3],
+    /// See [`SysInfo::messages_dropped_by_reason`] (names in [`DROP_REASONS`]).
+    pub messages_dropped_by_reason: [u64; 5],
+    /// See [`SysInfo::queued`].
+    pub queued: u64,
+    /// See [`SysInfo::hook_errors`].
+    pub hook_errors: u64,
+    /// See [`SysInfo::storage_errors`].
+    pub storage_errors: u64,
 }
 
 impl SysInfo {
@@ -101,6 +145,12 @@ impl SysInfo {
             .unwrap_or_default();
         info.started.store(now, Ordering::Relaxed);
         info
+    }
+
+    /// Counts a storage error (for storage hooks: a failed write or read is logged by the hook and
+    /// counted here, so that metrics and health checks see it).
+    pub fn record_storage_error(&self) {
+        self.storage_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Reads every counter.
@@ -126,6 +176,12 @@ impl SysInfo {
             inflight: get(&self.inflight),
             memory: get(&self.memory),
             tasks: get(&self.tasks),
+            messages_received_by_qos: self.messages_received_by_qos.each_ref().map(get),
+            messages_sent_by_qos: self.messages_sent_by_qos.each_ref().map(get),
+            messages_dropped_by_reason: self.messages_dropped_by_reason.each_ref().map(get),
+            queued: get(&self.queued),
+            hook_errors: get(&self.hook_errors),
+            storage_errors: get(&self.storage_errors),
         }
     }
 }

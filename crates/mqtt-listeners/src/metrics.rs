@@ -44,7 +44,7 @@ pub(crate) fn sysinfo_json(
     listeners: &[ListenerFigures],
 ) -> String {
     let uptime = now_unix.saturating_sub(snapshot.started);
-    let fields: [(&str, u64); 24] = [
+    let fields: [(&str, u64); 27] = [
         ("started", snapshot.started),
         ("time", now_unix),
         ("uptime", uptime),
@@ -72,6 +72,9 @@ pub(crate) fn sysinfo_json(
         ("sessions", snapshot.sessions),
         ("protocol_errors", snapshot.protocol_errors),
         ("tasks", snapshot.tasks),
+        ("queued", snapshot.queued),
+        ("hook_errors", snapshot.hook_errors),
+        ("storage_errors", snapshot.storage_errors),
     ];
     let mut out = String::with_capacity(1024);
     out.push_str("{\"version\":");
@@ -118,6 +121,25 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
     let _ = writeln!(out, "{name} {value}");
+}
+
+/// A counter with one label, one line per label value.
+fn labelled<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl Iterator<Item = (&'a str, u64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (value_label, value) in values {
+        let _ = writeln!(
+            out,
+            "{name}{{{label}=\"{}\"}} {value}",
+            label_value(value_label)
+        );
+    }
 }
 
 /// The counters in the Prometheus text exposition format (version 0.0.4).
@@ -192,6 +214,57 @@ pub(crate) fn prometheus_text(
         };
         metric(&mut out, name, kind, help, value);
     }
+    labelled(
+        &mut out,
+        "mochi_messages_received_by_qos_total",
+        "PUBLISH packets received, by QoS.",
+        "qos",
+        ["0", "1", "2"]
+            .iter()
+            .copied()
+            .zip(snapshot.messages_received_by_qos),
+    );
+    labelled(
+        &mut out,
+        "mochi_messages_sent_by_qos_total",
+        "PUBLISH packets sent, by QoS.",
+        "qos",
+        ["0", "1", "2"]
+            .iter()
+            .copied()
+            .zip(snapshot.messages_sent_by_qos),
+    );
+    labelled(
+        &mut out,
+        "mochi_messages_dropped_by_reason_total",
+        "Messages dropped, by reason.",
+        "reason",
+        mqtt_broker::sys::DROP_REASONS
+            .iter()
+            .copied()
+            .zip(snapshot.messages_dropped_by_reason),
+    );
+    metric(
+        &mut out,
+        "mochi_hook_errors_total",
+        "counter",
+        "Errors reported by hooks (refused init, failed restore).",
+        snapshot.hook_errors,
+    );
+    metric(
+        &mut out,
+        "mochi_storage_errors_total",
+        "counter",
+        "Errors reported by storage hooks.",
+        snapshot.storage_errors,
+    );
+    metric(
+        &mut out,
+        "mochi_queued_messages",
+        "gauge",
+        "Messages waiting in session queues.",
+        snapshot.queued,
+    );
     let gauges: [(&str, &str, u64); 9] = [
         (
             "mochi_uptime_seconds",

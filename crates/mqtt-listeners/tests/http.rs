@@ -120,6 +120,15 @@ async fn sysinfo_metrics_healthz_and_dashboard() {
             .contains("mochi_listener_connections_active{listener=\"tcp1\",protocol=\"tcp\"} 1\n")
     );
 
+    for line in [
+        "# TYPE mochi_messages_received_by_qos_total counter\n",
+        "mochi_messages_dropped_by_reason_total{reason=\"queue_full\"} ",
+        "# TYPE mochi_queued_messages gauge\n",
+        "# TYPE mochi_storage_errors_total counter\n",
+    ] {
+        assert!(reply.body.contains(line), "{line} in {}", reply.body);
+    }
+
     let reply = get(http.local_addr(), "/healthz", "").await;
     assert_eq!((reply.status, reply.body.as_str()), (200, "ok\n"));
 
