@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::rules::{
-    PasswordKind, covers, glob, password_kind, remote_matches, substitute, verify_password,
+    PasswordKind, covers, covers_for_deny, glob, password_kind, remote_matches, substitute,
+    verify_password,
 };
 
 /// What an ACL filter allows (the original broker's values 0 to 3).
@@ -175,26 +176,33 @@ pub enum LedgerError {
 impl Ledger {
     /// Parses JSON.
     pub fn from_json(bytes: &[u8]) -> Result<Self, LedgerError> {
-        serde_json::from_slice(bytes).map_err(|error| LedgerError::Invalid {
+        let ledger: Self = serde_json::from_slice(bytes).map_err(|error| LedgerError::Invalid {
             format: "JSON",
             message: error.to_string(),
-        })
+        })?;
+        ledger.validate()?;
+        Ok(ledger)
     }
 
     /// Parses YAML.
     pub fn from_yaml(bytes: &[u8]) -> Result<Self, LedgerError> {
-        serde_yaml_ng::from_slice(bytes).map_err(|error| LedgerError::Invalid {
-            format: "YAML",
-            message: error.to_string(),
-        })
+        let ledger: Self =
+            serde_yaml_ng::from_slice(bytes).map_err(|error| LedgerError::Invalid {
+                format: "YAML",
+                message: error.to_string(),
+            })?;
+        ledger.validate()?;
+        Ok(ledger)
     }
 
     /// Parses TOML.
     pub fn from_toml(text: &str) -> Result<Self, LedgerError> {
-        toml::from_str(text).map_err(|error| LedgerError::Invalid {
+        let ledger: Self = toml::from_str(text).map_err(|error| LedgerError::Invalid {
             format: "TOML",
             message: error.to_string(),
-        })
+        })?;
+        ledger.validate()?;
+        Ok(ledger)
     }
 
     /// Parses bytes in the format the file name says (`.json`, `.yaml`/`.yml`, `.toml`); other
@@ -218,6 +226,47 @@ impl Ledger {
             source,
         })?;
         Self::parse(path, &bytes)
+    }
+
+    /// Checks what the matchers would otherwise silently ignore: remote rules (CIDR blocks and
+    /// addresses) and topic filters, so that a mistyped deny rule cannot fail open. The
+    /// `from_*` parsers call it; call it yourself for a ledger built in code.
+    pub fn validate(&self) -> Result<(), LedgerError> {
+        let invalid = |message: String| LedgerError::Invalid {
+            format: "ledger",
+            message,
+        };
+        let remotes = self
+            .auth
+            .iter()
+            .map(|rule| &rule.remote)
+            .chain(self.acl.iter().map(|rule| &rule.remote));
+        for remote in remotes {
+            if remote.trim() != remote {
+                return Err(invalid(format!("remote {remote:?}: surrounding spaces")));
+            }
+            if let Some((network, prefix)) = remote.split_once('/') {
+                let network: std::net::IpAddr = network
+                    .parse()
+                    .map_err(|_| invalid(format!("remote {remote:?}: not an address")))?;
+                let limit = if network.is_ipv4() { 32 } else { 128 };
+                if !prefix.parse::<u8>().is_ok_and(|prefix| prefix <= limit) {
+                    return Err(invalid(format!("remote {remote:?}: bad prefix length")));
+                }
+            }
+        }
+        let filters = self
+            .acl
+            .iter()
+            .flat_map(|rule| rule.filters.keys())
+            .chain(self.users.values().flat_map(|user| user.acl.keys()));
+        for filter in filters {
+            // `%c` and `%u` stand for a whole level: check the filter with placeholders.
+            let probe = filter.replace("%c", "c").replace("%u", "u");
+            mqtt_topics::parse_filter(&probe, &mqtt_topics::TopicRules::default())
+                .map_err(|error| invalid(format!("filter {filter:?}: {error}")))?;
+        }
+        Ok(())
     }
 
     /// Logs a warning for every plain-text password: fine for development only.
@@ -270,6 +319,9 @@ impl Ledger {
     /// The ACL decision for `topic` (a name, or a filter when subscribing).
     pub fn check(&self, client: &ClientInfo, topic: &str, access: Access) -> bool {
         let username = client.username.as_deref();
+        // A shared subscription is checked on its filter: `$share/{group}/` is not a topic level.
+        let topic = mqtt_topics::parse_filter(topic, &mqtt_topics::TopicRules::default())
+            .map_or(topic, |parsed| parsed.filter);
         let decide = |filters: &BTreeMap<String, FilterAccess>| -> Option<bool> {
             // Among the filters that cover the topic: a Deny filter wins; else one that grants
             // the access allows; else (only filters for the other direction) deny. The order of
@@ -281,10 +333,12 @@ impl Ledger {
                 let Some(filter) = substitute(filter, &client.client_id, username) else {
                     continue;
                 };
-                if covers(&filter, topic) {
-                    if *filter_access == FilterAccess::Deny {
+                if *filter_access == FilterAccess::Deny {
+                    // A Deny `#` also denies `$SYS/#`.
+                    if covers_for_deny(&filter, topic) {
                         return Some(false);
                     }
+                } else if covers(&filter, topic) {
                     matched = true;
                     granted |= filter_access.grants(access);
                 }
@@ -321,6 +375,14 @@ impl Ledger {
 pub struct LedgerHook {
     ledger: RwLock<Arc<Ledger>>,
     path: Option<PathBuf>,
+    /// Password checks running at once: Argon2 and bcrypt are costly on purpose, so a flood of
+    /// CONNECTs queues here rather than filling the blocking pool.
+    verifications: Arc<tokio::sync::Semaphore>,
+}
+
+fn verification_permits() -> Arc<tokio::sync::Semaphore> {
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    Arc::new(tokio::sync::Semaphore::new(cores))
 }
 
 impl LedgerHook {
@@ -330,6 +392,7 @@ impl LedgerHook {
         Self {
             ledger: RwLock::new(Arc::new(ledger)),
             path: None,
+            verifications: verification_permits(),
         }
     }
 
@@ -341,6 +404,7 @@ impl LedgerHook {
         Ok(Self {
             ledger: RwLock::new(Arc::new(ledger)),
             path: Some(path),
+            verifications: verification_permits(),
         })
     }
 
@@ -413,7 +477,11 @@ impl Hook for LedgerHook {
         let ledger = self.ledger();
         let client = client.clone();
         let connect = connect.clone();
+        let verifications = self.verifications.clone();
         Box::pin(async move {
+            let Ok(_permit) = verifications.acquire_owned().await else {
+                return Decision::Deny;
+            };
             let allowed =
                 tokio::task::spawn_blocking(move || ledger.authenticate(&client, &connect))
                     .await

@@ -108,6 +108,10 @@ pub(crate) fn password_kind(stored: &str) -> PasswordKind {
 /// constant time for the plain case (the hash libraries compare in constant time). CPU-heavy for
 /// hashes: call it off the async runtime.
 pub(crate) fn verify_password(stored: &str, given: &[u8]) -> bool {
+    // An empty stored password never matches: it would let anyone in without one.
+    if stored.is_empty() {
+        return false;
+    }
     match password_kind(stored) {
         PasswordKind::Argon2 => PasswordHash::new(stored)
             .is_ok_and(|hash| Argon2::default().verify_password(given, &hash).is_ok()),
@@ -132,6 +136,15 @@ pub(crate) fn covers(rule: &str, filter: &str) -> bool {
     if filter.starts_with('$') && (rule.starts_with('+') || rule.starts_with('#')) {
         return false;
     }
+    covers_any(rule, filter)
+}
+
+/// [`covers`] without the `$` exception: for Deny filters, where `#` must also deny `$SYS/#`.
+pub(crate) fn covers_for_deny(rule: &str, filter: &str) -> bool {
+    covers_any(rule, filter)
+}
+
+fn covers_any(rule: &str, filter: &str) -> bool {
     let mut rule_levels = rule.split('/');
     let mut filter_levels = filter.split('/');
     loop {
@@ -227,6 +240,18 @@ mod tests {
         ] {
             assert_eq!(covers(rule, filter), expected, "{rule} covers {filter}");
         }
+    }
+
+    #[test]
+    fn deny_filters_reach_dollar_topics() {
+        assert!(!covers("#", "$SYS/broker/uptime"));
+        assert!(covers_for_deny("#", "$SYS/broker/uptime"));
+        assert!(covers_for_deny("+/broker/#", "$SYS/broker/uptime"));
+    }
+
+    #[test]
+    fn empty_stored_password_never_matches() {
+        assert!(!verify_password("", b""));
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //!
 //! A connected client re-authenticates the same way, starting with AUTH 0x19; success is then
 //! AUTH 0x00. The server keeps only the salted keys (StoredKey, ServerKey), never the password.
+//! When the CONNECT has a User Name, it must be the SCRAM user (ACL hooks see that name). A
+//! successful exchange authenticates the connection on its own: the broker does not also ask the
+//! `on_connect_authenticate` hooks.
 //! Channel binding is not supported (`n,,` or `y,,` only).
 
 use std::collections::HashMap;
@@ -143,7 +146,12 @@ impl ScramSha256Hook {
         self.users.write().remove(username).is_some()
     }
 
-    fn first(&self, data: Option<&Bytes>, state: &mut AuthState) -> AuthOutcome {
+    fn first(
+        &self,
+        client: &ClientInfo,
+        data: Option<&Bytes>,
+        state: &mut AuthState,
+    ) -> AuthOutcome {
         let Some(message) = data.and_then(|data| std::str::from_utf8(data).ok()) else {
             return AuthOutcome::Fail(ReasonCode::NOT_AUTHORIZED);
         };
@@ -167,6 +175,15 @@ impl ScramSha256Hook {
         let (Some(username), Some(client_nonce)) = (username, client_nonce) else {
             return AuthOutcome::Fail(ReasonCode::NOT_AUTHORIZED);
         };
+        // The identity the ACL hooks see is the CONNECT's User Name: it must be the user SCRAM
+        // authenticates, or a client could prove one identity and act as another.
+        if client
+            .username
+            .as_ref()
+            .is_some_and(|name| name.as_str() != username)
+        {
+            return AuthOutcome::Fail(ReasonCode::NOT_AUTHORIZED);
+        }
         if client_nonce.is_empty() {
             return AuthOutcome::Fail(ReasonCode::NOT_AUTHORIZED);
         }
@@ -262,7 +279,7 @@ impl Hook for ScramSha256Hook {
 
     fn on_enhanced_auth<'a>(
         &'a self,
-        _client: &'a ClientInfo,
+        client: &'a ClientInfo,
         method: &'a str,
         data: Option<&'a Bytes>,
         step: AuthStep,
@@ -272,7 +289,7 @@ impl Hook for ScramSha256Hook {
             AuthOutcome::Unsupported
         } else {
             match step {
-                AuthStep::Connect | AuthStep::Reauthenticate => self.first(data, state),
+                AuthStep::Connect | AuthStep::Reauthenticate => self.first(client, data, state),
                 AuthStep::Continue => Self::last(data, state),
             }
         };

@@ -283,3 +283,49 @@ async fn other_packets_during_the_exchange_are_a_protocol_error() {
         other => panic!("expected CONNACK, got {other:?}"),
     }
 }
+
+/// The CONNECT's User Name must be the SCRAM user: proving one identity does not let a client
+/// act as another in the ACL.
+#[tokio::test]
+async fn scram_user_must_match_the_user_name() {
+    let addr = start().await;
+    let scram = ScramClient::new("device-1", "s3cret pencil", "nonce-impostor");
+    let mut client = Client::connect(addr).await;
+    let mut connect = Connect::new(Protocol::V5, MqttString::from_static("impostor"));
+    connect.username = Some(MqttString::from_static("admin"));
+    connect.properties.authentication_method = Some(MqttString::from_static(SCRAM_SHA_256));
+    connect.properties.authentication_data = Some(scram.client_first());
+    client.send(connect.into()).await;
+    match client.recv().await.expect("CONNACK") {
+        Packet::ConnAck(connack) => assert_eq!(connack.reason_code, ReasonCode::NOT_AUTHORIZED),
+        other => panic!("expected CONNACK 0x87, got {other:?}"),
+    }
+}
+
+/// A failed re-authentication ends the connection with DISCONNECT and the failure code
+/// [MQTT-4.12.1-2].
+#[tokio::test]
+async fn failed_reauthentication_disconnects() {
+    let addr = start().await;
+    let (mut client, connack, _) = exchange(addr, "device-1", "s3cret pencil").await;
+    assert!(matches!(connack, Packet::ConnAck(ref c) if c.reason_code == ReasonCode::SUCCESS));
+    let scram = ScramClient::new("device-1", "wrong password", "reauth-nonce");
+    client
+        .send(auth(ReasonCode::RE_AUTHENTICATE, scram.client_first()))
+        .await;
+    let challenge = match client.recv().await.expect("AUTH") {
+        Packet::Auth(auth) => auth.properties.authentication_data.unwrap(),
+        other => panic!("expected AUTH 0x18, got {other:?}"),
+    };
+    let (client_final, _) = scram.client_final(&challenge);
+    client
+        .send(auth(ReasonCode::CONTINUE_AUTHENTICATION, client_final))
+        .await;
+    match client.recv().await.expect("DISCONNECT") {
+        Packet::Disconnect(disconnect) => {
+            assert_eq!(disconnect.reason_code, ReasonCode::NOT_AUTHORIZED)
+        }
+        other => panic!("expected DISCONNECT 0x87, got {other:?}"),
+    }
+    assert_eq!(client.recv().await, None);
+}

@@ -118,9 +118,8 @@ impl Closer {
 /// that `Server::close` also stops every listener serving it.
 pub(crate) fn until_closed(
     own: impl Future<Output = ()> + Send + 'static,
-    server: &mqtt_broker::Server,
+    server: mqtt_broker::Server,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let server = server.clone();
     async move {
         tokio::select! {
             () = own => {}

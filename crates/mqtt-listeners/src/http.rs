@@ -317,13 +317,13 @@ impl Listener for HttpStats {
             accept_loop(
                 &self.id,
                 &self.listener,
-                crate::accept::until_closed(self.closer.closed(), &state.server),
+                crate::accept::until_closed(self.closer.closed(), state.server.clone()),
                 &limits,
                 &self.stats,
                 |stream, remote| {
                     let state = state.clone();
                     let active = ActiveGuard::new(self.stats.clone());
-                    let closed = self.closer.closed();
+                    let closed = crate::accept::until_closed(self.closer.closed(), state.server.clone());
                     let id = self.id.clone();
                     let service = service_fn(move |request: Request<Incoming>| {
                         let response = state.handle(&request);

@@ -120,7 +120,7 @@ impl Listener for Tcp {
             let limits = Limits {
                 maximum_connections: self.config.maximum_connections,
             };
-            let closed = crate::accept::until_closed(self.closer.closed(), &server);
+            let closed = crate::accept::until_closed(self.closer.closed(), server.clone());
             accept_loop(
                 &self.id,
                 &self.listener,

@@ -120,6 +120,11 @@ async fn remove_stale_socket(id: &str, path: &Path) -> Result<(), ListenerError>
                 format!("{} is in use by a live server", path.display()),
             ),
         )),
+        // Only a refused connection proves nobody listens; any other error (a full backlog,
+        // missing permission) may hide a live server, whose socket must not be deleted.
+        Err(error) if error.kind() != std::io::ErrorKind::ConnectionRefused => {
+            Err(ListenerError::io(id, error))
+        }
         Err(_) => {
             info!(listener = %id, path = %path.display(), "removing stale socket file");
             match tokio::fs::remove_file(path).await {
@@ -157,7 +162,7 @@ impl Listener for UnixSocket {
             accept_loop(
                 &self.id,
                 &self.listener,
-                crate::accept::until_closed(self.closer.closed(), &server),
+                crate::accept::until_closed(self.closer.closed(), server.clone()),
                 &limits,
                 &self.stats,
                 |stream, remote| {

@@ -194,7 +194,7 @@ impl Listener for WebSocket {
             accept_loop(
                 &self.id,
                 &self.listener,
-                crate::accept::until_closed(self.closer.closed(), &server),
+                crate::accept::until_closed(self.closer.closed(), server.clone()),
                 &limits,
                 &self.stats,
                 |stream, remote| {

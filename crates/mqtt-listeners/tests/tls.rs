@@ -198,8 +198,8 @@ async fn plain_mqtt_on_the_tls_port_is_closed() {
 #[tokio::test]
 async fn a_handshake_that_never_finishes_is_closed_after_the_timeout() {
     let pki = Pki::new();
-    // The test PKI's server configuration has a 500 ms handshake timeout.
-    let (server, tcp) = tls_listener(pki.server_tls(false)).await;
+    let (server, tcp) =
+        tls_listener(pki.server_tls_with_timeout(false, Duration::from_millis(500))).await;
     let mut stream = tokio::net::TcpStream::connect(tcp.local_addr())
         .await
         .unwrap();
