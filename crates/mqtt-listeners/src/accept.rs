@@ -116,15 +116,13 @@ impl Closer {
 
 /// Resolves when the listener is closed or when the server closes, whichever comes first, so
 /// that `Server::close` also stops every listener serving it.
-pub(crate) fn until_closed(
+pub(crate) async fn until_closed(
     own: impl Future<Output = ()> + Send + 'static,
     server: mqtt_broker::Server,
-) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        tokio::select! {
-            () = own => {}
-            () = server.closed() => {}
-        }
+) {
+    tokio::select! {
+        () = own => {}
+        () = server.closed() => {}
     }
 }
 
