@@ -266,6 +266,17 @@ impl State {
             }
         }
         let snapshot = self.server.info().snapshot();
+        // The original broker serves this JSON on `/`: a client that asks for JSON there gets it.
+        let wants_json = request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|accept| accept.to_str().ok())
+            .is_some_and(|accept| accept.contains("application/json"));
+        let path = if path == "/" && wants_json {
+            "/api/sysinfo"
+        } else {
+            path
+        };
         match path {
             "/api/sysinfo" => respond(
                 StatusCode::OK,

@@ -129,6 +129,16 @@ async fn sysinfo_metrics_healthz_and_dashboard() {
         assert!(reply.body.contains(line), "{line} in {}", reply.body);
     }
 
+    // The original broker's path: JSON on `/` for a client that asks for JSON.
+    let reply = get(http.local_addr(), "/", "Accept: application/json\r\n").await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.headers.contains("content-type: application/json"),
+        "{}",
+        reply.headers
+    );
+    assert!(reply.body.starts_with("{\"version\":"), "{}", reply.body);
+
     let reply = get(http.local_addr(), "/healthz", "").await;
     assert_eq!((reply.status, reply.body.as_str()), (200, "ok\n"));
 
