@@ -1,0 +1,710 @@
+//! The `mochi` configuration: TOML, every key optional, overridable by environment variables.
+//!
+//! Environment overrides: a variable `MOCHI_<SECTION>__<KEY>` (with `__` between each level of
+//! the path, and a number for an element of the `listeners` array) sets that key; the value is
+//! read as a TOML value (`true`, `10`, `"text"`, `[1, 2]`), and as a plain string when it is not
+//! one. Names are lower-cased: `MOCHI_LOGGING__LEVEL=debug` sets `logging.level`,
+//! `MOCHI_LISTENERS__0__ADDRESS=0.0.0.0:1884` the first listener's address,
+//! `MOCHI_HOOKS__AUTH__LEDGER_FILE=/config/ledger.yaml` the ledger file. An index one past the
+//! end of `listeners` adds a listener. Variables starting with `MOCHI_` without `__` (such as
+//! `MOCHI_CONFIG`) are not overrides.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use mqtt_broker::{Capabilities, Compatibilities, Options};
+use mqtt_hook_auth::Ledger;
+use mqtt_hook_debug::{DebugOptions, PayloadFormat};
+use mqtt_packets::QoS;
+use mqtt_topics::ShareStrategy;
+use serde::{Deserialize, Serialize};
+use toml::Value;
+
+/// The prefix of environment overrides.
+pub(crate) const ENV_PREFIX: &str = "MOCHI_";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Config {
+    /// The listeners; when the key is absent, TCP :1883, WebSocket :1882 and HTTP stats :8080.
+    pub(crate) listeners: Listeners,
+    pub(crate) options: OptionsConfig,
+    pub(crate) capabilities: CapabilitiesConfig,
+    pub(crate) compatibilities: CompatibilitiesConfig,
+    pub(crate) hooks: HooksConfig,
+    pub(crate) logging: LoggingConfig,
+}
+
+/// The listener array, with the original broker's three as its default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Listeners(pub(crate) Vec<ListenerConfig>);
+
+impl Default for Listeners {
+    fn default() -> Self {
+        let listener = |kind, id: &str, address: &str| ListenerConfig {
+            kind,
+            id: id.to_owned(),
+            address: address.to_owned(),
+            ..ListenerConfig::default()
+        };
+        Self(vec![
+            listener(ListenerKind::Tcp, "t1", "0.0.0.0:1883"),
+            listener(ListenerKind::Ws, "ws1", "0.0.0.0:1882"),
+            listener(ListenerKind::Http, "stats", "0.0.0.0:8080"),
+        ])
+    }
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ListenerKind {
+    #[default]
+    Tcp,
+    Tls,
+    Ws,
+    Wss,
+    Unix,
+    Http,
+}
+
+impl fmt::Display for ListenerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+            Self::Ws => "ws",
+            Self::Wss => "wss",
+            Self::Unix => "unix",
+            Self::Http => "http",
+        })
+    }
+}
+
+/// One listener.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListenerConfig {
+    /// `tcp`, `tls`, `ws`, `wss`, `unix` or `http`.
+    #[serde(rename = "type")]
+    pub(crate) kind: ListenerKind,
+    /// A unique name, shown in logs and statistics.
+    pub(crate) id: String,
+    /// `host:port` (port 0 picks a free port), or the socket path for `unix`.
+    pub(crate) address: String,
+    /// PEM certificate chain, for `tls` and `wss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key, for `tls` and `wss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to (`tls`, `wss`); clients
+    /// without a certificate are still accepted unless `tls_client_certificate_required`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_client_ca: Option<PathBuf>,
+    /// Refuse clients without a certificate (needs `tls_client_ca`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) tls_client_certificate_required: bool,
+    /// The HTTP path of a `ws` or `wss` listener (any path when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) path: Option<String>,
+    /// Connections open at once; more are closed at once. Unlimited when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) maximum_connections: Option<usize>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// How shared subscription groups pick a member.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ShareStrategyConfig {
+    #[default]
+    RoundRobin,
+    Random,
+    PublisherHash,
+    Sticky,
+}
+
+/// [`Options`] (durations in seconds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct OptionsConfig {
+    pub(crate) connect_timeout_secs: u64,
+    pub(crate) read_buffer_size: usize,
+    pub(crate) write_buffer_size: usize,
+    pub(crate) sys_topic_resend_interval_secs: u64,
+    pub(crate) share_strategy: ShareStrategyConfig,
+    /// How long a graceful shutdown (SIGINT, SIGTERM) waits for clients to go.
+    pub(crate) shutdown_timeout_secs: u64,
+}
+
+impl Default for OptionsConfig {
+    fn default() -> Self {
+        let options = Options::default();
+        Self {
+            connect_timeout_secs: options.connect_timeout.as_secs(),
+            read_buffer_size: options.read_buffer_size,
+            write_buffer_size: options.write_buffer_size,
+            sys_topic_resend_interval_secs: options.sys_topic_resend_interval.as_secs(),
+            share_strategy: ShareStrategyConfig::RoundRobin,
+            shutdown_timeout_secs: options.shutdown_timeout.as_secs(),
+        }
+    }
+}
+
+/// [`Capabilities`]; `maximum_clients` and the optional limits are unlimited when absent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct CapabilitiesConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) maximum_clients: Option<usize>,
+    pub(crate) maximum_session_expiry_interval: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) maximum_message_expiry_interval: Option<u32>,
+    pub(crate) receive_maximum: u16,
+    pub(crate) maximum_inflight: u16,
+    pub(crate) maximum_queued_messages: usize,
+    pub(crate) maximum_queued_bytes: usize,
+    pub(crate) maximum_client_writes_pending: usize,
+    pub(crate) queue_qos0_offline: bool,
+    pub(crate) maximum_qos: u8,
+    pub(crate) retain_available: bool,
+    pub(crate) wildcard_subscription_available: bool,
+    pub(crate) shared_subscription_available: bool,
+    pub(crate) subscription_identifiers_available: bool,
+    pub(crate) topic_alias_maximum: u16,
+    pub(crate) maximum_packet_size: u32,
+    pub(crate) minimum_protocol_version: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) server_keep_alive: Option<u16>,
+    pub(crate) validate_utf8_payload: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) response_information: Option<String>,
+    pub(crate) maximum_topic_length: usize,
+    pub(crate) maximum_topic_levels: usize,
+}
+
+impl Default for CapabilitiesConfig {
+    fn default() -> Self {
+        let c = Capabilities::default();
+        Self {
+            maximum_clients: None,
+            maximum_session_expiry_interval: c.maximum_session_expiry_interval,
+            maximum_message_expiry_interval: c.maximum_message_expiry_interval,
+            receive_maximum: c.receive_maximum,
+            maximum_inflight: c.maximum_inflight,
+            maximum_queued_messages: c.maximum_queued_messages,
+            maximum_queued_bytes: c.maximum_queued_bytes,
+            maximum_client_writes_pending: c.maximum_client_writes_pending,
+            queue_qos0_offline: c.queue_qos0_offline,
+            maximum_qos: c.maximum_qos as u8,
+            retain_available: c.retain_available,
+            wildcard_subscription_available: c.wildcard_subscription_available,
+            shared_subscription_available: c.shared_subscription_available,
+            subscription_identifiers_available: c.subscription_identifiers_available,
+            topic_alias_maximum: c.topic_alias_maximum,
+            maximum_packet_size: c.maximum_packet_size,
+            minimum_protocol_version: c.minimum_protocol_version,
+            server_keep_alive: c.server_keep_alive,
+            validate_utf8_payload: c.validate_utf8_payload,
+            response_information: c.response_information,
+            maximum_topic_length: c.topic_rules.max_length,
+            maximum_topic_levels: c.topic_rules.max_levels,
+        }
+    }
+}
+
+/// [`Compatibilities`]: all off by default (the spec's behaviour).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct CompatibilitiesConfig {
+    pub(crate) obscure_not_authorized: bool,
+    pub(crate) passive_client_disconnect: bool,
+    pub(crate) always_return_response_info: bool,
+    pub(crate) restore_sys_info_on_restart: bool,
+    pub(crate) no_inherited_properties_on_ack: bool,
+}
+
+/// The hooks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct HooksConfig {
+    pub(crate) auth: AuthConfig,
+    pub(crate) debug: DebugConfig,
+}
+
+/// Authentication: a ledger from a file (reloaded on SIGHUP), an inline ledger, or allow-all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct AuthConfig {
+    /// Everyone may connect, publish and subscribe (development only). The default when no
+    /// ledger is given; it must be false when one is.
+    pub(crate) allow_all: bool,
+    /// A ledger file (JSON, YAML or TOML by its extension), read again on SIGHUP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ledger_file: Option<PathBuf>,
+    /// An inline ledger, with the same keys as a ledger file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ledger: Option<Ledger>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            allow_all: true,
+            ledger_file: None,
+            ledger: None,
+        }
+    }
+}
+
+/// The debug hook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct DebugConfig {
+    /// Logs every packet at debug level (target `mqtt_hook_debug`, turned on in the log filter).
+    pub(crate) enabled: bool,
+    /// `off`, `text` or `hex`.
+    pub(crate) payload: PayloadConfig,
+    pub(crate) max_payload_bytes: usize,
+    pub(crate) hide_pings: bool,
+}
+
+impl Default for DebugConfig {
+    fn default() -> Self {
+        let options = DebugOptions::default();
+        Self {
+            enabled: false,
+            payload: PayloadConfig::Off,
+            max_payload_bytes: options.max_payload_bytes,
+            hide_pings: options.hide_pings,
+        }
+    }
+}
+
+/// How the debug hook shows payloads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum PayloadConfig {
+    #[default]
+    Off,
+    Text,
+    Hex,
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct LoggingConfig {
+    /// A `tracing` filter: a level (`info`) or directives (`info,mqtt_broker=debug`).
+    /// `RUST_LOG`, when set, wins.
+    pub(crate) level: String,
+    /// `pretty` (human-readable) or `json` (one object a line).
+    pub(crate) format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Pretty,
+        }
+    }
+}
+
+/// The log format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+impl Config {
+    /// Reads and checks a file, then applies the environment overrides.
+    pub(crate) fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let config = match path {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        let config = config.with_env(env)?;
+        config.validate()?;
+        if let Some(path) = &config.hooks.auth.ledger_file {
+            // Read once more at start-up by the hook; checked here so that a bad ledger is a bad
+            // configuration (and `--check-config` catches it).
+            Ledger::load(path)
+                .map_err(|error| anyhow::anyhow!("hooks.auth.ledger_file: {error}"))?;
+        }
+        Ok(config)
+    }
+
+    /// Parses a file; the error names the file, the line and the key.
+    pub(crate) fn from_file(path: &Path) -> anyhow::Result<Self> {
+        // The configuration is read once, before the runtime starts.
+        #[allow(clippy::disallowed_methods)]
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Self::parse(&text).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
+    }
+
+    /// Parses TOML text.
+    pub(crate) fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Applies `MOCHI_...__...` overrides.
+    pub(crate) fn with_env(
+        self,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let mut overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name.contains("__"))
+            .collect();
+        if overrides.is_empty() {
+            return Ok(self);
+        }
+        overrides.sort();
+        let mut value = Value::try_from(&self).context("cannot represent the configuration")?;
+        for (name, text) in &overrides {
+            apply_override(&mut value, name, text)?;
+        }
+        let names: Vec<&str> = overrides.iter().map(|(name, _)| name.as_str()).collect();
+        value.try_into::<Self>().map_err(|error| {
+            anyhow::anyhow!(
+                "invalid configuration after the environment overrides ({}): {error}",
+                names.join(", ")
+            )
+        })
+    }
+
+    /// Checks what the types alone cannot.
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        let mut ids = BTreeSet::new();
+        for (index, listener) in self.listeners.0.iter().enumerate() {
+            let key = format!("listeners[{index}]");
+            if listener.id.is_empty() {
+                bail!("{key}.id: a listener needs an id");
+            }
+            if !ids.insert(listener.id.as_str()) {
+                bail!("{key}.id: listener id {:?} is used twice", listener.id);
+            }
+            if listener.address.is_empty() {
+                bail!("{key}.address: a listener needs an address");
+            }
+            let secure = matches!(listener.kind, ListenerKind::Tls | ListenerKind::Wss);
+            if secure && (listener.tls_cert.is_none() || listener.tls_key.is_none()) {
+                bail!(
+                    "{key}.tls_cert, {key}.tls_key: a {} listener needs both",
+                    listener.kind
+                );
+            }
+            if !secure
+                && (listener.tls_cert.is_some()
+                    || listener.tls_key.is_some()
+                    || listener.tls_client_ca.is_some())
+            {
+                bail!(
+                    "{key}.tls_cert: TLS files are for tls and wss listeners, not {}",
+                    listener.kind
+                );
+            }
+            if listener.tls_client_certificate_required && listener.tls_client_ca.is_none() {
+                bail!("{key}.tls_client_certificate_required: needs tls_client_ca");
+            }
+            if listener.path.is_some()
+                && !matches!(listener.kind, ListenerKind::Ws | ListenerKind::Wss)
+            {
+                bail!(
+                    "{key}.path: a path is for ws and wss listeners, not {}",
+                    listener.kind
+                );
+            }
+            if listener.kind == ListenerKind::Unix && cfg!(not(unix)) {
+                bail!("{key}.type: unix sockets need a Unix system");
+            }
+            if listener.kind != ListenerKind::Unix
+                && listener.address.parse::<std::net::SocketAddr>().is_err()
+                && !listener.address.contains(':')
+            {
+                bail!("{key}.address: {:?} is not host:port", listener.address);
+            }
+        }
+        if self.capabilities.maximum_qos > 2 {
+            bail!("capabilities.maximum_qos: must be 0, 1 or 2");
+        }
+        if !(3..=5).contains(&self.capabilities.minimum_protocol_version) {
+            bail!("capabilities.minimum_protocol_version: must be 3, 4 or 5");
+        }
+        let auth = &self.hooks.auth;
+        if auth.ledger.is_some() && auth.ledger_file.is_some() {
+            bail!("hooks.auth.ledger, hooks.auth.ledger_file: give one, not both");
+        }
+        if auth.allow_all && (auth.ledger.is_some() || auth.ledger_file.is_some()) {
+            bail!("hooks.auth.allow_all: must be false when a ledger is given");
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.logging.level)
+            .map_err(|error| anyhow::anyhow!("logging.level: {error}"))?;
+        Ok(())
+    }
+
+    /// The broker options.
+    pub(crate) fn broker_options(&self) -> Options {
+        let o = &self.options;
+        let c = &self.capabilities;
+        let mut options = Options::default();
+        options.connect_timeout = Duration::from_secs(o.connect_timeout_secs);
+        options.read_buffer_size = o.read_buffer_size;
+        options.write_buffer_size = o.write_buffer_size;
+        options.sys_topic_resend_interval = Duration::from_secs(o.sys_topic_resend_interval_secs);
+        options.share_strategy = match o.share_strategy {
+            ShareStrategyConfig::RoundRobin => ShareStrategy::RoundRobin,
+            ShareStrategyConfig::Random => ShareStrategy::Random,
+            ShareStrategyConfig::PublisherHash => ShareStrategy::PublisherHash,
+            ShareStrategyConfig::Sticky => ShareStrategy::Sticky,
+        };
+        options.shutdown_timeout = self.shutdown_timeout();
+
+        let caps = &mut options.capabilities;
+        caps.maximum_clients = c.maximum_clients.unwrap_or(usize::MAX);
+        caps.maximum_session_expiry_interval = c.maximum_session_expiry_interval;
+        caps.maximum_message_expiry_interval = c.maximum_message_expiry_interval;
+        caps.receive_maximum = c.receive_maximum;
+        caps.maximum_inflight = c.maximum_inflight;
+        caps.maximum_queued_messages = c.maximum_queued_messages;
+        caps.maximum_queued_bytes = c.maximum_queued_bytes;
+        caps.maximum_client_writes_pending = c.maximum_client_writes_pending;
+        caps.queue_qos0_offline = c.queue_qos0_offline;
+        caps.maximum_qos = match c.maximum_qos {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        };
+        caps.retain_available = c.retain_available;
+        caps.wildcard_subscription_available = c.wildcard_subscription_available;
+        caps.shared_subscription_available = c.shared_subscription_available;
+        caps.subscription_identifiers_available = c.subscription_identifiers_available;
+        caps.topic_alias_maximum = c.topic_alias_maximum;
+        caps.maximum_packet_size = c.maximum_packet_size;
+        caps.minimum_protocol_version = c.minimum_protocol_version;
+        caps.server_keep_alive = c.server_keep_alive;
+        caps.validate_utf8_payload = c.validate_utf8_payload;
+        caps.response_information = c.response_information.clone();
+        caps.topic_rules.max_length = c.maximum_topic_length;
+        caps.topic_rules.max_levels = c.maximum_topic_levels;
+
+        let k = &self.compatibilities;
+        let compat: &mut Compatibilities = &mut caps.compatibilities;
+        compat.obscure_not_authorized = k.obscure_not_authorized;
+        compat.passive_client_disconnect = k.passive_client_disconnect;
+        compat.always_return_response_info = k.always_return_response_info;
+        compat.restore_sys_info_on_restart = k.restore_sys_info_on_restart;
+        compat.no_inherited_properties_on_ack = k.no_inherited_properties_on_ack;
+        options
+    }
+
+    /// How long a graceful shutdown waits for clients.
+    pub(crate) fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.options.shutdown_timeout_secs)
+    }
+
+    /// The debug hook's options.
+    pub(crate) fn debug_options(&self) -> DebugOptions {
+        let d = &self.hooks.debug;
+        let mut options = DebugOptions::default()
+            .payload(match d.payload {
+                PayloadConfig::Off => PayloadFormat::Off,
+                PayloadConfig::Text => PayloadFormat::Text,
+                PayloadConfig::Hex => PayloadFormat::Hex,
+            })
+            .max_payload_bytes(d.max_payload_bytes);
+        options.hide_pings = d.hide_pings;
+        options
+    }
+
+    /// The configuration as TOML.
+    pub(crate) fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string_pretty(self).context("cannot print the configuration")
+    }
+}
+
+/// Sets the key that `name` (`MOCHI_A__B__0__C`) stands for.
+fn apply_override(root: &mut Value, name: &str, text: &str) -> anyhow::Result<()> {
+    let path: Vec<String> = name
+        .get(ENV_PREFIX.len()..)
+        .unwrap_or_default()
+        .split("__")
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if path.iter().any(String::is_empty) {
+        bail!("{name}: an empty key in the path");
+    }
+    let new_value = parse_value(text);
+    let mut current = root;
+    for (depth, segment) in path.iter().enumerate() {
+        let last = depth + 1 == path.len();
+        current = match current {
+            Value::Table(table) => {
+                if last {
+                    table.insert(segment.clone(), new_value);
+                    return Ok(());
+                }
+                table
+                    .entry(segment.clone())
+                    .or_insert_with(|| Value::Table(toml::Table::new()))
+            }
+            Value::Array(array) => {
+                let index: usize = segment.parse().map_err(|_| {
+                    anyhow::anyhow!("{name}: {segment:?} should be an index into an array")
+                })?;
+                let len = array.len();
+                if index == len {
+                    array.push(Value::Table(toml::Table::new()));
+                }
+                let Some(element) = array.get_mut(index) else {
+                    bail!("{name}: index {index} is past the end of the array ({len} elements)");
+                };
+                if last {
+                    *element = new_value;
+                    return Ok(());
+                }
+                element
+            }
+            _ => bail!(
+                "{name}: {} is not a table",
+                path.get(..depth).unwrap_or_default().join(".")
+            ),
+        };
+    }
+    Ok(())
+}
+
+/// A TOML value, or the text as a string.
+fn parse_value(text: &str) -> Value {
+    toml::from_str::<toml::Table>(&format!("value = {text}"))
+        .ok()
+        .and_then(|mut table| table.remove("value"))
+        .unwrap_or_else(|| Value::String(text.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn default_is_the_original_brokers_three_listeners_with_allow_all() {
+        let config = Config::default();
+        assert_eq!(config.listeners.0.len(), 3);
+        assert!(config.hooks.auth.allow_all);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn default_round_trips_through_toml() {
+        let text = Config::default().to_toml().unwrap();
+        assert_eq!(Config::parse(&text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_line() {
+        let error = Config::parse("[options]\nconnect_timeout_secs = 3\nbogus_key = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("bogus_key"), "{error}");
+        assert!(error.contains("line 3"), "{error}");
+    }
+
+    #[test]
+    fn env_overrides_set_nested_keys_and_array_elements() {
+        let config = Config::default()
+            .with_env(env(&[
+                ("MOCHI_LOGGING__LEVEL", "debug"),
+                ("MOCHI_LISTENERS__0__ADDRESS", "127.0.0.1:0"),
+                ("MOCHI_CAPABILITIES__MAXIMUM_QOS", "1"),
+                ("MOCHI_HOOKS__DEBUG__ENABLED", "true"),
+                ("MOCHI_CONFIG", "ignored.toml"),
+                ("PATH", "/bin"),
+            ]))
+            .unwrap();
+        assert_eq!(config.logging.level, "debug");
+        assert_eq!(config.listeners.0[0].address, "127.0.0.1:0");
+        assert_eq!(config.capabilities.maximum_qos, 1);
+        assert!(config.hooks.debug.enabled);
+    }
+
+    #[test]
+    fn env_override_can_add_a_listener() {
+        let config = Config::default()
+            .with_env(env(&[
+                ("MOCHI_LISTENERS__3__TYPE", "unix"),
+                ("MOCHI_LISTENERS__3__ID", "local"),
+                ("MOCHI_LISTENERS__3__ADDRESS", "/tmp/mochi.sock"),
+            ]))
+            .unwrap();
+        assert_eq!(config.listeners.0[3].kind, ListenerKind::Unix);
+    }
+
+    #[test]
+    fn unknown_env_key_is_an_error_naming_it() {
+        let error = Config::default()
+            .with_env(env(&[("MOCHI_OPTIONS__NO_SUCH_THING", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("no_such_thing"), "{error}");
+        assert!(error.contains("MOCHI_OPTIONS__NO_SUCH_THING"), "{error}");
+    }
+
+    #[test]
+    fn validation_catches_inconsistent_listeners_and_auth() {
+        let tls_without_files =
+            "[[listeners]]\ntype = \"tls\"\nid = \"s\"\naddress = \"0.0.0.0:8883\"\n";
+        let error = Config::parse(tls_without_files)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("listeners[0].tls_cert"), "{error}");
+
+        let both = "[hooks.auth]\nallow_all = true\nledger_file = \"l.yaml\"\n";
+        let error = Config::parse(both)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("hooks.auth.allow_all"), "{error}");
+    }
+
+    #[test]
+    fn inline_ledger_parses() {
+        let text = r##"
+[hooks.auth]
+allow_all = false
+[hooks.auth.ledger]
+auth = [{ username = "alice", password = "secret", allow = true }]
+acl = [{ filters = { "#" = "readwrite" } }]
+"##;
+        let config = Config::parse(text).unwrap();
+        config.validate().unwrap();
+        let ledger = config.hooks.auth.ledger.as_ref().unwrap();
+        assert_eq!(ledger.auth.len(), 1);
+    }
+}

@@ -1,0 +1,184 @@
+//! Serving: hooks, listeners, signals and the graceful shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use mqtt_broker::{AllowAllHook, Server};
+use mqtt_hook_auth::LedgerHook;
+use mqtt_hook_debug::DebugHook;
+use mqtt_listeners::{
+    HttpStats, HttpStatsConfig, Listener, Listeners, Tcp, TcpConfig, TlsConfig, WebSocket,
+    WebSocketConfig,
+};
+use tracing::{info, warn};
+
+use crate::config::{Config, ListenerConfig, ListenerKind};
+
+/// Runs the broker until SIGINT or SIGTERM, then shuts it down gracefully.
+pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
+    println!("Mochi MQTT {} (mochi-rs)", env!("CARGO_PKG_VERSION"));
+    let server = Server::new(config.broker_options());
+    let ledger = add_hooks(&server, &config).await?;
+    println!("storage: in memory (sessions and retained messages are lost on restart)");
+
+    let listeners = Listeners::new();
+    let mut stats = Vec::new();
+    for listener_config in &config.listeners.0 {
+        let (listener, http) = bind(listener_config)
+            .await
+            .with_context(|| format!("listener {:?}", listener_config.id))?;
+        if let Some(http) = http {
+            stats.push(http);
+        }
+        listeners.add(listener.clone())?;
+    }
+    for http in &stats {
+        for listener in listeners.all() {
+            if listener.protocol() != "http" {
+                http.track(listener);
+            }
+        }
+    }
+    listeners.serve_all(&server);
+    for listener in listeners.all() {
+        println!(
+            "listening: {:<5} {:<10} {}",
+            listener.protocol(),
+            listener.id(),
+            listener.address()
+        );
+        info!(listener = listener.id(), protocol = listener.protocol(), address = %listener.address(), "listening");
+    }
+    println!("ready");
+
+    let signal = wait_for_shutdown(ledger.as_deref()).await?;
+    println!("shutting down ({signal})");
+    info!(signal, "shutting down");
+    let deadline = config.shutdown_timeout() + Duration::from_secs(1);
+    let closing = async {
+        listeners.close_all().await;
+        server.close().await;
+    };
+    if tokio::time::timeout(deadline, closing).await.is_err() {
+        warn!(?deadline, "shutdown deadline passed; stopping anyway");
+    }
+    println!("stopped");
+    Ok(())
+}
+
+/// Adds the auth and debug hooks; returns the file-backed ledger hook, reloaded on SIGHUP.
+async fn add_hooks(server: &Server, config: &Config) -> anyhow::Result<Option<Arc<LedgerHook>>> {
+    let auth = &config.hooks.auth;
+    let mut reloadable = None;
+    if let Some(path) = &auth.ledger_file {
+        let hook = Arc::new(
+            LedgerHook::from_file(path)
+                .await
+                .with_context(|| format!("hooks.auth.ledger_file {}", path.display()))?,
+        );
+        server.add_hook_arc(hook.clone())?;
+        println!("auth: ledger from {} (SIGHUP reloads it)", path.display());
+        reloadable = Some(hook);
+    } else if let Some(ledger) = &auth.ledger {
+        server.add_hook(LedgerHook::new(ledger.clone()))?;
+        println!("auth: inline ledger");
+    } else if auth.allow_all {
+        server.add_hook(AllowAllHook)?;
+        // The hook logs its own warning too.
+        println!(
+            "WARNING: auth: allow-all: every client may connect, publish and subscribe (development only)"
+        );
+    } else {
+        println!("WARNING: auth: no auth hook: every client is refused");
+        warn!("no auth hook: every client is refused");
+    }
+    if config.hooks.debug.enabled {
+        server.add_hook(DebugHook::new(config.debug_options()))?;
+        println!("debug: every packet is logged (target mqtt_hook_debug)");
+    }
+    Ok(reloadable)
+}
+
+/// Binds one listener; HTTP stats listeners are also returned on their own, to track the others.
+async fn bind(
+    config: &ListenerConfig,
+) -> anyhow::Result<(Arc<dyn Listener>, Option<Arc<HttpStats>>)> {
+    let id = config.id.as_str();
+    let address = config.address.as_str();
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let mut builder = TlsConfig::builder_from_pem_files(cert, key).await?;
+            if let Some(ca) = &config.tls_client_ca {
+                builder = builder
+                    .client_ca_pem_file(ca)
+                    .await?
+                    .client_certificate_required(config.tls_client_certificate_required);
+            }
+            Some(builder.build()?)
+        }
+        _ => None,
+    };
+    let listener: Arc<dyn Listener> = match config.kind {
+        ListenerKind::Tcp | ListenerKind::Tls => {
+            let mut tcp = TcpConfig::default();
+            tcp.tls = tls;
+            tcp.maximum_connections = config.maximum_connections;
+            Arc::new(Tcp::bind(id, address, tcp).await?)
+        }
+        ListenerKind::Ws | ListenerKind::Wss => {
+            let mut ws = WebSocketConfig::default();
+            ws.tls = tls;
+            ws.maximum_connections = config.maximum_connections;
+            ws.path = config.path.clone();
+            Arc::new(WebSocket::bind(id, address, ws).await?)
+        }
+        ListenerKind::Http => {
+            let mut http = HttpStatsConfig::default();
+            http.maximum_connections = config.maximum_connections;
+            let stats = Arc::new(HttpStats::bind(id, address, http).await?);
+            return Ok((stats.clone(), Some(stats)));
+        }
+        #[cfg(unix)]
+        ListenerKind::Unix => {
+            let mut unix = mqtt_listeners::UnixConfig::default();
+            unix.maximum_connections = config.maximum_connections;
+            Arc::new(mqtt_listeners::UnixSocket::bind(id, address, unix).await?)
+        }
+        #[cfg(not(unix))]
+        ListenerKind::Unix => anyhow::bail!("unix sockets need a Unix system"),
+    };
+    Ok((listener, None))
+}
+
+/// Waits for SIGINT or SIGTERM (returning its name), reloading the ledger on each SIGHUP.
+#[cfg(unix)]
+async fn wait_for_shutdown(ledger: Option<&LedgerHook>) -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => return Ok("SIGINT"),
+            _ = terminate.recv() => return Ok("SIGTERM"),
+            _ = hangup.recv() => match ledger {
+                Some(hook) => match hook.reload().await {
+                    Ok(()) => println!("auth: ledger reloaded"),
+                    Err(error) => println!("auth: ledger not reloaded, the previous one stays: {error}"),
+                },
+                None => println!("SIGHUP: no ledger file to reload"),
+            },
+        }
+    }
+}
+
+/// Waits for Ctrl-C.
+#[cfg(not(unix))]
+async fn wait_for_shutdown(_ledger: Option<&LedgerHook>) -> anyhow::Result<&'static str> {
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot handle Ctrl-C")?;
+    Ok("Ctrl-C")
+}
