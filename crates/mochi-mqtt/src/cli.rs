@@ -23,7 +23,7 @@ pub(crate) struct Cli {
     pub(crate) print_config: bool,
 
     /// Check a configuration file (with the environment overrides) and exit: status 0 when it
-    /// is valid, 2 when it is not.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "print_config"])]
+    /// is valid, 2 when it is not. It takes the place of `--config` (and of `MOCHI_CONFIG`).
+    #[arg(long, value_name = "FILE", conflicts_with = "print_config")]
     pub(crate) check_config: Option<PathBuf>,
 }

@@ -354,6 +354,12 @@ fn check_config_validates_a_file() {
     let output = run_to_end(&["--check-config", good.to_str().unwrap()], &[]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert!(text(&output.stdout).contains("valid"));
+    // `MOCHI_CONFIG` (as set in the Docker image) does not get in the way.
+    let output = run_to_end(
+        &["--check-config", good.to_str().unwrap()],
+        &[("MOCHI_CONFIG", "/nonexistent/mochi.toml")],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
 
     // A ledger file that does not parse makes the configuration invalid.
     let ledger = dir.join("ledger.yaml");
