@@ -81,6 +81,7 @@ where
             debug!(remote = ?connection.remote, %name, level, "unsupported protocol");
             writer.write_all(&[0x20, 0x02, 0x00, 0x01]).await.ok();
             refuse(&server, writer).await;
+            drain(&mut reader, LINGER).await;
             return;
         }
         Ok(Err(ReadError::Decode(DecodeError::PacketTooLarge { size, .. })))
@@ -96,6 +97,7 @@ where
             )
             .await;
             refuse(&server, writer).await;
+            drain(&mut reader, LINGER).await;
             return;
         }
         Ok(Ok(Some(other))) => {
@@ -131,7 +133,9 @@ where
     )
     .await
     else {
+        // A refused CONNECT was answered with a CONNACK: linger so that it is read.
         refuse(&server, writer).await;
+        drain(&mut reader, LINGER).await;
         return;
     };
     connection.run(reader, writer, buf).await;
@@ -145,6 +149,16 @@ fn connect_level(buf: &[u8]) -> Option<u8> {
     let body = buf.get(header.header_length..)?;
     let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
     body.get(2 + name_len).copied()
+}
+
+/// How long a connection keeps reading (and discarding) after the server sent a DISCONNECT.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Reads and discards input until end of stream, an error, or `limit` elapses.
+async fn drain<R: AsyncRead + Unpin>(reader: &mut R, limit: Duration) {
+    let mut sink = [0u8; 1024];
+    let drain = async { while matches!(reader.read(&mut sink).await, Ok(read) if read > 0) {} };
+    tokio::time::timeout(limit, drain).await.ok();
 }
 
 async fn refuse<W: AsyncWrite + Unpin>(server: &Server, mut writer: W) {
@@ -744,15 +758,20 @@ impl Connection {
             *self.handle.close.lock(),
             Some(Close::Disconnect(_) | Close::Redirect(..))
         );
-        if passive && sent_disconnect && self.protocol.is_v5() {
-            let mut sink = [0u8; 1024];
-            let drain =
-                async { while matches!(reader.read(&mut sink).await, Ok(read) if read > 0) {} };
-            tokio::time::timeout(Duration::from_secs(5), drain)
-                .await
-                .ok();
+        let linger = sent_disconnect && self.protocol.is_v5();
+        if passive && linger {
+            drain(&mut reader, Duration::from_secs(5)).await;
         }
         self.finish(end, detached);
+        if !passive && linger && !self.server.is_closing() {
+            // Lingering close: the write half is already shut down (FIN sent after the
+            // DISCONNECT); closing the socket now with unread input would reset the
+            // connection, and a reset can discard the DISCONNECT (and its reason code)
+            // before the client reads it. Discard the client's input until it closes,
+            // for a short bounded time; the session is already finished. Not while the
+            // server closes, which waits for every connection.
+            drain(&mut reader, LINGER).await;
+        }
     }
 
     async fn read_loop<R: AsyncRead + Unpin>(&mut self, reader: &mut R, mut buf: BytesMut) -> End {
@@ -1324,6 +1343,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
             (state.peer, current)
         };
+        if !current {
+            // Left the session while closing: what was queued before still goes out.
+            control.extend(handle.unsent.lock().drain(..).map(Control::Packet));
+        }
         // Whether this round took anything: if so, more may be waiting (a full batch, or window
         // slots freed by dropped messages), so go round again before sleeping.
         let progressed = !control.is_empty() || !outgoing.is_empty() || !dropped.is_empty();

@@ -769,7 +769,7 @@ impl Server {
         {
             return None;
         }
-        state.connection = None;
+        let connection = state.connection.take();
         session.connected.store(false, Ordering::SeqCst);
         sys::sub(&inner.info.clients_connected, 1);
         if !keep_will {
@@ -793,6 +793,16 @@ impl Server {
             .will
             .as_ref()
             .map(|will| will.properties.will_delay_interval.unwrap_or(0).min(expiry));
+        // The acks not yet written go to the closing writer (under the state lock, so that a
+        // writer that finds the connection gone finds them); resends come back on reconnect.
+        if let Some(connection) = connection {
+            let mut unsent = connection.unsent.lock();
+            for control in state.control.drain(..) {
+                if let crate::session::Control::Packet(packet) = control {
+                    unsent.push(packet);
+                }
+            }
+        }
         state.control.clear();
         if !inner.options.capabilities.queue_qos0_offline {
             state.outbound.drop_qos0();

@@ -46,6 +46,9 @@ pub(crate) struct ConnectionHandle {
     pub(crate) kill: Arc<Notify>,
     /// How the connection is to be closed, once it is.
     pub(crate) close: Arc<Mutex<Option<Close>>>,
+    /// Acks queued but not yet written when the connection left its session: the writer
+    /// still sends them before the DISCONNECT (a PUBREC for a message already accepted).
+    pub(crate) unsent: Arc<Mutex<Vec<Packet>>>,
 }
 
 /// How the server ends a connection.
@@ -67,6 +70,7 @@ impl ConnectionHandle {
             wake_pending: Arc::new(AtomicBool::new(false)),
             kill: Arc::new(Notify::new()),
             close: Arc::new(Mutex::new(None)),
+            unsent: Arc::new(Mutex::new(Vec::new())),
         }
     }
 

@@ -190,6 +190,39 @@ async fn receive_maximum_exceeded() {
         .await;
 }
 
+/// A client that pipelines far more QoS 2 messages than the Receive Maximum still reads the
+/// DISCONNECT 0x93 [MQTT-3.3.4-7], and may go on writing (PUBREL for what it read) without a
+/// reset: the server lingers, discarding input, until the client closes (Paho interoperability
+/// `test_flow_control2`).
+#[tokio::test]
+async fn receive_maximum_exceeded_by_a_pipelining_client_is_reported() {
+    let mut options = Options::default();
+    options.capabilities.receive_maximum = 2;
+    let (_server, addr) = support::start_with(options, true).await;
+    let mut raw = Raw::v5(addr, "pipeline").await;
+    let mut bytes = bytes::BytesMut::new();
+    for id in 1..=200 {
+        mqtt_packets::Packet::from(publish("rm/p", b"x", QoS::ExactlyOnce, false, id))
+            .encode(Protocol::V5, &mut bytes)
+            .unwrap();
+    }
+    raw.send_bytes(&bytes).await;
+    for id in 1..=2 {
+        assert_eq!(raw.expect_pubrec().await.packet_id, support::pid(id));
+    }
+    match raw.recv().await {
+        Some(Packet::Disconnect(disconnect)) => {
+            assert_eq!(disconnect.reason_code, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED)
+        }
+        other => panic!("expected DISCONNECT 0x93, got {other:?}"),
+    }
+    for id in 1..=2 {
+        raw.send(mqtt_packets::PubRel::new(support::pid(id)).into())
+            .await;
+    }
+    raw.expect_closed().await;
+}
+
 /// A client may not publish to `$SYS/...`: v5 PUBACK 0x87, 3.1.1 a plain PUBACK, and nothing
 /// is delivered [MQTT-4.7.2-1].
 #[tokio::test]
