@@ -185,6 +185,8 @@ pub(crate) struct CapabilitiesConfig {
     pub(crate) minimum_protocol_version: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) server_keep_alive: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) maximum_keep_alive: Option<u16>,
     pub(crate) validate_utf8_payload: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) response_information: Option<String>,
@@ -214,6 +216,7 @@ impl Default for CapabilitiesConfig {
             maximum_packet_size: c.maximum_packet_size,
             minimum_protocol_version: c.minimum_protocol_version,
             server_keep_alive: c.server_keep_alive,
+            maximum_keep_alive: c.maximum_keep_alive,
             validate_utf8_payload: c.validate_utf8_payload,
             response_information: c.response_information,
             maximum_topic_length: c.topic_rules.max_length,
@@ -500,6 +503,7 @@ impl Config {
         caps.maximum_packet_size = c.maximum_packet_size;
         caps.minimum_protocol_version = c.minimum_protocol_version;
         caps.server_keep_alive = c.server_keep_alive;
+        caps.maximum_keep_alive = c.maximum_keep_alive;
         caps.validate_utf8_payload = c.validate_utf8_payload;
         caps.response_information = c.response_information.clone();
         caps.topic_rules.max_length = c.maximum_topic_length;

@@ -535,6 +535,16 @@ impl Connection {
             server.publish_will(&old_client, will);
         }
 
+        // Server Keep Alive replaces the client's [MQTT-3.2.2-21]: the configured value, or the
+        // maximum when the client asked for more (or for none). v5 only: 3.x cannot be told.
+        let server_keep_alive = if protocol.is_v5() {
+            caps.server_keep_alive.or_else(|| {
+                caps.maximum_keep_alive
+                    .filter(|&maximum| connect.keep_alive == 0 || connect.keep_alive > maximum)
+            })
+        } else {
+            None
+        };
         // CONNACK [MQTT-3.2.0-1]: capabilities are advertised as they are enforced.
         let mut properties = ConnAckProperties::default();
         if protocol.is_v5() {
@@ -567,7 +577,7 @@ impl Connection {
             if !caps.shared_subscription_available {
                 properties.shared_subscription_available = Some(false);
             }
-            properties.server_keep_alive = caps.server_keep_alive;
+            properties.server_keep_alive = server_keep_alive;
             if auth.method.is_some() {
                 properties.authentication_method = auth.method.clone();
                 properties.authentication_data = auth.connack_data.take();
@@ -581,9 +591,9 @@ impl Connection {
                     MqttString::new(template.replace("{client_id}", &client_id)).ok();
             }
         }
-        let keep_alive = match (protocol.is_v5(), caps.server_keep_alive) {
-            (true, Some(server_keep_alive)) => server_keep_alive,
-            _ => connect.keep_alive,
+        let keep_alive = match server_keep_alive {
+            Some(server_keep_alive) => server_keep_alive,
+            None => connect.keep_alive,
         };
         let connack = ConnAck {
             session_present: session_present && protocol != Protocol::V3_1,

@@ -98,6 +98,11 @@ pub struct Capabilities {
     /// Server Keep Alive: when set, replaces every v5 client's Keep Alive (and is sent in
     /// CONNACK). Default `None`.
     pub server_keep_alive: Option<u16>,
+    /// The longest Keep Alive a v5 client may use: a client asking for more, or for 0 (none),
+    /// gets this value as Server Keep Alive in CONNACK, like Mosquitto's `max_keepalive`.
+    /// `server_keep_alive`, when set, wins. 3.x clients cannot be told and keep their own.
+    /// Default `None` (no limit).
+    pub maximum_keep_alive: Option<u16>,
     /// Whether a payload whose Payload Format Indicator says UTF-8 is checked: an invalid one is
     /// refused with 0x99 Payload format invalid (PUBACK/PUBREC, or CONNACK for a Will), and a QoS 0
     /// one is dropped [MQTT-3.3.2-4]. Default false (forwarded unchecked, as the spec allows).
@@ -133,6 +138,7 @@ impl Default for Capabilities {
             maximum_packet_size: 16 * 1024 * 1024,
             minimum_protocol_version: 3,
             server_keep_alive: None,
+            maximum_keep_alive: None,
             validate_utf8_payload: false,
             response_information: None,
             topic_rules: TopicRules::default(),

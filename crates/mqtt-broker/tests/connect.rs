@@ -429,6 +429,45 @@ async fn server_keep_alive_is_enforced() {
     raw.expect_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT).await;
 }
 
+/// A maximum Keep Alive lowers a longer (or absent) client Keep Alive through Server Keep Alive
+/// [MQTT-3.2.2-21], and leaves a shorter one alone (no Server Keep Alive in CONNACK).
+#[tokio::test]
+async fn maximum_keep_alive_caps_longer_keep_alives() {
+    let mut options = Options::default();
+    options.capabilities.maximum_keep_alive = Some(60);
+    let (_server, addr) = support::start_with(options, true).await;
+    for (asked, expected) in [(120, Some(60)), (0, Some(60)), (30, None), (60, None)] {
+        let mut request = connect(Protocol::V5, "capped");
+        request.keep_alive = asked;
+        let (mut raw, connack) = Raw::accepted(addr, request).await;
+        assert_eq!(
+            connack.properties.server_keep_alive, expected,
+            "client Keep Alive {asked}"
+        );
+        raw.disconnect(ReasonCode::SUCCESS).await;
+        raw.expect_closed().await;
+    }
+    // A 3.1.1 client cannot be told, and keeps its own Keep Alive.
+    let mut request = connect(Protocol::V3_1_1, "capped3");
+    request.keep_alive = 120;
+    let (_raw, connack) = Raw::accepted(addr, request).await;
+    assert_eq!(connack.properties.server_keep_alive, None);
+}
+
+/// With a maximum Keep Alive of 1 s, a client that asked for none is held to 1 s
+/// [MQTT-3.1.2-22].
+#[tokio::test]
+async fn maximum_keep_alive_is_enforced() {
+    let mut options = Options::default();
+    options.capabilities.maximum_keep_alive = Some(1);
+    let (_server, addr) = support::start_with(options, true).await;
+    let mut request = connect(Protocol::V5, "capped-none");
+    request.keep_alive = 0;
+    let (mut raw, connack) = Raw::accepted(addr, request).await;
+    assert_eq!(connack.properties.server_keep_alive, Some(1));
+    raw.expect_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT).await;
+}
+
 // ----- graceful close ------------------------------------------------------------------------
 
 /// `Server::close` sends v5 clients DISCONNECT 0x8B, closes 3.1.1 clients, and returns.
