@@ -81,7 +81,7 @@ where
             debug!(remote = ?connection.remote, %name, level, "unsupported protocol");
             writer.write_all(&[0x20, 0x02, 0x00, 0x01]).await.ok();
             refuse(&server, writer).await;
-            drain(&mut reader, LINGER).await;
+            linger(&server, &mut reader).await;
             return;
         }
         Ok(Err(ReadError::Decode(DecodeError::PacketTooLarge { size, .. })))
@@ -97,7 +97,7 @@ where
             )
             .await;
             refuse(&server, writer).await;
-            drain(&mut reader, LINGER).await;
+            linger(&server, &mut reader).await;
             return;
         }
         Ok(Ok(Some(other))) => {
@@ -135,7 +135,7 @@ where
     else {
         // A refused CONNECT was answered with a CONNACK: linger so that it is read.
         refuse(&server, writer).await;
-        drain(&mut reader, LINGER).await;
+        linger(&server, &mut reader).await;
         return;
     };
     connection.run(reader, writer, buf).await;
@@ -159,6 +159,13 @@ async fn drain<R: AsyncRead + Unpin>(reader: &mut R, limit: Duration) {
     let mut sink = [0u8; 1024];
     let drain = async { while matches!(reader.read(&mut sink).await, Ok(read) if read > 0) {} };
     tokio::time::timeout(limit, drain).await.ok();
+}
+
+/// After a refusing CONNACK: [`drain`] for [`LINGER`], unless the server is closing.
+async fn linger<R: AsyncRead + Unpin>(server: &Server, reader: &mut R) {
+    if !server.is_closing() {
+        drain(reader, LINGER).await;
+    }
 }
 
 async fn refuse<W: AsyncWrite + Unpin>(server: &Server, mut writer: W) {
