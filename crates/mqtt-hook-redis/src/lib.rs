@@ -1,0 +1,1 @@
+//! The redis storage backend of the Mochi MQTT broker (being written).

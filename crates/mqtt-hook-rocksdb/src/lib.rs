@@ -1,0 +1,1 @@
+//! The rocksdb storage backend of the Mochi MQTT broker (being written).

@@ -1,0 +1,1 @@
+//! The sled storage backend of the Mochi MQTT broker (being written).

@@ -1,0 +1,1 @@
+//! Placeholder: the backend conformance suite is being written.
