@@ -21,6 +21,7 @@ use crate::hooks::{AuthOutcome, DropReason, HookEvents};
 use crate::outbound::{Outgoing, PubRecOutcome};
 use crate::server::PublishOutcome;
 use crate::session::{Close, ConnectionHandle, Control, PeerLimits, Session};
+use crate::storage::{StorageEvent, StoredFlow};
 use crate::sys;
 use crate::{ClientInfo, ConnectionInfo, Server};
 
@@ -189,6 +190,9 @@ impl std::fmt::Display for ReadError {
 }
 
 /// Reads until one packet is decoded; `Ok(None)` at end of stream.
+/// How long a CONNACK for a persistent session waits for its record to become durable.
+const DURABLE_CONNACK_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn read_packet<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut BytesMut,
@@ -246,6 +250,11 @@ struct Connection {
     auth: EnhancedAuth,
     /// An AUTH packet to handle on the reader's task (its hook is asynchronous).
     pending_auth: Option<mqtt_packets::Auth>,
+    /// Whether acknowledgements wait for storage hooks' durability ([`HookEvents::DURABLE`]).
+    hold_acks: bool,
+    /// PUBACK, PUBREC and PUBCOMP of the current read, released once what they acknowledge is
+    /// durable.
+    held: Vec<Packet>,
 }
 
 /// The enhanced authentication of one connection.
@@ -541,6 +550,36 @@ impl Connection {
         if let Some((old_client, will)) = old_will {
             server.publish_will(&old_client, will);
         }
+        // A session that outlives the connection is acknowledged (CONNACK) only once its record
+        // is durable, when a storage hook asks for that.
+        if expiry > 0
+            && inner.hooks.provides(HookEvents::DURABLE)
+            && session.state.lock().persist
+        {
+            let durable =
+                tokio::time::timeout(DURABLE_CONNACK_TIMEOUT, inner.hooks.durable()).await;
+            let failure = match durable {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(error.to_string()),
+                Err(_) => Some("storage did not commit in time".to_string()),
+            };
+            if let Some(failure) = failure {
+                warn!(client_id = %client_id, error = %failure, "session not durable; connection refused");
+                sys::add(&inner.info.hook_errors, 1);
+                if let Some(detached) = server.detach(&session, generation, true) {
+                    if let Some((will, old_client)) = detached.will_now {
+                        server.publish_will(&old_client, will);
+                    }
+                }
+                send_connack(
+                    writer,
+                    protocol,
+                    refuse_with(ReasonCode::UNSPECIFIED_ERROR),
+                )
+                .await;
+                return None;
+            }
+        }
 
         // Server Keep Alive replaces the client's [MQTT-3.2.2-21]: the configured value, or the
         // maximum when the client asked for more (or for none). v5 only: 3.x cannot be told.
@@ -642,6 +681,8 @@ impl Connection {
             staged: Vec::new(),
             auth,
             pending_auth: None,
+            hold_acks: inner.hooks.provides(HookEvents::DURABLE),
+            held: Vec::new(),
         })
     }
 
@@ -702,6 +743,15 @@ impl Connection {
                 old_will = Some((old_client, will));
             }
         }
+        let mirrored = inner.hooks.provides(HookEvents::ON_STORAGE_EVENT);
+        let persist = mirrored && expiry > 0;
+        if state.persist && (clear || !persist) {
+            // The stored session ends: it starts clean, or it now ends with its connection.
+            state.persist = false;
+            inner.hooks.storage(&crate::storage::StorageEvent::SessionEnded {
+                client_id: &client.client_id,
+            });
+        }
         if clear {
             // Clean Start: discard the old session state [MQTT-3.1.2-4].
             present = false;
@@ -719,6 +769,15 @@ impl Connection {
         state.peer = peer;
         state.will = connect.will.clone();
         state.control.clear();
+        if persist {
+            if !state.persist {
+                // Newly mirrored: what the session already holds goes to storage too.
+                state.persist = true;
+                mirror_session(inner, &client.client_id, &state);
+            }
+            let stored = crate::storage::stored_client(&client.client_id, &state, false);
+            inner.hooks.storage(&StorageEvent::Session(&stored));
+        }
         session.connected.store(true, Ordering::SeqCst);
         drop(state);
         drop(sessions);
@@ -807,21 +866,27 @@ impl Connection {
                     Ok(Some(packet)) => {
                         if let Some(end) = self.handle_packet(packet) {
                             server.deliver(&mut self.staged);
+                            self.release_acks_on_exit().await;
                             return end;
                         }
                         if let Some(auth) = self.pending_auth.take()
                             && let Some(end) = self.reauthenticate(auth).await
                         {
                             server.deliver(&mut self.staged);
+                            self.release_acks_on_exit().await;
                             return end;
                         }
                     }
                     Ok(None) => {
                         server.deliver(&mut self.staged);
+                        if let Some(end) = self.release_acks().await {
+                            return end;
+                        }
                         break;
                     }
                     Err(error) => {
                         server.deliver(&mut self.staged);
+                        self.release_acks_on_exit().await;
                         warn!(client_id = %self.client.client_id, %error, "closing on a bad packet");
                         self.close(error.reason_code());
                         return End::Abnormal(error.to_string());
@@ -955,6 +1020,73 @@ impl Connection {
         self.session.state.lock().send(packet);
     }
 
+    /// Sends an acknowledgement of a PUBLISH or PUBREL: at once, or once storage hooks made
+    /// what it acknowledges durable (see [`Self::release_acks`]).
+    fn send_ack(&mut self, packet: Packet) {
+        if self.hold_acks {
+            self.held.push(packet);
+        } else {
+            self.send(packet);
+        }
+    }
+
+    /// Waits until storage hooks committed what the held acknowledgements acknowledge, then
+    /// queues them, in order. `Some` ends the connection: the server is taking it down, or
+    /// storage failed (the acknowledgements are not sent, so the client sends again).
+    async fn release_acks(&mut self) -> Option<End> {
+        if self.held.is_empty() {
+            return None;
+        }
+        let kill = self.handle.kill.clone();
+        let durable = tokio::select! {
+            result = self.server.inner.hooks.durable() => result,
+            () = kill.notified() => {
+                self.held.clear();
+                return Some(End::Killed);
+            }
+        };
+        if let Err(error) = durable {
+            self.held.clear();
+            warn!(client_id = %self.client.client_id, %error, "storage failed; closing without acknowledging");
+            sys::add(&self.server.inner.info.hook_errors, 1);
+            self.close(ReasonCode::UNSPECIFIED_ERROR);
+            return Some(End::Abnormal(format!("storage failed: {error}")));
+        }
+        self.push_held();
+        None
+    }
+
+    /// Queues the held acknowledgements for this connection's writer (also when it is closing).
+    fn push_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let mut state = self.session.state.lock();
+        let current = state
+            .connection
+            .as_ref()
+            .is_some_and(|connection| connection.generation == self.handle.generation);
+        if current {
+            for packet in self.held.drain(..) {
+                state.control.push_back(Control::Packet(packet));
+            }
+            state.wake_writer();
+        } else {
+            self.handle.unsent.lock().append(&mut self.held);
+        }
+    }
+
+    /// On the way out: the held acknowledgements still go if storage commits in time.
+    async fn release_acks_on_exit(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        match tokio::time::timeout(LINGER, self.server.inner.hooks.durable()).await {
+            Ok(Ok(())) => self.push_held(),
+            _ => self.held.clear(),
+        }
+    }
+
     /// Handles one packet; `Some` ends the connection.
     fn handle_packet(&mut self, packet: Packet) -> Option<End> {
         let server = self.server.clone();
@@ -982,17 +1114,33 @@ impl Connection {
         let end = match packet {
             Packet::Publish(publish) => self.handle_publish(publish),
             Packet::PubAck(ack) => {
-                let delivery = self.session.state.lock().outbound.puback(ack.packet_id);
+                let (delivery, persist) = {
+                    let mut state = self.session.state.lock();
+                    (state.outbound.puback(ack.packet_id), state.persist)
+                };
+                if persist && let Some(delivery) = &delivery {
+                    self.message_removed(delivery.seq);
+                }
                 self.completed(ack.packet_id, delivery.is_some());
                 None
             }
             Packet::PubRec(rec) => {
-                let outcome = self
-                    .session
-                    .state
-                    .lock()
-                    .outbound
-                    .pubrec(rec.packet_id, rec.reason_code);
+                let ((outcome, seq), persist) = {
+                    let mut state = self.session.state.lock();
+                    let outcome = state.outbound.pubrec(rec.packet_id, rec.reason_code);
+                    (outcome, state.persist)
+                };
+                if persist && let Some(seq) = seq {
+                    if outcome == PubRecOutcome::Dropped {
+                        self.message_removed(seq);
+                    } else {
+                        inner.hooks.storage(&StorageEvent::MessageFlow {
+                            client_id: &self.client.client_id,
+                            seq,
+                            flow: StoredFlow::Released(rec.packet_id.get()),
+                        });
+                    }
+                }
                 match outcome {
                     PubRecOutcome::Release => self.send(PubRel::new(rec.packet_id).into()),
                     PubRecOutcome::Dropped => {
@@ -1009,20 +1157,34 @@ impl Connection {
                 None
             }
             Packet::PubComp(comp) => {
-                let known = self.session.state.lock().outbound.pubcomp(comp.packet_id);
-                self.completed(comp.packet_id, known);
+                let (seq, persist) = {
+                    let mut state = self.session.state.lock();
+                    (state.outbound.pubcomp(comp.packet_id), state.persist)
+                };
+                if persist && let Some(seq) = seq {
+                    self.message_removed(seq);
+                }
+                self.completed(comp.packet_id, seq.is_some());
                 None
             }
             Packet::PubRel(rel) => {
                 // Ends the inbound QoS 2 flow; an unknown id is answered 0x92 [MQTT-3.7.2-1].
-                let mut state = self.session.state.lock();
-                let known = state.inbound_qos2.remove(&rel.packet_id.get());
+                let (known, persist) = {
+                    let mut state = self.session.state.lock();
+                    (state.inbound_qos2.remove(&rel.packet_id.get()), state.persist)
+                };
+                if known && persist {
+                    inner.hooks.storage(&StorageEvent::InboundQos2Released {
+                        client_id: &self.client.client_id,
+                        packet_id: rel.packet_id.get(),
+                    });
+                }
                 let code = if known {
                     ReasonCode::SUCCESS
                 } else {
                     ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
                 };
-                state.send(PubComp::with_reason(rel.packet_id, code).into());
+                self.send_ack(PubComp::with_reason(rel.packet_id, code).into());
                 None
             }
             Packet::Subscribe(subscribe) => {
@@ -1098,6 +1260,14 @@ impl Connection {
             }
         }
         end
+    }
+
+    /// A queued message of this (persistent) session left it.
+    fn message_removed(&self, seq: u64) {
+        self.server.inner.hooks.storage(&StorageEvent::MessageRemoved {
+            client_id: &self.client.client_id,
+            seq,
+        });
     }
 
     fn completed(&self, packet_id: PacketId, known: bool) {
@@ -1219,14 +1389,23 @@ impl Connection {
             }
         };
         let id = packet_id?;
-        let mut state = self.session.state.lock();
         if qos == QoS::AtLeastOnce {
-            state.send(PubAck::with_reason(id, code).into());
+            self.send_ack(PubAck::with_reason(id, code).into());
         } else {
             if !code.is_error() {
-                state.inbound_qos2.insert(id.get());
+                let persist = {
+                    let mut state = self.session.state.lock();
+                    state.inbound_qos2.insert(id.get());
+                    state.persist
+                };
+                if persist {
+                    inner.hooks.storage(&StorageEvent::InboundQos2 {
+                        client_id: &self.client.client_id,
+                        packet_id: id.get(),
+                    });
+                }
             }
-            state.send(PubRec::with_reason(id, code).into());
+            self.send_ack(PubRec::with_reason(id, code).into());
         }
         None
     }
@@ -1321,6 +1500,56 @@ fn strip_problem_information(packet: &mut Packet) {
 /// The writer: the only task that writes to the socket. It empties the control queue first
 /// (CONNACK, acks, resends), then moves queued messages into flight within the client's window,
 /// encoding many packets into one buffer per system call.
+/// Hands a session's subscriptions and queued messages to storage hooks, when the session
+/// starts being mirrored while it already holds some (it was resumed by a connection with a
+/// Session Expiry Interval after one without).
+fn mirror_session(inner: &crate::server::Inner, client_id: &str, state: &crate::session::SessionState) {
+    for (filter, (options, identifier)) in &state.subscriptions {
+        let mut stored = crate::storage::StoredSubscription::new(client_id, filter.as_str(), *options);
+        stored.identifier = identifier.map(std::num::NonZeroU32::get);
+        inner.hooks.storage(&StorageEvent::Subscribed(&stored));
+    }
+    for delivery in state.outbound.queued() {
+        if delivery.qos > QoS::AtMostOnce {
+            let stored = crate::storage::stored_delivery(client_id, delivery);
+            inner.hooks.storage(&StorageEvent::MessageQueued(&stored));
+        }
+    }
+}
+
+/// Tells storage hooks which queued messages the writer just put in flight (with their packet
+/// ids) or dropped.
+fn persist_flow(
+    server: &Server,
+    client_id: &str,
+    outgoing: &[Outgoing],
+    dropped: &[(crate::message::Delivery, DropReason)],
+) {
+    let hooks = &server.inner.hooks;
+    for item in outgoing {
+        if let Outgoing::Publish {
+            packet_id: Some(packet_id),
+            delivery,
+            dup: false,
+        } = item
+        {
+            hooks.storage(&StorageEvent::MessageFlow {
+                client_id,
+                seq: delivery.seq,
+                flow: StoredFlow::Published(packet_id.get()),
+            });
+        }
+    }
+    for (delivery, _) in dropped {
+        if delivery.qos > QoS::AtMostOnce {
+            hooks.storage(&StorageEvent::MessageRemoved {
+                client_id,
+                seq: delivery.seq,
+            });
+        }
+    }
+}
+
 async fn write_loop<W: AsyncWrite + Unpin>(
     server: Server,
     session: Arc<Session>,
@@ -1356,6 +1585,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     state
                         .outbound
                         .next_batch(now, window, BATCH, &mut outgoing, &mut dropped);
+                    if state.persist {
+                        persist_flow(&server, &client.client_id, &outgoing, &dropped);
+                    }
                 }
             }
             (state.peer, current)
@@ -1426,7 +1658,16 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
                 if let Packet::Publish(publish) = &packet {
                     if let Some(id) = publish_id {
-                        session.state.lock().outbound.forget(id);
+                        let (seq, persist) = {
+                            let mut state = session.state.lock();
+                            (state.outbound.forget(id), state.persist)
+                        };
+                        if persist && let Some(seq) = seq {
+                            inner.hooks.storage(&StorageEvent::MessageRemoved {
+                                client_id: &client.client_id,
+                                seq,
+                            });
+                        }
                     }
                     server.dropped(&client.client_id, publish, DropReason::TooLargeForClient);
                 }

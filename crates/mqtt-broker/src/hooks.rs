@@ -31,7 +31,9 @@ use mqtt_packets::{Connect, Packet, Publish, ReasonCode, Subscribe, Unsubscribe,
 use parking_lot::RwLock;
 
 use crate::ClientInfo;
-use crate::storage::{StoredClient, StoredMessage, StoredSubscription, StoredSysInfo};
+use crate::storage::{
+    StorageEvent, StoredClient, StoredMessage, StoredSubscription, StoredSysInfo,
+};
 use crate::sys::SysInfo;
 
 /// A boxed future, for the asynchronous hook methods.
@@ -274,6 +276,10 @@ hook_events! {
     STORED_SYS_INFO = 36;
     /// [`Hook::on_enhanced_auth`].
     ON_ENHANCED_AUTH = 37;
+    /// [`Hook::on_storage_event`].
+    ON_STORAGE_EVENT = 38;
+    /// [`Hook::durable`]: the server holds acknowledgements until it completes.
+    DURABLE = 39;
 }
 
 impl std::ops::BitOr for HookEvents {
@@ -480,6 +486,21 @@ pub trait Hook: Send + Sync + 'static {
     /// The retained message of `topic` expired and was removed.
     fn on_retained_expired(&self, topic: &str) {}
 
+    /// The state a storage hook mirrors changed (see [`StorageEvent`]). Runs on the packet
+    /// path, sometimes under a session's lock: hand the event to a writer task, never do I/O
+    /// here, and never call back into the [`crate::Server`].
+    fn on_storage_event(&self, event: &StorageEvent<'_>) {}
+
+    /// For a storage hook with synchronous durability: a future that completes once every event
+    /// this hook received so far is committed, or cannot be. When a hook provides
+    /// [`HookEvents::DURABLE`], the server sends PUBACK, PUBREC, PUBCOMP, SUBACK and UNSUBACK,
+    /// and CONNACK to a client whose session outlives its connection, only after the future
+    /// completes with `Ok`; on `Err` the connection is closed (0x80 Unspecified error for v5)
+    /// without those acknowledgements, so the client sends again. `None`: nothing to wait for.
+    fn durable(&self) -> Option<BoxFuture<'static, Result<(), HookError>>> {
+        None
+    }
+
     /// Sessions to restore at start.
     fn stored_clients(&self) -> Result<Vec<StoredClient>, HookError> {
         Ok(Vec::new())
@@ -583,6 +604,23 @@ impl Hooks {
         (0..list.len())
             .filter_map(move |i| list.get(i).cloned())
             .filter(move |h| h.provides().contains(event))
+    }
+
+    /// Hands a storage event to every hook that mirrors state.
+    pub(crate) fn storage(&self, event: &StorageEvent<'_>) {
+        for hook in self.with(HookEvents::ON_STORAGE_EVENT) {
+            hook.on_storage_event(event);
+        }
+    }
+
+    /// Waits until every storage hook with synchronous durability committed what it received.
+    pub(crate) async fn durable(&self) -> Result<(), HookError> {
+        for hook in self.with(HookEvents::DURABLE) {
+            if let Some(wait) = hook.durable() {
+                wait.await?;
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn all(&self) -> Arc<[Arc<dyn Hook>]> {

@@ -60,6 +60,8 @@ pub(crate) struct Delivery {
     /// The shared subscription this delivery was chosen for, if any: when the member's session
     /// ends before a QoS 0/1 message is acknowledged, it goes to another member.
     pub(crate) shared: Option<Arc<mqtt_topics::SharedGroupId>>,
+    /// Its place in the session's queue, set when queued: how a storage hook names it.
+    pub(crate) seq: u64,
 }
 
 impl Delivery {

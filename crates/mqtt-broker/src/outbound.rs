@@ -81,6 +81,8 @@ pub(crate) struct Outbound {
     /// The last packet identifier handed out.
     last_id: u16,
     next_seq: u64,
+    /// The sequence number of the next queued message ([`Delivery::seq`]).
+    next_message_seq: u64,
     pending: VecDeque<Delivery>,
     pending_bytes: usize,
     /// Inflight messages to resend after a reconnect once the client's window has room, in
@@ -89,14 +91,14 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
-    /// Queues a delivery. Refuses it (handing it back, with why) when the queue is full, or for
+    /// Queues a delivery and returns its sequence number. Refuses it (handing it back, with why) when the queue is full, or for
     /// QoS 0 to an offline client that does not keep QoS 0.
     pub(crate) fn push(
         &mut self,
         delivery: Delivery,
         online: bool,
         limits: &QueueLimits,
-    ) -> Result<(), (Delivery, DropReason)> {
+    ) -> Result<u64, (Delivery, DropReason)> {
         let size = delivery.message.size();
         let queued = self.pending.len();
         if delivery.qos == QoS::AtMostOnce {
@@ -117,8 +119,46 @@ impl Outbound {
             return Err((delivery, DropReason::QueueFull));
         }
         self.pending_bytes += size;
+        let mut delivery = delivery;
+        let seq = self.next_message_seq;
+        delivery.seq = seq;
+        self.next_message_seq += 1;
         self.pending.push_back(delivery);
-        Ok(())
+        Ok(seq)
+    }
+
+    /// Puts back a message restored from storage, as it stood: queued, or in flight with its
+    /// packet id (sent at least once, so a resend carries DUP). Queue limits do not apply: it
+    /// was accepted before the restart.
+    pub(crate) fn restore(&mut self, delivery: Delivery, packet_id: Option<u16>, released: bool) {
+        self.next_message_seq = self.next_message_seq.max(delivery.seq + 1);
+        match packet_id {
+            Some(id) if id != 0 && !self.inflight.contains_key(&id) => {
+                let state = if released {
+                    InflightState::AwaitingPubComp
+                } else if delivery.qos == QoS::AtLeastOnce {
+                    InflightState::AwaitingPubAck
+                } else {
+                    InflightState::AwaitingPubRec
+                };
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.last_id = id;
+                self.inflight.insert(
+                    id,
+                    Inflight {
+                        seq,
+                        delivery,
+                        state,
+                        sent: true,
+                    },
+                );
+            }
+            _ => {
+                self.pending_bytes += delivery.message.size();
+                self.pending.push_back(delivery);
+            }
+        }
     }
 
     /// Moves queued messages into flight, in order, while the window (the client's Receive
@@ -231,40 +271,51 @@ impl Outbound {
         }
     }
 
-    /// PUBREC: moves a QoS 2 flow on, or ends it on an error code.
-    pub(crate) fn pubrec(&mut self, packet_id: PacketId, reason_code: ReasonCode) -> PubRecOutcome {
+    /// PUBREC: moves a QoS 2 flow on, or ends it on an error code. Also returns the message's
+    /// sequence number when the flow changed.
+    pub(crate) fn pubrec(
+        &mut self,
+        packet_id: PacketId,
+        reason_code: ReasonCode,
+    ) -> (PubRecOutcome, Option<u64>) {
         match self.inflight.get_mut(&packet_id.get()) {
             Some(entry) if entry.state == InflightState::AwaitingPubRec => {
+                let seq = entry.delivery.seq;
                 if reason_code.is_error() {
                     self.inflight.remove(&packet_id.get());
-                    PubRecOutcome::Dropped
+                    (PubRecOutcome::Dropped, Some(seq))
                 } else {
                     entry.state = InflightState::AwaitingPubComp;
-                    PubRecOutcome::Release
+                    (PubRecOutcome::Release, Some(seq))
                 }
             }
             // A repeated PUBREC after our PUBREL: send PUBREL again.
-            Some(entry) if entry.state == InflightState::AwaitingPubComp => PubRecOutcome::Release,
-            _ => PubRecOutcome::Unknown,
+            Some(entry) if entry.state == InflightState::AwaitingPubComp => {
+                (PubRecOutcome::Release, None)
+            }
+            _ => (PubRecOutcome::Unknown, None),
         }
     }
 
-    /// PUBCOMP: ends a QoS 2 flow. Returns whether the id was awaiting one.
-    pub(crate) fn pubcomp(&mut self, packet_id: PacketId) -> bool {
+    /// PUBCOMP: ends a QoS 2 flow. Returns the message's sequence number if the id was awaiting
+    /// one.
+    pub(crate) fn pubcomp(&mut self, packet_id: PacketId) -> Option<u64> {
         match self.inflight.get(&packet_id.get()) {
-            Some(entry) if entry.state == InflightState::AwaitingPubComp => {
-                self.inflight.remove(&packet_id.get());
-                true
-            }
-            _ => false,
+            Some(entry) if entry.state == InflightState::AwaitingPubComp => self
+                .inflight
+                .remove(&packet_id.get())
+                .map(|entry| entry.delivery.seq),
+            _ => None,
         }
     }
 
     /// Forgets an inflight message that could not be sent (e.g. too large for the client,
-    /// [MQTT-3.1.2-25]).
-    pub(crate) fn forget(&mut self, packet_id: PacketId) {
-        self.inflight.remove(&packet_id.get());
+    /// [MQTT-3.1.2-25]). Returns its sequence number.
+    pub(crate) fn forget(&mut self, packet_id: PacketId) -> Option<u64> {
         self.deferred.retain(|&id| id != packet_id.get());
+        self.inflight
+            .remove(&packet_id.get())
+            .map(|entry| entry.delivery.seq)
     }
 
     /// Everything in flight, in the order it was first sent: PUBLISH with DUP for messages not
@@ -363,6 +414,11 @@ impl Outbound {
         before - self.pending.len()
     }
 
+    /// The messages queued and not yet in flight, in order.
+    pub(crate) fn queued(&self) -> impl Iterator<Item = &Delivery> {
+        self.pending.iter()
+    }
+
     pub(crate) fn inflight_len(&self) -> usize {
         self.inflight.len()
     }
@@ -398,6 +454,7 @@ mod tests {
             retain: false,
             subscription_identifiers: Vec::new(),
             shared: None,
+            seq: 0,
         }
     }
 
@@ -532,24 +589,24 @@ mod tests {
             })
             .collect();
         assert!(
-            !outbound.pubcomp(ids[0]),
+            outbound.pubcomp(ids[0]).is_none(),
             "PUBCOMP before PUBREC is ignored"
         );
         assert_eq!(
-            outbound.pubrec(ids[0], ReasonCode::SUCCESS),
+            outbound.pubrec(ids[0], ReasonCode::SUCCESS).0,
             PubRecOutcome::Release
         );
         assert_eq!(
-            outbound.pubrec(ids[0], ReasonCode::SUCCESS),
+            outbound.pubrec(ids[0], ReasonCode::SUCCESS).0,
             PubRecOutcome::Release
         );
-        assert!(outbound.pubcomp(ids[0]));
+        assert!(outbound.pubcomp(ids[0]).is_some());
         assert_eq!(
-            outbound.pubrec(ids[1], ReasonCode::UNSPECIFIED_ERROR),
+            outbound.pubrec(ids[1], ReasonCode::UNSPECIFIED_ERROR).0,
             PubRecOutcome::Dropped
         );
         assert_eq!(
-            outbound.pubrec(ids[1], ReasonCode::SUCCESS),
+            outbound.pubrec(ids[1], ReasonCode::SUCCESS).0,
             PubRecOutcome::Unknown
         );
         assert_eq!(outbound.inflight_len(), 0);
@@ -582,7 +639,7 @@ mod tests {
         };
         // Message 2 reached PUBREL; ids wrapped (65534, 65535, 1, 2) but order is by sending.
         assert_eq!(
-            outbound.pubrec(id_of(1), ReasonCode::SUCCESS),
+            outbound.pubrec(id_of(1), ReasonCode::SUCCESS).0,
             PubRecOutcome::Release
         );
         let resent = outbound.resend_all(10);

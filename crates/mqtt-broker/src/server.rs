@@ -23,6 +23,7 @@ use crate::inline::InlineClient;
 use crate::message::{Delivery, Message};
 use crate::outbound::QueueLimits;
 use crate::session::{Close, Session, SubscriptionEntry};
+use crate::storage::{self, StorageEvent};
 use crate::sys::{self, SysInfo};
 use crate::timers::{TimerEvent, Timers};
 use crate::{BrokerError, ClientInfo, ConnectionInfo, Hook, Options};
@@ -464,6 +465,7 @@ impl Server {
                 retain: message.retain,
                 subscription_identifiers: Vec::new(),
                 shared: None,
+                seq: 0,
             }
             .to_publish(None, false, now);
             for hook in inner.hooks.with(HookEvents::ON_PUBLISHED) {
@@ -482,6 +484,11 @@ impl Server {
             // An empty payload clears, and is never stored [MQTT-3.3.1-7].
             if inner.retained.remove(&message.topic).is_some() {
                 sys::sub(&inner.info.retained, counted);
+                if counted == 1 {
+                    inner.hooks.storage(&StorageEvent::RetainedCleared {
+                        topic: message.topic.as_str(),
+                    });
+                }
                 RetainChange::Cleared
             } else {
                 RetainChange::NothingToClear
@@ -504,6 +511,10 @@ impl Server {
                     },
                 );
             }
+            if counted == 1 && inner.hooks.provides(HookEvents::ON_STORAGE_EVENT) {
+                let stored = storage::stored_retained(&compact);
+                inner.hooks.storage(&StorageEvent::RetainedSet(&stored));
+            }
             if inner.retained.set(&message.topic, compact).is_none() {
                 sys::add(&inner.info.retained, counted);
             }
@@ -516,6 +527,7 @@ impl Server {
                 retain: true,
                 subscription_identifiers: Vec::new(),
                 shared: None,
+                seq: 0,
             }
             .to_publish(None, false, Instant::now());
             for hook in inner.hooks.with(HookEvents::ON_RETAIN_MESSAGE) {
@@ -560,6 +572,7 @@ impl Server {
                 retain: message.retain,
                 subscription_identifiers: Vec::new(),
                 shared: None,
+                seq: 0,
             }
             .to_publish(None, false, now);
             for hook in inner.hooks.with(HookEvents::ON_SELECT_SUBSCRIBERS) {
@@ -603,6 +616,7 @@ impl Server {
                 retain: retain_as_published && message.retain,
                 subscription_identifiers: identifiers,
                 shared: None,
+                seq: 0,
             };
             staged.push((session, delivery));
             delivered += 1;
@@ -618,6 +632,7 @@ impl Server {
                 retain: entry.options.retain_as_published && message.retain,
                 subscription_identifiers: entry.identifier.into_iter().collect(),
                 shared: Some(shared.group.clone()),
+                seq: 0,
             };
             staged.push((entry.session.clone(), delivery));
             delivered += 1;
@@ -673,10 +688,23 @@ impl Server {
                         allowed
                     }
                 };
-                if allowed
-                    && let Err((delivery, reason)) = state.outbound.push(delivery, online, &limits)
-                {
-                    dropped.push((session.client_id.clone(), delivery, reason));
+                if allowed {
+                    // A copy for the storage hooks when the session is mirrored (QoS 1/2 only:
+                    // QoS 0 is not kept across a restart).
+                    let copy =
+                        (state.persist && delivery.qos > QoS::AtMostOnce).then(|| delivery.clone());
+                    match state.outbound.push(delivery, online, &limits) {
+                        Ok(seq) => {
+                            if let Some(mut copy) = copy {
+                                copy.seq = seq;
+                                let stored = storage::stored_delivery(&session.client_id, &copy);
+                                inner.hooks.storage(&StorageEvent::MessageQueued(&stored));
+                            }
+                        }
+                        Err((delivery, reason)) => {
+                            dropped.push((session.client_id.clone(), delivery, reason));
+                        }
+                    }
                 }
                 // Stay in the lock for the following deliveries to the same session.
                 if staged
@@ -811,6 +839,10 @@ impl Server {
         let dropped_ids = if ends {
             self.clear_session(&mut sessions, session, &mut state, &mut orphans)
         } else {
+            if state.persist {
+                let stored = storage::stored_client(&session.client_id, &state, true);
+                inner.hooks.storage(&StorageEvent::Session(&stored));
+            }
             Vec::new()
         };
         drop(state);
@@ -859,6 +891,12 @@ impl Server {
         orphans: &mut Vec<Delivery>,
     ) -> Vec<u16> {
         let inner = &self.inner;
+        if state.persist {
+            state.persist = false;
+            inner.hooks.storage(&StorageEvent::SessionEnded {
+                client_id: &session.client_id,
+            });
+        }
         orphans.extend(state.outbound.take_shared());
         state.subscriptions.clear();
         state.inbound_qos2.clear();
@@ -911,6 +949,7 @@ impl Server {
                 retain: entry.options.retain_as_published && message.retain,
                 subscription_identifiers: entry.identifier.into_iter().collect(),
                 shared: Some(member.group.clone()),
+                seq: 0,
             };
             staged.push((entry.session.clone(), delivery));
         }
@@ -1037,6 +1076,11 @@ impl Server {
                     .is_some()
                 {
                     sys::sub(&inner.info.retained, u64::from(!topic.starts_with('$')));
+                    if !topic.starts_with('$') {
+                        inner
+                            .hooks
+                            .storage(&StorageEvent::RetainedCleared { topic: &topic });
+                    }
                     for hook in inner.hooks.with(HookEvents::ON_RETAINED_EXPIRED) {
                         hook.on_retained_expired(&topic);
                     }
@@ -1073,7 +1117,14 @@ impl Server {
                     if state.connection.is_some() || state.last_generation != generation {
                         return;
                     }
-                    (state.client.clone(), state.will.take())
+                    let will = state.will.take();
+                    if state.persist && will.is_some() {
+                        // The stored session no longer has a pending Will.
+                        let mut stored = storage::stored_client(&client_id, &state, false);
+                        stored.expires_at_unix = None;
+                        inner.hooks.storage(&StorageEvent::Session(&stored));
+                    }
+                    (state.client.clone(), will)
                 };
                 if let (Some(client), Some(will)) = (client, will) {
                     self.publish_will(&client, will);
@@ -1114,37 +1165,8 @@ impl Server {
         for hook in inner.hooks.with(HookEvents::STORED_CLIENTS) {
             match hook.stored_clients() {
                 Ok(clients) if !clients.is_empty() => {
-                    let mut sessions = inner.sessions.lock();
                     for stored in clients {
-                        let client_id = ClientId::from(stored.client_id.as_str());
-                        let session = Arc::new(Session::new(client_id.clone(), stored.protocol));
-                        {
-                            let mut state = session.state.lock();
-                            state.expiry_interval = stored.session_expiry_interval;
-                            let mut info = ClientInfo::inline(client_id.clone());
-                            info.inline = false;
-                            info.protocol = stored.protocol;
-                            info.clean_start = false;
-                            info.username = stored.username.and_then(|u| MqttString::new(u).ok());
-                            info.connection = ConnectionInfo::new("restored", None);
-                            state.client = Some(Arc::new(info));
-                        }
-                        // A restored session expires like any disconnected one (generation 0: no
-                        // connection has taken it yet).
-                        if stored.session_expiry_interval != u32::MAX {
-                            inner.timers.schedule(
-                                now + Duration::from_secs(u64::from(
-                                    stored.session_expiry_interval,
-                                )),
-                                TimerEvent::SessionExpiry {
-                                    client_id: client_id.clone(),
-                                    generation: 0,
-                                },
-                            );
-                        }
-                        if sessions.insert(client_id, session).is_none() {
-                            sys::add(&inner.info.sessions, 1);
-                        }
+                        self.restore_session(stored, now, unix_now);
                     }
                     break;
                 }
@@ -1166,10 +1188,16 @@ impl Server {
                             .cloned();
                         let Some(session) = session else { continue };
                         let client = session.state.lock().client.clone();
-                        // Re-check the ACL: rules may have changed since it was stored.
+                        // Re-check the ACL: rules may have changed since it was stored. A
+                        // subscription no longer allowed is dropped, from the store too.
                         if let Some(client) = &client
                             && !inner.hooks.acl(client, &stored.filter, Access::Read)
                         {
+                            info!(client_id = %stored.client_id, filter = %stored.filter, "stored subscription no longer allowed; dropped");
+                            inner.hooks.storage(&StorageEvent::Unsubscribed {
+                                client_id: &stored.client_id,
+                                filter: &stored.filter,
+                            });
                             continue;
                         }
                         let identifier = stored.identifier.and_then(NonZeroU32::new);
@@ -1224,34 +1252,122 @@ impl Server {
         }
     }
 
-    /// Queues stored messages back into their sessions, in the order the hook gives them; they
-    /// are sent (as new deliveries) when the client reconnects.
+    /// Restores one stored session: offline, with its expiry clock (started at its disconnection,
+    /// or now if its client was connected when the server stopped), its pending Will (published
+    /// after its delay, as if the connection had closed now) and its inbound QoS 2 state.
+    fn restore_session(&self, stored: crate::storage::StoredClient, now: Instant, unix_now: u64) {
+        let inner = &self.inner;
+        let client_id = ClientId::from(stored.client_id.as_str());
+        let expires_in = match stored.expires_at_unix {
+            Some(at) if at <= unix_now => {
+                // Expired while the server was down.
+                info!(client_id = %client_id, "stored session expired while the server was down");
+                inner.hooks.storage(&StorageEvent::SessionEnded {
+                    client_id: &stored.client_id,
+                });
+                return;
+            }
+            Some(at) => Some(at - unix_now),
+            None if stored.session_expiry_interval == u32::MAX => None,
+            None => Some(u64::from(stored.session_expiry_interval)),
+        };
+        let session = Arc::new(Session::new(client_id.clone(), stored.protocol));
+        let will_delay = {
+            let mut state = session.state.lock();
+            state.expiry_interval = stored.session_expiry_interval;
+            state.persist = true;
+            let mut info = ClientInfo::inline(client_id.clone());
+            info.inline = false;
+            info.protocol = stored.protocol;
+            info.clean_start = false;
+            info.username = stored.username.and_then(|u| MqttString::new(u).ok());
+            info.connection = ConnectionInfo::new("restored", None);
+            state.client = Some(Arc::new(info));
+            state.inbound_qos2 = stored.inbound_qos2.into_iter().collect();
+            state.will = stored.will;
+            state.will.as_ref().map(|will| {
+                let delay = if stored.protocol.is_v5() {
+                    u64::from(will.properties.will_delay_interval.unwrap_or(0))
+                } else {
+                    0
+                };
+                expires_in.map_or(delay, |left| delay.min(left))
+            })
+        };
+        // A restored session expires like any disconnected one (generation 0: no connection has
+        // taken it yet).
+        if let Some(left) = expires_in {
+            inner.timers.schedule(
+                now + Duration::from_secs(left),
+                TimerEvent::SessionExpiry {
+                    client_id: client_id.clone(),
+                    generation: 0,
+                },
+            );
+        }
+        if let Some(delay) = will_delay {
+            inner.timers.schedule(
+                now + Duration::from_secs(delay),
+                TimerEvent::WillDelay {
+                    client_id: client_id.clone(),
+                    generation: 0,
+                },
+            );
+        }
+        if inner.sessions.lock().insert(client_id, session).is_none() {
+            sys::add(&inner.info.sessions, 1);
+        }
+    }
+
+    /// Puts stored messages back into their sessions as they stood, in the order the hook gives
+    /// them: queued, or in flight with their packet ids (resent with DUP, or as PUBREL, when the
+    /// client reconnects [MQTT-4.4.0-1]).
     fn restore_queued(&self, now: Instant, unix_now: u64) {
         let inner = &self.inner;
         for hook in inner.hooks.with(HookEvents::STORED_INFLIGHT_MESSAGES) {
             match hook.stored_inflight_messages() {
                 Ok(messages) if !messages.is_empty() => {
-                    let mut staged = Vec::new();
                     for stored in messages {
-                        let Some(client_id) = stored.client_id.as_deref() else {
+                        let Some(client_id) = stored.client_id.clone() else {
                             continue;
                         };
-                        let Some(session) = inner.sessions.lock().get(client_id).cloned() else {
-                            continue;
-                        };
-                        let Some(message) = restored_message(stored, now, unix_now) else {
+                        let seq = stored.seq;
+                        let session = inner.sessions.lock().get(client_id.as_str()).cloned();
+                        let flow = stored.flow;
+                        let identifiers: Vec<NonZeroU32> = stored
+                            .subscription_identifiers
+                            .iter()
+                            .filter_map(|&id| NonZeroU32::new(id))
+                            .collect();
+                        let (qos, retain) = (stored.qos, stored.retain);
+                        let message = restored_message(stored, now, unix_now);
+                        let (Some(session), Some(message)) = (session, message) else {
+                            // Its session is gone, or it expired: the store forgets it.
+                            inner.hooks.storage(&StorageEvent::MessageRemoved {
+                                client_id: &client_id,
+                                seq,
+                            });
                             continue;
                         };
                         let delivery = Delivery {
-                            qos: message.qos,
-                            retain: message.retain,
-                            subscription_identifiers: Vec::new(),
+                            qos,
+                            retain,
+                            subscription_identifiers: identifiers,
                             shared: None,
+                            seq,
                             message,
                         };
-                        staged.push((session, delivery));
+                        let (packet_id, released) = match flow {
+                            crate::storage::StoredFlow::Queued => (None, false),
+                            crate::storage::StoredFlow::Published(id) => (Some(id), false),
+                            crate::storage::StoredFlow::Released(id) => (Some(id), true),
+                        };
+                        session
+                            .state
+                            .lock()
+                            .outbound
+                            .restore(delivery, packet_id, released);
                     }
-                    self.deliver(&mut staged);
                     break;
                 }
                 Ok(_) => {}

@@ -137,6 +137,9 @@ pub(crate) struct SessionState {
     pub(crate) will: Option<Will>,
     /// The generation of the last connection that took this session.
     pub(crate) last_generation: u64,
+    /// Whether storage hooks mirror this session (it outlives its connection and a hook
+    /// provides `ON_STORAGE_EVENT`).
+    pub(crate) persist: bool,
 }
 
 impl SessionState {
@@ -187,6 +190,7 @@ impl Session {
                 control: VecDeque::new(),
                 will: None,
                 last_generation: 0,
+                persist: false,
             }),
             connected: AtomicBool::new(false),
             inline_sink: None,

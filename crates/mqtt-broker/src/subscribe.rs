@@ -1,5 +1,6 @@
 //! SUBSCRIBE and UNSUBSCRIBE processing, shared by connections and `Server::inject_packet`.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use mqtt_packets::{ReasonCode, RetainHandling, Subscribe, Unsubscribe};
@@ -9,6 +10,7 @@ use tokio::time::Instant;
 use crate::hooks::{Access, HookEvents};
 use crate::message::Delivery;
 use crate::session::{Session, SubscriptionEntry};
+use crate::storage::{StorageEvent, StoredSubscription};
 use crate::sys;
 use crate::{ClientInfo, Server};
 
@@ -94,11 +96,18 @@ pub(crate) fn subscribe(
         if !existed {
             sys::add(&inner.info.subscriptions, 1);
         }
-        session
-            .state
-            .lock()
-            .subscriptions
-            .insert(filter.to_string(), (options, identifier));
+        let persist = {
+            let mut state = session.state.lock();
+            state
+                .subscriptions
+                .insert(filter.to_string(), (options, identifier));
+            state.persist
+        };
+        if persist {
+            let mut stored = StoredSubscription::new(session.client_id.as_ref(), filter, options);
+            stored.identifier = identifier.map(NonZeroU32::get);
+            inner.hooks.storage(&StorageEvent::Subscribed(&stored));
+        }
         codes.push(ReasonCode::granted(options.maximum_qos));
         // Retained messages: never for shared subscriptions (§4.8.2); by Retain Handling
         // otherwise [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11].
@@ -120,6 +129,11 @@ pub(crate) fn subscribe(
             if message.is_expired(now) {
                 if inner.retained.remove(&topic).is_some() {
                     sys::sub(&inner.info.retained, u64::from(!topic.starts_with('$')));
+                    if !topic.starts_with('$') {
+                        inner
+                            .hooks
+                            .storage(&StorageEvent::RetainedCleared { topic: &topic });
+                    }
                     for hook in inner.hooks.with(HookEvents::ON_RETAINED_EXPIRED) {
                         hook.on_retained_expired(&topic);
                     }
@@ -135,6 +149,7 @@ pub(crate) fn subscribe(
                 retain: true,
                 subscription_identifiers: identifier.into_iter().collect(),
                 shared: None,
+                seq: 0,
                 message,
             };
             if inner.hooks.provides(HookEvents::ON_RETAIN_PUBLISHED) {
@@ -176,7 +191,16 @@ pub(crate) fn unsubscribe(
         .filters
         .iter()
         .map(|filter| {
-            session.state.lock().subscriptions.remove(filter.as_str());
+            let persist = {
+                let mut state = session.state.lock();
+                state.subscriptions.remove(filter.as_str()).is_some() && state.persist
+            };
+            if persist {
+                inner.hooks.storage(&StorageEvent::Unsubscribed {
+                    client_id: &session.client_id,
+                    filter: filter.as_str(),
+                });
+            }
             if inner.trie.remove(&session.client_id, filter).is_some() {
                 sys::sub(&inner.info.subscriptions, 1);
                 ReasonCode::SUCCESS

@@ -5,13 +5,65 @@
 //!
 //! - [`Backend`]: a small key-value trait (put, delete, get, scan by prefix, atomic batch) that
 //!   each backend crate implements (`mqtt-hook-sled`, `mqtt-hook-rocksdb`, `mqtt-hook-redis`);
-//!   [`MemoryBackend`] is the in-memory one used in tests.
+//!   [`MemoryBackend`] keeps everything in memory, for tests.
+//! - [`StorageHook`] (feature `hook`, on by default): the one storage hook. It turns the
+//!   broker's [`StorageEvent`](mqtt_broker::storage::StorageEvent)s into versioned records
+//!   (see the key layout in the `keys` module docs and [`RECORD_VERSION`]), hands them to a writer
+//!   task that commits them in batches (group commit), and gives the stored state back to the
+//!   server at start through the `stored_*` hook methods.
 //! - `conformance` (feature `conformance`): the generic test suite every backend passes.
+//!
+//! # Durability
+//!
+//! [`Durability::Batched`] (the default, every 5 ms): acknowledgements do not wait for storage;
+//! a crash loses the changes of the last flush interval plus one write (messages acknowledged
+//! in that window, subscriptions made in it). [`Durability::Sync`]: the broker sends PUBACK,
+//! PUBREC and PUBCOMP, and CONNACK to a client whose session outlives its connection, only after
+//! the records they depend on are committed; a crash loses nothing that was acknowledged.
+//! In both modes the writer batches everything pending into one backend transaction, and a
+//! message queued and acknowledged within one batch never reaches the backend.
+//!
+//! QoS 0 messages queued for offline sessions are not stored (at most once allows their loss).
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use mqtt_broker::{AllowAllHook, Options, Server};
+//! use mqtt_storage::{Durability, MemoryBackend, StorageHook, StorageOptions};
+//!
+//! let backend = MemoryBackend::new();
+//! let options = StorageOptions { durability: Durability::Sync, ..StorageOptions::default() };
+//! let storage = std::sync::Arc::new(StorageHook::open(backend, options).await?);
+//! let server = Server::new(Options::default());
+//! server.add_hook(AllowAllHook)?;
+//! server.add_hook_arc(storage.clone())?;
+//! // ... serve; at shutdown:
+//! server.close().await;
+//! storage.close(std::time::Duration::from_secs(5)).await;
+//! # Ok(())
+//! # }
+//! ```
 
 mod backend;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "hook")]
+mod hook;
+#[cfg(feature = "hook")]
+mod keys;
 mod memory;
+#[cfg(feature = "hook")]
+mod records;
+#[cfg(feature = "hook")]
+mod writer;
 
 pub use backend::{Backend, BackendError, Batch, BoxFuture, Op};
+#[cfg(feature = "hook")]
+pub use hook::{StorageError, StorageHealth, StorageHook, StorageOptions};
 pub use memory::MemoryBackend;
+#[cfg(feature = "hook")]
+pub use records::{RECORD_VERSION, RecordError};
+#[cfg(feature = "hook")]
+pub use writer::{Durability, StorageStats};

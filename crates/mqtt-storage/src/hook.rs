@@ -1,0 +1,433 @@
+//! The storage hook: turns broker events into records for the writer, and hands the stored state
+//! back at start.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use mqtt_broker::hooks::{BoxFuture, HookError, HookEvents};
+use mqtt_broker::storage::{
+    StorageEvent, StoredClient, StoredFlow, StoredMessage, StoredSubscription, StoredSysInfo,
+};
+use mqtt_broker::sys::SysInfo;
+use mqtt_broker::{Hook, Options};
+use parking_lot::Mutex;
+use tracing::{info, warn};
+
+use crate::backend::{Backend, BackendError};
+use crate::keys;
+use crate::records::{
+    self, ClientRecord, FlowRecord, MessageRecord, SubscriptionRecord, SysRecord,
+};
+use crate::writer::{self, Durability, Shared, StorageStats};
+
+/// Settings of a [`StorageHook`].
+#[derive(Debug, Clone)]
+pub struct StorageOptions {
+    /// When records become durable (default: batched every 5 ms).
+    pub durability: Durability,
+    /// Changes kept pending at most while the backend is slow or down; past it, new changes are
+    /// dropped (counted in [`StorageStats::dropped`]) so the broker's memory stays bounded.
+    /// Default: 1,000,000.
+    pub max_pending: usize,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::default(),
+            max_pending: 1_000_000,
+        }
+    }
+}
+
+/// Why the storage could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The backend failed while the stored state was read.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// How the storage is doing, for `/healthz` and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StorageHealth {
+    /// The backend's name.
+    pub backend: &'static str,
+    /// Whether the last write succeeded and nothing was dropped since.
+    pub healthy: bool,
+    /// The last write error, while failing.
+    pub last_error: Option<String>,
+    /// Changes waiting for the writer.
+    pub pending: u64,
+    /// Failed writes since start.
+    pub errors: u64,
+    /// Changes dropped because too much was pending.
+    pub dropped: u64,
+}
+
+/// What was read at start, handed to the server once through the `stored_*` methods.
+#[derive(Debug, Default)]
+struct Snapshot {
+    clients: Vec<StoredClient>,
+    subscriptions: Vec<StoredSubscription>,
+    messages: Vec<StoredMessage>,
+    retained: Vec<StoredMessage>,
+    sys: Option<StoredSysInfo>,
+}
+
+/// The storage hook: persists sessions, subscriptions, queued and inflight messages, inbound QoS
+/// 2 state, retained messages and `$SYS` counters through any [`Backend`], and restores them
+/// at start.
+///
+/// Events only queue records (a short lock, no I/O); a writer task commits them in batches
+/// (see [`Durability`]). Backend errors are logged, counted in [`StorageStats`] and shown by
+/// [`StorageHook::health`]; the writer retries with back-off, and the broker keeps serving.
+///
+/// Cancel safety: [`StorageHook::open`] may be dropped before it completes (nothing is started
+/// until it has read the stored state); [`StorageHook::flush`] may be dropped at any time.
+#[derive(Debug)]
+pub struct StorageHook {
+    backend: &'static str,
+    shared: Arc<Shared>,
+    snapshot: Mutex<Snapshot>,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl StorageHook {
+    /// Reads the stored state from `backend` and starts the writer task (on the current Tokio
+    /// runtime). Unreadable records are skipped and counted; records of sessions that no longer
+    /// exist are removed.
+    pub async fn open<B: Backend>(backend: B, options: StorageOptions) -> Result<Self, StorageError> {
+        let shared = Shared::new(options.durability, options.max_pending);
+        let snapshot = load(&backend, &shared).await?;
+        info!(
+            backend = backend.name(),
+            sessions = snapshot.clients.len(),
+            subscriptions = snapshot.subscriptions.len(),
+            messages = snapshot.messages.len(),
+            retained = snapshot.retained.len(),
+            "storage opened"
+        );
+        let name = backend.name();
+        let writer = tokio::spawn(writer::run(backend, shared.clone()));
+        Ok(Self {
+            backend: name,
+            shared,
+            snapshot: Mutex::new(snapshot),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// The hook's counters.
+    pub fn stats(&self) -> Arc<StorageStats> {
+        self.shared.stats.clone()
+    }
+
+    /// How the storage is doing.
+    pub fn health(&self) -> StorageHealth {
+        let stats = &self.shared.stats;
+        let dropped = stats.dropped.load(Ordering::Relaxed);
+        let failing = stats.failing.load(Ordering::Relaxed);
+        StorageHealth {
+            backend: self.backend,
+            healthy: !failing,
+            last_error: self.shared.last_error(),
+            pending: stats.pending.load(Ordering::Relaxed),
+            errors: stats.errors.load(Ordering::Relaxed),
+            dropped,
+        }
+    }
+
+    /// Waits until every change queued so far is committed (in any durability mode).
+    pub async fn flush(&self) {
+        let target = self.shared.ticket();
+        let mut committed = self.shared.committed.subscribe();
+        if *committed.borrow() >= target {
+            return;
+        }
+        self.shared.flush_now();
+        let _ = committed.wait_for(|&done| done >= target).await;
+    }
+
+    /// Writes what is pending and stops the writer. Waits at most `deadline` (the backend may
+    /// be down), then stops the writer where it is: what was not written by then is lost.
+    /// Returns whether everything was written. Events after the close are not stored.
+    pub async fn close(&self, deadline: std::time::Duration) -> bool {
+        let target = self.shared.ticket();
+        self.shared.close();
+        let writer = self.writer.lock().take();
+        let Some(mut writer) = writer else {
+            return *self.shared.committed.borrow() >= target;
+        };
+        match tokio::time::timeout(deadline, &mut writer).await {
+            Ok(_) => *self.shared.committed.borrow() >= target,
+            Err(_) => {
+                writer.abort();
+                let _ = writer.await;
+                false
+            }
+        }
+    }
+}
+
+/// Reads every record and assembles the snapshot; queues the removal of orphans.
+async fn load<B: Backend>(backend: &B, shared: &Shared) -> Result<Snapshot, StorageError> {
+    let mut snapshot = Snapshot::default();
+    let unreadable = |key: &[u8], error: &dyn std::fmt::Display| {
+        shared.stats.unreadable.fetch_add(1, Ordering::Relaxed);
+        warn!(key = %String::from_utf8_lossy(key).replace('\0', "/"), %error, "unreadable stored record skipped");
+    };
+    let mut clients: BTreeMap<String, StoredClient> = BTreeMap::new();
+    for (key, value) in backend.scan_prefix(&keys::kind(keys::CLIENT)).await? {
+        match records::decode::<ClientRecord>(&value) {
+            Ok(record) => {
+                clients.insert(record.client_id.clone(), record.to_stored());
+            }
+            Err(error) => unreadable(&key, &error),
+        }
+    }
+    for (key, _) in backend.scan_prefix(&keys::kind(keys::INBOUND)).await? {
+        let parsed = keys::split(&key).and_then(|(c, part)| Some((c, keys::packet_id_of(part)?)));
+        match parsed {
+            Some((client_id, id)) => match clients.get_mut(client_id) {
+                Some(client) => client.inbound_qos2.push(id),
+                None => shared.delete(key.clone()),
+            },
+            None => unreadable(&key, &"bad key"),
+        }
+    }
+    for (key, value) in backend.scan_prefix(&keys::kind(keys::SUBSCRIPTION)).await? {
+        let Some((client_id, _)) = keys::split(&key) else {
+            unreadable(&key, &"bad key");
+            continue;
+        };
+        if !clients.contains_key(client_id) {
+            shared.delete(key.clone());
+            continue;
+        }
+        match records::decode::<SubscriptionRecord>(&value) {
+            Ok(record) => snapshot.subscriptions.push(record.to_stored()),
+            Err(error) => unreadable(&key, &error),
+        }
+    }
+    let mut flows: HashMap<(String, u64), StoredFlow> = HashMap::new();
+    for (key, value) in backend.scan_prefix(&keys::kind(keys::FLOW)).await? {
+        let parsed = keys::split(&key).and_then(|(c, part)| Some((c, keys::seq_of(part)?)));
+        match (parsed, records::decode::<FlowRecord>(&value)) {
+            (Some((client_id, seq)), Ok(flow)) => {
+                flows.insert((client_id.to_string(), seq), flow.to_stored());
+            }
+            (_, Err(error)) => unreadable(&key, &error),
+            (None, _) => unreadable(&key, &"bad key"),
+        }
+    }
+    let mut seen: HashSet<(String, u64)> = HashSet::new();
+    for (key, value) in backend.scan_prefix(&keys::kind(keys::MESSAGE)).await? {
+        let parsed = keys::split(&key).and_then(|(c, part)| Some((c, keys::seq_of(part)?)));
+        let Some((client_id, seq)) = parsed else {
+            unreadable(&key, &"bad key");
+            continue;
+        };
+        if !clients.contains_key(client_id) {
+            shared.delete(key.clone());
+            shared.delete(keys::client_key(keys::FLOW, client_id, &seq.to_be_bytes()));
+            continue;
+        }
+        match records::decode::<MessageRecord>(&value) {
+            Ok(record) => {
+                let id = (client_id.to_string(), seq);
+                let flow = flows.get(&id).copied().unwrap_or_default();
+                seen.insert(id);
+                snapshot.messages.push(record.to_stored(flow));
+            }
+            Err(error) => unreadable(&key, &error),
+        }
+    }
+    // Flow records without their message are leftovers.
+    for (client_id, seq) in flows.keys() {
+        if !seen.contains(&(client_id.clone(), *seq)) {
+            shared.delete(keys::client_key(keys::FLOW, client_id, &seq.to_be_bytes()));
+        }
+    }
+    for (key, value) in backend.scan_prefix(&keys::kind(keys::RETAINED)).await? {
+        match records::decode::<MessageRecord>(&value) {
+            Ok(record) => snapshot.retained.push(record.to_stored(StoredFlow::Queued)),
+            Err(error) => unreadable(&key, &error),
+        }
+    }
+    if let Some(value) = backend.get(keys::SYS).await? {
+        match records::decode::<SysRecord>(&value) {
+            Ok(record) => snapshot.sys = Some(record.to_stored()),
+            Err(error) => unreadable(keys::SYS, &error),
+        }
+    }
+    snapshot.clients = clients.into_values().collect();
+    Ok(snapshot)
+}
+
+impl Hook for StorageHook {
+    fn id(&self) -> &str {
+        "storage"
+    }
+
+    fn provides(&self) -> HookEvents {
+        let events = HookEvents::ON_STORAGE_EVENT
+            | HookEvents::ON_SYS_INFO_TICK
+            | HookEvents::STORED_CLIENTS
+            | HookEvents::STORED_SUBSCRIPTIONS
+            | HookEvents::STORED_INFLIGHT_MESSAGES
+            | HookEvents::STORED_RETAINED_MESSAGES
+            | HookEvents::STORED_SYS_INFO;
+        if self.shared.durability == Durability::Sync {
+            events | HookEvents::DURABLE
+        } else {
+            events
+        }
+    }
+
+    fn init(&self, _: &Options) -> Result<(), HookError> {
+        Ok(())
+    }
+
+    fn stop(&self) {
+        self.shared.flush_now();
+    }
+
+    fn on_storage_event(&self, event: &StorageEvent<'_>) {
+        let shared = &self.shared;
+        match event {
+            StorageEvent::Session(client) => shared.put(
+                keys::named(keys::CLIENT, &client.client_id),
+                records::encode(&ClientRecord::from_stored(client)),
+                false,
+            ),
+            StorageEvent::SessionEnded { client_id } => {
+                shared.delete(keys::named(keys::CLIENT, client_id));
+                for kind in [keys::SUBSCRIPTION, keys::MESSAGE, keys::FLOW, keys::INBOUND] {
+                    shared.delete_prefix(keys::client_prefix(kind, client_id));
+                }
+            }
+            StorageEvent::Subscribed(subscription) => shared.put(
+                keys::client_key(
+                    keys::SUBSCRIPTION,
+                    &subscription.client_id,
+                    subscription.filter.as_bytes(),
+                ),
+                records::encode(&SubscriptionRecord::from_stored(subscription)),
+                false,
+            ),
+            StorageEvent::Unsubscribed { client_id, filter } => shared.delete(keys::client_key(
+                keys::SUBSCRIPTION,
+                client_id,
+                filter.as_bytes(),
+            )),
+            StorageEvent::MessageQueued(message) => {
+                let Some(client_id) = message.client_id.as_deref() else {
+                    return;
+                };
+                shared.put(
+                    keys::client_key(keys::MESSAGE, client_id, &message.seq.to_be_bytes()),
+                    records::encode(&MessageRecord::from_stored(message)),
+                    true,
+                );
+            }
+            StorageEvent::MessageFlow {
+                client_id,
+                seq,
+                flow,
+            } => {
+                let key = keys::client_key(keys::FLOW, client_id, &seq.to_be_bytes());
+                match FlowRecord::from_stored(*flow) {
+                    Some(record) => shared.put(
+                        key,
+                        records::encode(&record),
+                        matches!(flow, StoredFlow::Published(_)),
+                    ),
+                    None => shared.delete(key),
+                }
+            }
+            StorageEvent::MessageRemoved { client_id, seq } => {
+                shared.delete(keys::client_key(keys::MESSAGE, client_id, &seq.to_be_bytes()));
+                shared.delete(keys::client_key(keys::FLOW, client_id, &seq.to_be_bytes()));
+            }
+            StorageEvent::InboundQos2 {
+                client_id,
+                packet_id,
+            } => shared.put(
+                keys::client_key(keys::INBOUND, client_id, &packet_id.to_be_bytes()),
+                Vec::new(),
+                true,
+            ),
+            StorageEvent::InboundQos2Released {
+                client_id,
+                packet_id,
+            } => shared.delete(keys::client_key(
+                keys::INBOUND,
+                client_id,
+                &packet_id.to_be_bytes(),
+            )),
+            StorageEvent::RetainedSet(message) => shared.put(
+                keys::named(keys::RETAINED, &message.topic),
+                records::encode(&MessageRecord::from_stored(message)),
+                false,
+            ),
+            StorageEvent::RetainedCleared { topic } => {
+                shared.delete(keys::named(keys::RETAINED, topic));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_sys_info_tick(&self, info: &SysInfo) {
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        let record = SysRecord::new(
+            load(&info.messages_received),
+            load(&info.messages_sent),
+            load(&info.bytes_received),
+            load(&info.bytes_sent),
+        );
+        self.shared
+            .put(keys::SYS.to_vec(), records::encode(&record), false);
+    }
+
+    fn durable(&self) -> Option<BoxFuture<'static, Result<(), HookError>>> {
+        if self.shared.durability != Durability::Sync {
+            return None;
+        }
+        let target = self.shared.ticket();
+        let mut committed = self.shared.committed.subscribe();
+        if *committed.borrow() >= target {
+            return None;
+        }
+        Some(Box::pin(async move {
+            committed
+                .wait_for(|&done| done >= target)
+                .await
+                .map(|_| ())
+                .map_err(|_| HookError::new("storage", "the storage writer stopped"))
+        }))
+    }
+
+    fn stored_clients(&self) -> Result<Vec<StoredClient>, HookError> {
+        Ok(std::mem::take(&mut self.snapshot.lock().clients))
+    }
+
+    fn stored_subscriptions(&self) -> Result<Vec<StoredSubscription>, HookError> {
+        Ok(std::mem::take(&mut self.snapshot.lock().subscriptions))
+    }
+
+    fn stored_inflight_messages(&self) -> Result<Vec<StoredMessage>, HookError> {
+        Ok(std::mem::take(&mut self.snapshot.lock().messages))
+    }
+
+    fn stored_retained_messages(&self) -> Result<Vec<StoredMessage>, HookError> {
+        Ok(std::mem::take(&mut self.snapshot.lock().retained))
+    }
+
+    fn stored_sys_info(&self) -> Result<Option<StoredSysInfo>, HookError> {
+        Ok(self.snapshot.lock().sys.take())
+    }
+}
