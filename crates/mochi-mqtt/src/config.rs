@@ -242,6 +242,69 @@ pub(crate) struct CompatibilitiesConfig {
 pub(crate) struct HooksConfig {
     pub(crate) auth: AuthConfig,
     pub(crate) debug: DebugConfig,
+    pub(crate) storage: StorageConfig,
+}
+
+/// Persistence: which backend, and when records become durable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct StorageConfig {
+    /// `none` (in memory, lost on restart), `sled`, `rocksdb` or `redis` (each needs its Cargo
+    /// feature; `sled` is in the default set).
+    pub(crate) backend: StorageBackend,
+    /// `batched` (written every `flush_interval_ms`; a crash loses that window) or `sync`
+    /// (acknowledgements wait for the commit; a crash loses nothing acknowledged).
+    pub(crate) durability: DurabilityConfig,
+    /// How often `batched` writes, in milliseconds.
+    pub(crate) flush_interval_ms: u64,
+    /// Changes kept pending at most while the backend is down, before new ones are dropped.
+    pub(crate) max_pending: usize,
+    /// The sled database.
+    #[cfg(feature = "sled")]
+    pub(crate) sled: mqtt_hook_sled::SledOptions,
+    /// The RocksDB database.
+    #[cfg(feature = "rocksdb")]
+    pub(crate) rocksdb: mqtt_hook_rocksdb::RocksDbOptions,
+    /// The Redis server.
+    #[cfg(feature = "redis")]
+    pub(crate) redis: mqtt_hook_redis::RedisOptions,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            backend: StorageBackend::None,
+            durability: DurabilityConfig::Batched,
+            flush_interval_ms: 5,
+            max_pending: mqtt_storage::StorageOptions::default().max_pending,
+            #[cfg(feature = "sled")]
+            sled: mqtt_hook_sled::SledOptions::default(),
+            #[cfg(feature = "rocksdb")]
+            rocksdb: mqtt_hook_rocksdb::RocksDbOptions::default(),
+            #[cfg(feature = "redis")]
+            redis: mqtt_hook_redis::RedisOptions::default(),
+        }
+    }
+}
+
+/// The storage backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum StorageBackend {
+    #[default]
+    None,
+    Sled,
+    Rocksdb,
+    Redis,
+}
+
+/// When records become durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum DurabilityConfig {
+    #[default]
+    Batched,
+    Sync,
 }
 
 /// Authentication: a ledger from a file (reloaded on SIGHUP), an inline ledger, or allow-all.
@@ -458,9 +521,42 @@ impl Config {
         if auth.allow_all && (auth.ledger.is_some() || auth.ledger_file.is_some()) {
             bail!("hooks.auth.allow_all: must be false when a ledger is given");
         }
+        let storage = &self.hooks.storage;
+        let built = match storage.backend {
+            StorageBackend::None => true,
+            StorageBackend::Sled => cfg!(feature = "sled"),
+            StorageBackend::Rocksdb => cfg!(feature = "rocksdb"),
+            StorageBackend::Redis => cfg!(feature = "redis"),
+        };
+        if !built {
+            bail!(
+                "hooks.storage.backend: this mochi was built without the {:?} feature",
+                storage.backend
+            );
+        }
+        if storage.flush_interval_ms == 0 || storage.flush_interval_ms > 60_000 {
+            bail!("hooks.storage.flush_interval_ms: must be 1 to 60000");
+        }
+        if storage.max_pending == 0 {
+            bail!("hooks.storage.max_pending: must be above 0");
+        }
         tracing_subscriber::EnvFilter::try_new(&self.logging.level)
             .map_err(|error| anyhow::anyhow!("logging.level: {error}"))?;
         Ok(())
+    }
+
+    /// The storage hook's settings.
+    pub(crate) fn storage_options(&self) -> mqtt_storage::StorageOptions {
+        let storage = &self.hooks.storage;
+        mqtt_storage::StorageOptions {
+            durability: match storage.durability {
+                DurabilityConfig::Batched => mqtt_storage::Durability::Batched {
+                    flush_interval: Duration::from_millis(storage.flush_interval_ms),
+                },
+                DurabilityConfig::Sync => mqtt_storage::Durability::Sync,
+            },
+            max_pending: storage.max_pending,
+        }
     }
 
     /// The broker options.

@@ -39,11 +39,14 @@
 //! | `listeners` | yes | [`listeners`]: TCP, TLS, WebSocket, secure WebSocket, Unix socket, HTTP stats |
 //! | `auth` | yes | [`auth`]: allow-all, the rule ledger (with reload), SCRAM-SHA-256 |
 //! | `debug` | yes | [`debug`]: a hook logging every packet with `tracing` |
-//! | `cli` | yes | the `mochi` binary (clap, TOML configuration, `tracing-subscriber`); turns on the three above |
+//! | `storage` | with a backend | [`storage`]: the storage hook (sessions, subscriptions, queued messages and retained messages survive restarts), its record model and the backend trait |
+//! | `sled` | yes | [`sled`]: the embedded sled backend |
+//! | `rocksdb` | no | [`rocksdb`]: the embedded RocksDB backend (C++; longer to build) |
+//! | `redis` | no | [`redis`]: the Redis backend |
+//! | `cli` | yes | the `mochi` binary (clap, TOML configuration, `tracing-subscriber`); turns on `listeners`, `auth`, `debug` and `storage` |
 //!
 //! A library user who needs only some of them writes
 //! `mochi-mqtt = { version = "0.1", default-features = false, features = ["listeners", "auth"] }`.
-//! Storage hooks (sled, RocksDB, Redis) are not available yet.
 //!
 //! The codec ([`packets`]), the topic structures ([`topics`]) and the broker ([`broker`]) are
 //! always there; the broker's main types are also at the crate root.
@@ -75,6 +78,23 @@ pub use mqtt_hook_auth as auth;
 /// The packet-logging debug hook (the `mqtt-hook-debug` crate).
 #[cfg(feature = "debug")]
 pub use mqtt_hook_debug as debug;
+
+/// Persistence: the storage hook, its record model and the backend trait (the `mqtt-storage`
+/// crate).
+#[cfg(feature = "storage")]
+pub use mqtt_storage as storage;
+
+/// The sled storage backend (the `mqtt-hook-sled` crate).
+#[cfg(feature = "sled")]
+pub use mqtt_hook_sled as sled;
+
+/// The RocksDB storage backend (the `mqtt-hook-rocksdb` crate).
+#[cfg(feature = "rocksdb")]
+pub use mqtt_hook_rocksdb as rocksdb;
+
+/// The Redis storage backend (the `mqtt-hook-redis` crate).
+#[cfg(feature = "redis")]
+pub use mqtt_hook_redis as redis;
 
 pub use mqtt_broker::{
     AllowAllHook, BrokerError, Capabilities, ClientInfo, Compatibilities, ConnectRefusal,

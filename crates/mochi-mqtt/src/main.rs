@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod run;
+mod storage;
 
 use std::process::ExitCode;
 
@@ -10,6 +11,11 @@ use clap::Parser as _;
 
 use crate::cli::Cli;
 use crate::config::{Config, LogFormat};
+
+// mimalloc: the storage writer frees, on its own thread, what the packet path allocated, and
+// glibc's malloc arenas contend there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The exit status for an invalid configuration.
 const EXIT_BAD_CONFIG: u8 = 2;

@@ -20,12 +20,15 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     println!("Mochi MQTT {} (mochi-rs)", env!("CARGO_PKG_VERSION"));
     let server = Server::new(config.broker_options());
     let ledger = add_hooks(&server, &config).await?;
-    println!("storage: in memory (sessions and retained messages are lost on restart)");
+    let storage = crate::storage::open(&config).await?;
+    if let Some(storage) = &storage {
+        server.add_hook_arc(storage.clone())?;
+    }
 
     let listeners = Listeners::new();
     let mut stats = Vec::new();
     for listener_config in &config.listeners.0 {
-        let (listener, http) = bind(listener_config)
+        let (listener, http) = bind(listener_config, storage.as_ref())
             .await
             .with_context(|| format!("listener {:?}", listener_config.id))?;
         if let Some(http) = http {
@@ -56,12 +59,23 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     println!("shutting down ({signal})");
     info!(signal, "shutting down");
     let deadline = config.shutdown_timeout() + Duration::from_secs(1);
+    let started = tokio::time::Instant::now();
     let closing = async {
         listeners.close_all().await;
         server.close().await;
     };
     if tokio::time::timeout(deadline, closing).await.is_err() {
         warn!(?deadline, "shutdown deadline passed; stopping anyway");
+    }
+    if let Some(storage) = &storage {
+        // What the sessions left at close is written before the process ends.
+        let left = deadline.saturating_sub(started.elapsed()) + Duration::from_secs(2);
+        if storage.close(left).await {
+            println!("storage: flushed");
+        } else {
+            println!("storage: NOT fully flushed (the backend did not answer in time)");
+            warn!("storage not fully flushed at shutdown");
+        }
     }
     println!("stopped");
     Ok(())
@@ -103,6 +117,7 @@ async fn add_hooks(server: &Server, config: &Config) -> anyhow::Result<Option<Ar
 /// Binds one listener; HTTP stats listeners are also returned on their own, to track the others.
 async fn bind(
     config: &ListenerConfig,
+    storage: Option<&Arc<mqtt_storage::StorageHook>>,
 ) -> anyhow::Result<(Arc<dyn Listener>, Option<Arc<HttpStats>>)> {
     let id = config.id.as_str();
     let address = config.address.as_str();
@@ -135,6 +150,13 @@ async fn bind(
         }
         ListenerKind::Http => {
             let mut http = HttpStatsConfig::default();
+            if let Some(storage) = storage {
+                // `/healthz` answers 503 while storage writes fail; `/metrics` counts them.
+                let check = storage.clone();
+                http = http.with_health_check(move || check.health().healthy);
+                let metrics = storage.clone();
+                http = http.with_extra_metrics(move || metrics.prometheus_text());
+            }
             http.maximum_connections = config.maximum_connections;
             let stats = Arc::new(HttpStats::bind(id, address, http).await?);
             return Ok((stats.clone(), Some(stats)));

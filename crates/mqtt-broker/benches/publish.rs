@@ -12,148 +12,16 @@
     clippy::indexing_slicing
 )]
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
 use mqtt_broker::{AllowAllHook, Options, Server};
-use mqtt_packets::{
-    Connect, DecodeContext, MqttString, Packet, PacketId, Protocol, PubAck, Publish, QoS,
-    Subscribe, Subscription, decode,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use mqtt_packets::QoS;
 
-const PROTOCOL: Protocol = Protocol::V3_1_1;
+#[path = "support/clients.rs"]
+#[allow(dead_code)]
+mod clients;
 
-async fn connect(addr: SocketAddr, id: &str) -> (OwnedReadHalf, OwnedWriteHalf) {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (mut read, mut write) = stream.into_split();
-    let mut out = BytesMut::new();
-    let mut connect = Connect::new(PROTOCOL, MqttString::new(id).unwrap());
-    connect.keep_alive = 0;
-    Packet::from(connect).encode(PROTOCOL, &mut out).unwrap();
-    write.write_all(&out).await.unwrap();
-    let mut buf = BytesMut::new();
-    next_packet(&mut read, &mut buf).await;
-    (read, write)
-}
-
-async fn next_packet(read: &mut OwnedReadHalf, buf: &mut BytesMut) -> Packet {
-    let context = DecodeContext::new(PROTOCOL);
-    loop {
-        if let Some(packet) = decode(buf, &context).unwrap() {
-            return packet;
-        }
-        assert!(read.read_buf(buf).await.unwrap() > 0, "connection closed");
-    }
-}
-
-/// Subscribes and returns a task that counts `expected` PUBLISH packets (acking QoS 1).
-async fn subscriber(
-    addr: SocketAddr,
-    id: String,
-    filter: &str,
-    qos: QoS,
-    expected: usize,
-) -> tokio::task::JoinHandle<()> {
-    let (mut read, mut write) = connect(addr, &id).await;
-    let mut out = BytesMut::new();
-    let subscribe = Subscribe::new(
-        PacketId::MIN,
-        vec![Subscription::new(MqttString::new(filter).unwrap(), qos)],
-    );
-    Packet::from(subscribe).encode(PROTOCOL, &mut out).unwrap();
-    write.write_all(&out).await.unwrap();
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    assert!(matches!(
-        next_packet(&mut read, &mut buf).await,
-        Packet::SubAck(_)
-    ));
-    tokio::spawn(async move {
-        let context = DecodeContext::new(PROTOCOL);
-        let mut received = 0;
-        let mut acks = BytesMut::new();
-        while received < expected {
-            while let Some(packet) = decode(&mut buf, &context).unwrap() {
-                if let Packet::Publish(publish) = packet {
-                    received += 1;
-                    if let Some(id) = publish.packet_id {
-                        Packet::from(PubAck::new(id))
-                            .encode(PROTOCOL, &mut acks)
-                            .unwrap();
-                    }
-                }
-            }
-            if !acks.is_empty() {
-                write.write_all(&acks).await.unwrap();
-                acks.clear();
-            }
-            if received >= expected {
-                break;
-            }
-            if buf.capacity() - buf.len() < 16 * 1024 {
-                buf.reserve(64 * 1024);
-            }
-            assert!(
-                read.read_buf(&mut buf).await.unwrap() > 0,
-                "subscriber closed"
-            );
-        }
-    })
-}
-
-/// Publishes `count` messages to `topic`, pipelined; for QoS 1 a reader task drains PUBACKs.
-async fn publisher(
-    addr: SocketAddr,
-    id: String,
-    topic: &str,
-    qos: QoS,
-    count: usize,
-) -> tokio::task::JoinHandle<()> {
-    let (mut read, mut write) = connect(addr, &id).await;
-    let topic = MqttString::new(topic).unwrap();
-    tokio::spawn(async move {
-        let acks = tokio::spawn(async move {
-            if qos == QoS::AtMostOnce {
-                return;
-            }
-            let mut buf = BytesMut::with_capacity(64 * 1024);
-            let context = DecodeContext::new(PROTOCOL);
-            let mut acked = 0;
-            while acked < count {
-                while let Some(packet) = decode(&mut buf, &context).unwrap() {
-                    if matches!(packet, Packet::PubAck(_)) {
-                        acked += 1;
-                    }
-                }
-                if acked >= count || read.read_buf(&mut buf).await.unwrap() == 0 {
-                    break;
-                }
-            }
-        });
-        let payload = Bytes::from(vec![0x5A; 64]);
-        let mut out = BytesMut::with_capacity(128 * 1024);
-        for i in 0..count {
-            let mut publish = Publish::new(topic.clone(), payload.clone());
-            publish.qos = qos;
-            if qos != QoS::AtMostOnce {
-                publish.packet_id = PacketId::new((i % 65_535 + 1) as u16);
-            }
-            publish.encode(PROTOCOL, &mut out).unwrap();
-            if out.len() >= 64 * 1024 {
-                write.write_all(&out).await.unwrap();
-                out.clear();
-            }
-        }
-        write.write_all(&out).await.unwrap();
-        acks.await.unwrap();
-        // Keep the connection open until the subscriber has everything.
-        std::future::pending::<()>().await;
-    })
-}
+use clients::{publisher, subscriber};
 
 async fn scenario(
     name: &str,
@@ -185,7 +53,17 @@ async fn scenario(
     let expected = publishers * per_publisher;
     let mut receivers = Vec::new();
     for s in 0..subscribers {
-        receivers.push(subscriber(addr, format!("sub-{s}"), "bench/+/data", qos, expected).await);
+        receivers.push(
+            subscriber(
+                addr,
+                format!("sub-{s}"),
+                "bench/+/data",
+                qos,
+                expected,
+                true,
+            )
+            .await,
+        );
     }
     let start = Instant::now();
     let mut senders = Vec::new();
@@ -197,6 +75,7 @@ async fn scenario(
                 &format!("bench/{p}/data"),
                 qos,
                 per_publisher,
+                None,
             )
             .await,
         );

@@ -552,10 +552,7 @@ impl Connection {
         }
         // A session that outlives the connection is acknowledged (CONNACK) only once its record
         // is durable, when a storage hook asks for that.
-        if expiry > 0
-            && inner.hooks.provides(HookEvents::DURABLE)
-            && session.state.lock().persist
-        {
+        if expiry > 0 && inner.hooks.provides(HookEvents::DURABLE) && session.state.lock().persist {
             let durable =
                 tokio::time::timeout(DURABLE_CONNACK_TIMEOUT, inner.hooks.durable()).await;
             let failure = match durable {
@@ -571,12 +568,7 @@ impl Connection {
                         server.publish_will(&old_client, will);
                     }
                 }
-                send_connack(
-                    writer,
-                    protocol,
-                    refuse_with(ReasonCode::UNSPECIFIED_ERROR),
-                )
-                .await;
+                send_connack(writer, protocol, refuse_with(ReasonCode::UNSPECIFIED_ERROR)).await;
                 return None;
             }
         }
@@ -748,9 +740,11 @@ impl Connection {
         if state.persist && (clear || !persist) {
             // The stored session ends: it starts clean, or it now ends with its connection.
             state.persist = false;
-            inner.hooks.storage(&crate::storage::StorageEvent::SessionEnded {
-                client_id: &client.client_id,
-            });
+            inner
+                .hooks
+                .storage(&crate::storage::StorageEvent::SessionEnded {
+                    client_id: &client.client_id,
+                });
         }
         if clear {
             // Clean Start: discard the old session state [MQTT-3.1.2-4].
@@ -1119,7 +1113,7 @@ impl Connection {
                     (state.outbound.puback(ack.packet_id), state.persist)
                 };
                 if persist && let Some(delivery) = &delivery {
-                    self.message_removed(delivery.seq);
+                    self.message_removed(delivery.seq, delivery.qos);
                 }
                 self.completed(ack.packet_id, delivery.is_some());
                 None
@@ -1132,7 +1126,7 @@ impl Connection {
                 };
                 if persist && let Some(seq) = seq {
                     if outcome == PubRecOutcome::Dropped {
-                        self.message_removed(seq);
+                        self.message_removed(seq, QoS::ExactlyOnce);
                     } else {
                         inner.hooks.storage(&StorageEvent::MessageFlow {
                             client_id: &self.client.client_id,
@@ -1162,7 +1156,7 @@ impl Connection {
                     (state.outbound.pubcomp(comp.packet_id), state.persist)
                 };
                 if persist && let Some(seq) = seq {
-                    self.message_removed(seq);
+                    self.message_removed(seq, QoS::ExactlyOnce);
                 }
                 self.completed(comp.packet_id, seq.is_some());
                 None
@@ -1171,7 +1165,10 @@ impl Connection {
                 // Ends the inbound QoS 2 flow; an unknown id is answered 0x92 [MQTT-3.7.2-1].
                 let (known, persist) = {
                     let mut state = self.session.state.lock();
-                    (state.inbound_qos2.remove(&rel.packet_id.get()), state.persist)
+                    (
+                        state.inbound_qos2.remove(&rel.packet_id.get()),
+                        state.persist,
+                    )
                 };
                 if known && persist {
                     inner.hooks.storage(&StorageEvent::InboundQos2Released {
@@ -1263,11 +1260,15 @@ impl Connection {
     }
 
     /// A queued message of this (persistent) session left it.
-    fn message_removed(&self, seq: u64) {
-        self.server.inner.hooks.storage(&StorageEvent::MessageRemoved {
-            client_id: &self.client.client_id,
-            seq,
-        });
+    fn message_removed(&self, seq: u64, qos: QoS) {
+        self.server
+            .inner
+            .hooks
+            .storage(&StorageEvent::MessageRemoved {
+                client_id: &self.client.client_id,
+                seq,
+                qos,
+            });
     }
 
     fn completed(&self, packet_id: PacketId, known: bool) {
@@ -1503,9 +1504,14 @@ fn strip_problem_information(packet: &mut Packet) {
 /// Hands a session's subscriptions and queued messages to storage hooks, when the session
 /// starts being mirrored while it already holds some (it was resumed by a connection with a
 /// Session Expiry Interval after one without).
-fn mirror_session(inner: &crate::server::Inner, client_id: &str, state: &crate::session::SessionState) {
+fn mirror_session(
+    inner: &crate::server::Inner,
+    client_id: &str,
+    state: &crate::session::SessionState,
+) {
     for (filter, (options, identifier)) in &state.subscriptions {
-        let mut stored = crate::storage::StoredSubscription::new(client_id, filter.as_str(), *options);
+        let mut stored =
+            crate::storage::StoredSubscription::new(client_id, filter.as_str(), *options);
         stored.identifier = identifier.map(std::num::NonZeroU32::get);
         inner.hooks.storage(&StorageEvent::Subscribed(&stored));
     }
@@ -1532,6 +1538,7 @@ fn persist_flow(
             delivery,
             dup: false,
         } = item
+            && delivery.qos == QoS::ExactlyOnce
         {
             hooks.storage(&StorageEvent::MessageFlow {
                 client_id,
@@ -1545,6 +1552,7 @@ fn persist_flow(
             hooks.storage(&StorageEvent::MessageRemoved {
                 client_id,
                 seq: delivery.seq,
+                qos: delivery.qos,
             });
         }
     }
@@ -1666,6 +1674,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                             inner.hooks.storage(&StorageEvent::MessageRemoved {
                                 client_id: &client.client_id,
                                 seq,
+                                qos: publish.qos,
                             });
                         }
                     }

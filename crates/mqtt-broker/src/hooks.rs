@@ -607,9 +607,17 @@ impl Hooks {
     }
 
     /// Hands a storage event to every hook that mirrors state.
+    /// Runs on the packet path, so it walks the list under the read lock instead of cloning
+    /// it (storage hooks only queue the event).
     pub(crate) fn storage(&self, event: &StorageEvent<'_>) {
-        for hook in self.with(HookEvents::ON_STORAGE_EVENT) {
-            hook.on_storage_event(event);
+        if !self.provides(HookEvents::ON_STORAGE_EVENT) {
+            return;
+        }
+        let list = self.list.read();
+        for hook in list.iter() {
+            if hook.provides().contains(HookEvents::ON_STORAGE_EVENT) {
+                hook.on_storage_event(event);
+            }
         }
     }
 

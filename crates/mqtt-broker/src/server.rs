@@ -1346,6 +1346,7 @@ impl Server {
                             inner.hooks.storage(&StorageEvent::MessageRemoved {
                                 client_id: &client_id,
                                 seq,
+                                qos,
                             });
                             continue;
                         };
@@ -1393,7 +1394,7 @@ fn restored_message(
     now: Instant,
     unix_now: u64,
 ) -> Option<Arc<Message>> {
-    let topic = MqttString::new(stored.topic).ok()?;
+    let topic = stored.topic;
     let expires_at = match stored.expires_at_unix {
         Some(at) if at <= unix_now => return None,
         Some(at) => Some(now + Duration::from_secs(at - unix_now)),

@@ -10,7 +10,7 @@
 //! returns them in order.
 
 use bytes::Bytes;
-use mqtt_packets::{Protocol, PublishProperties, QoS, SubscriptionOptions, Will};
+use mqtt_packets::{MqttString, Protocol, PublishProperties, QoS, SubscriptionOptions, Will};
 use tokio::time::Instant;
 
 use crate::message::{Delivery, Message};
@@ -114,7 +114,7 @@ pub struct StoredMessage {
     /// The Subscription Identifiers to send with it.
     pub subscription_identifiers: Vec<u32>,
     /// The topic.
-    pub topic: String,
+    pub topic: MqttString,
     /// The payload.
     pub payload: Bytes,
     /// The QoS.
@@ -129,13 +129,13 @@ pub struct StoredMessage {
 
 impl StoredMessage {
     /// A stored retained message.
-    pub fn retained(topic: impl Into<String>, payload: Bytes, qos: QoS) -> Self {
+    pub fn retained(topic: MqttString, payload: Bytes, qos: QoS) -> Self {
         Self {
             client_id: None,
             seq: 0,
             flow: StoredFlow::Queued,
             subscription_identifiers: Vec::new(),
-            topic: topic.into(),
+            topic,
             payload,
             qos,
             retain: true,
@@ -185,7 +185,10 @@ pub enum StorageEvent<'a> {
     },
     /// A QoS 1/2 message was queued for a session (`flow` is [`StoredFlow::Queued`]).
     MessageQueued(&'a StoredMessage),
-    /// A queued message moved on in its QoS flow (sent with a packet id, or PUBREL sent).
+    /// A queued QoS 2 message moved on in its flow (sent with a packet id, or PUBREL sent), so
+    /// that after a restart it is resent with the same packet id and delivered exactly once.
+    /// (A QoS 1 message has no flow event: after a restart it is sent again as a new message,
+    /// which at least once allows.)
     MessageFlow {
         /// The session.
         client_id: &'a str,
@@ -201,6 +204,8 @@ pub enum StorageEvent<'a> {
         client_id: &'a str,
         /// The message's sequence number.
         seq: u64,
+        /// Its QoS (only QoS 2 messages have flow records).
+        qos: QoS,
     },
     /// A QoS 2 message from the client was acknowledged with PUBREC: its packet id awaits
     /// PUBREL, and a resent PUBLISH with it must not be delivered again [MQTT-4.3.3-10].
@@ -235,10 +240,10 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 /// The wall-clock expiry of a message that expires at `at` on the runtime's clock.
-fn expiry_unix(at: Option<Instant>, now: Instant, unix_now: u64) -> Option<u64> {
+fn expiry_unix(at: Option<Instant>) -> Option<u64> {
     at.map(|at| {
-        let left = at.saturating_duration_since(now);
-        unix_now + left.as_secs() + u64::from(left.subsec_nanos() > 0)
+        let left = at.saturating_duration_since(Instant::now());
+        unix_now() + left.as_secs() + u64::from(left.subsec_nanos() > 0)
     })
 }
 
@@ -275,12 +280,12 @@ pub(crate) fn stored_delivery(client_id: &str, delivery: &Delivery) -> StoredMes
             .iter()
             .map(|id| id.get())
             .collect(),
-        topic: message.topic.as_str().to_string(),
+        topic: message.topic.clone(),
         payload: message.payload.clone(),
         qos: delivery.qos,
         retain: delivery.retain,
         properties: message.properties.clone(),
-        expires_at_unix: expiry_unix(message.expires_at, Instant::now(), unix_now()),
+        expires_at_unix: expiry_unix(message.expires_at),
     }
 }
 
@@ -291,11 +296,11 @@ pub(crate) fn stored_retained(message: &Message) -> StoredMessage {
         seq: 0,
         flow: StoredFlow::Queued,
         subscription_identifiers: Vec::new(),
-        topic: message.topic.as_str().to_string(),
+        topic: message.topic.clone(),
         payload: message.payload.clone(),
         qos: message.qos,
         retain: true,
         properties: message.properties.clone(),
-        expires_at_unix: expiry_unix(message.expires_at, Instant::now(), unix_now()),
+        expires_at_unix: expiry_unix(message.expires_at),
     }
 }

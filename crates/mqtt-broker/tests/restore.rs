@@ -52,7 +52,7 @@ impl Hook for Stored {
         Ok((1..=3)
             .map(|i| {
                 let mut message = StoredMessage::retained(
-                    format!("cmd/{i}"),
+                    mqtt_packets::MqttString::new(format!("cmd/{i}")).unwrap(),
                     Bytes::from(vec![i]),
                     QoS::AtLeastOnce,
                 );
@@ -65,7 +65,7 @@ impl Hook for Stored {
 
     fn stored_retained_messages(&self) -> Result<Vec<StoredMessage>, HookError> {
         Ok(vec![StoredMessage::retained(
-            "status/plant",
+            mqtt_packets::MqttString::from_static("status/plant"),
             Bytes::from_static(b"up"),
             QoS::AtMostOnce,
         )])

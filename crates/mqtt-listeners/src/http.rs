@@ -76,6 +76,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// A health check for `/healthz`: `true` means healthy (200), `false` unhealthy (503).
 pub type HealthCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 
+/// More metrics for `/metrics`, in the Prometheus text format (e.g. a storage hook's counters),
+/// appended after the broker's own.
+pub type ExtraMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Settings of an [`HttpStats`] listener.
 #[derive(Clone)]
 #[non_exhaustive]
@@ -86,6 +90,8 @@ pub struct HttpStatsConfig {
     pub maximum_connections: Option<usize>,
     /// What `/healthz` asks; `None` (the default) answers 200 while the listener serves.
     pub health_check: Option<HealthCheck>,
+    /// Metrics appended to `/metrics`. Default: none.
+    pub extra_metrics: Option<ExtraMetrics>,
     /// The time a client has to send a request's headers (default 10 s).
     pub header_read_timeout: Duration,
 }
@@ -96,6 +102,7 @@ impl Default for HttpStatsConfig {
             basic_auth: None,
             maximum_connections: None,
             health_check: None,
+            extra_metrics: None,
             header_read_timeout: Duration::from_secs(10),
         }
     }
@@ -107,6 +114,7 @@ impl fmt::Debug for HttpStatsConfig {
             .field("basic_auth", &self.basic_auth)
             .field("maximum_connections", &self.maximum_connections)
             .field("health_check", &self.health_check.is_some())
+            .field("extra_metrics", &self.extra_metrics.is_some())
             .field("header_read_timeout", &self.header_read_timeout)
             .finish()
     }
@@ -128,12 +136,20 @@ impl HttpStatsConfig {
             ..self
         }
     }
+
+    /// The same settings with more metrics for `/metrics` (Prometheus text, appended).
+    pub fn with_extra_metrics(self, metrics: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        Self {
+            extra_metrics: Some(Arc::new(metrics)),
+            ..self
+        }
+    }
 }
 
 /// The HTTP stats listener. Serves:
 ///
 /// * `GET /api/sysinfo`: the `$SYS` figures and the tracked listeners as JSON;
-/// * `GET /metrics`: the same in the Prometheus text format;
+/// * `GET /metrics`: the same in the Prometheus text format (plus [`HttpStatsConfig::extra_metrics`]);
 /// * `GET /healthz`: 200 `ok` (or 503 when the [`HttpStatsConfig::health_check`] says so);
 /// * `GET /`: a self-contained dashboard that polls `/api/sysinfo` every second.
 #[derive(Debug)]
@@ -283,11 +299,17 @@ impl State {
                 "application/json",
                 sysinfo_json(&snapshot, now_unix(), &self.figures()),
             ),
-            "/metrics" => respond(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                prometheus_text(&snapshot, now_unix(), &self.figures()),
-            ),
+            "/metrics" => {
+                let mut text = prometheus_text(&snapshot, now_unix(), &self.figures());
+                if let Some(extra) = &self.config.extra_metrics {
+                    text.push_str(&extra());
+                }
+                respond(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    text,
+                )
+            }
             "/" | "/index.html" => respond(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD),
             _ => respond(StatusCode::NOT_FOUND, TEXT, "not found\n"),
         }

@@ -81,7 +81,7 @@ mod ws_stream;
 
 pub use accept::{ListenerStats, ListenerStatsSnapshot};
 pub use error::ListenerError;
-pub use http::{BasicAuth, HealthCheck, HttpStats, HttpStatsConfig};
+pub use http::{BasicAuth, ExtraMetrics, HealthCheck, HttpStats, HttpStatsConfig};
 pub use listener::{Listener, ServeFuture};
 pub use set::Listeners;
 pub use tcp::{Tcp, TcpConfig};

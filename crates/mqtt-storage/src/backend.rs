@@ -11,6 +11,9 @@ use std::pin::Pin;
 /// A boxed future, for the asynchronous backend methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Keys with their values, in key order: what a prefix scan returns.
+pub type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One change in a [`Batch`].
 #[derive(Clone, PartialEq, Eq)]
 pub enum Op {
@@ -154,10 +157,7 @@ pub trait Backend: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> BoxFuture<'_, Result<Option<Vec<u8>>, BackendError>>;
 
     /// Every key starting with `prefix` with its value, in bytewise key order.
-    fn scan_prefix(
-        &self,
-        prefix: &[u8],
-    ) -> BoxFuture<'_, Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError>>;
+    fn scan_prefix(&self, prefix: &[u8]) -> BoxFuture<'_, Result<KeyValues, BackendError>>;
 
     /// Sets one key (a batch of one).
     fn put(&self, key: &[u8], value: &[u8]) -> BoxFuture<'_, Result<(), BackendError>> {
@@ -187,10 +187,7 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
         (**self).get(key)
     }
 
-    fn scan_prefix(
-        &self,
-        prefix: &[u8],
-    ) -> BoxFuture<'_, Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError>> {
+    fn scan_prefix(&self, prefix: &[u8]) -> BoxFuture<'_, Result<KeyValues, BackendError>> {
         (**self).scan_prefix(prefix)
     }
 }

@@ -11,6 +11,7 @@ use mqtt_broker::storage::{
 };
 use mqtt_broker::sys::SysInfo;
 use mqtt_broker::{Hook, Options};
+use mqtt_packets::QoS;
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
@@ -19,7 +20,7 @@ use crate::keys;
 use crate::records::{
     self, ClientRecord, FlowRecord, MessageRecord, SubscriptionRecord, SysRecord,
 };
-use crate::writer::{self, Durability, Shared, StorageStats};
+use crate::writer::{self, Durability, Shared, StorageStats, Value};
 
 /// Settings of a [`StorageHook`].
 #[derive(Debug, Clone)]
@@ -100,7 +101,10 @@ impl StorageHook {
     /// Reads the stored state from `backend` and starts the writer task (on the current Tokio
     /// runtime). Unreadable records are skipped and counted; records of sessions that no longer
     /// exist are removed.
-    pub async fn open<B: Backend>(backend: B, options: StorageOptions) -> Result<Self, StorageError> {
+    pub async fn open<B: Backend>(
+        backend: B,
+        options: StorageOptions,
+    ) -> Result<Self, StorageError> {
         let shared = Shared::new(options.durability, options.max_pending);
         let snapshot = load(&backend, &shared).await?;
         info!(
@@ -139,6 +143,66 @@ impl StorageHook {
             errors: stats.errors.load(Ordering::Relaxed),
             dropped,
         }
+    }
+
+    /// The hook's counters in the Prometheus text format (`mochi_storage_*`, labelled with the
+    /// backend), for a metrics endpoint.
+    pub fn prometheus_text(&self) -> String {
+        use std::fmt::Write as _;
+        let stats = &self.shared.stats;
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        let healthy = u64::from(!stats.failing.load(Ordering::Relaxed));
+        let rows: [(&str, &str, &str, u64); 7] = [
+            (
+                "mochi_storage_batches_total",
+                "counter",
+                "Batches committed to the storage backend.",
+                load(&stats.batches),
+            ),
+            (
+                "mochi_storage_writes_total",
+                "counter",
+                "Changes written to the storage backend.",
+                load(&stats.writes),
+            ),
+            (
+                "mochi_storage_collapsed_total",
+                "counter",
+                "Changes that cancelled out before reaching the backend.",
+                load(&stats.collapsed),
+            ),
+            (
+                "mochi_storage_errors_total",
+                "counter",
+                "Failed storage writes (each retried).",
+                load(&stats.errors),
+            ),
+            (
+                "mochi_storage_dropped_total",
+                "counter",
+                "Changes dropped because too much was pending.",
+                load(&stats.dropped),
+            ),
+            (
+                "mochi_storage_pending",
+                "gauge",
+                "Changes waiting for the storage writer.",
+                load(&stats.pending),
+            ),
+            (
+                "mochi_storage_healthy",
+                "gauge",
+                "1 while storage writes succeed, 0 while they fail.",
+                healthy,
+            ),
+        ];
+        let mut out = String::with_capacity(1024);
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name}{{backend=\"{}\"}} {value}", self.backend);
+        }
+        out
     }
 
     /// Waits until every change queued so far is committed (in any durability mode).
@@ -241,7 +305,10 @@ async fn load<B: Backend>(backend: &B, shared: &Shared) -> Result<Snapshot, Stor
                 let id = (client_id.to_string(), seq);
                 let flow = flows.get(&id).copied().unwrap_or_default();
                 seen.insert(id);
-                snapshot.messages.push(record.to_stored(flow));
+                match record.to_stored(flow) {
+                    Some(message) => snapshot.messages.push(message),
+                    None => unreadable(&key, &"invalid topic"),
+                }
             }
             Err(error) => unreadable(&key, &error),
         }
@@ -253,8 +320,9 @@ async fn load<B: Backend>(backend: &B, shared: &Shared) -> Result<Snapshot, Stor
         }
     }
     for (key, value) in backend.scan_prefix(&keys::kind(keys::RETAINED)).await? {
-        match records::decode::<MessageRecord>(&value) {
-            Ok(record) => snapshot.retained.push(record.to_stored(StoredFlow::Queued)),
+        match records::decode::<MessageRecord>(&value).map(|r| r.to_stored(StoredFlow::Queued)) {
+            Ok(Some(message)) => snapshot.retained.push(message),
+            Ok(None) => unreadable(&key, &"invalid topic"),
             Err(error) => unreadable(&key, &error),
         }
     }
@@ -301,7 +369,7 @@ impl Hook for StorageHook {
         match event {
             StorageEvent::Session(client) => shared.put(
                 keys::named(keys::CLIENT, &client.client_id),
-                records::encode(&ClientRecord::from_stored(client)),
+                Value::Ready(records::encode(&ClientRecord::from_stored(client))),
                 false,
             ),
             StorageEvent::SessionEnded { client_id } => {
@@ -316,7 +384,9 @@ impl Hook for StorageHook {
                     &subscription.client_id,
                     subscription.filter.as_bytes(),
                 ),
-                records::encode(&SubscriptionRecord::from_stored(subscription)),
+                Value::Ready(records::encode(&SubscriptionRecord::from_stored(
+                    subscription,
+                ))),
                 false,
             ),
             StorageEvent::Unsubscribed { client_id, filter } => shared.delete(keys::client_key(
@@ -328,9 +398,11 @@ impl Hook for StorageHook {
                 let Some(client_id) = message.client_id.as_deref() else {
                     return;
                 };
+                // Encoded by the writer, if the message is still queued then.
+                let message = (*message).clone();
                 shared.put(
                     keys::client_key(keys::MESSAGE, client_id, &message.seq.to_be_bytes()),
-                    records::encode(&MessageRecord::from_stored(message)),
+                    Value::Message(message),
                     true,
                 );
             }
@@ -343,22 +415,32 @@ impl Hook for StorageHook {
                 match FlowRecord::from_stored(*flow) {
                     Some(record) => shared.put(
                         key,
-                        records::encode(&record),
+                        Value::Flow(record),
                         matches!(flow, StoredFlow::Published(_)),
                     ),
                     None => shared.delete(key),
                 }
             }
-            StorageEvent::MessageRemoved { client_id, seq } => {
-                shared.delete(keys::client_key(keys::MESSAGE, client_id, &seq.to_be_bytes()));
-                shared.delete(keys::client_key(keys::FLOW, client_id, &seq.to_be_bytes()));
+            StorageEvent::MessageRemoved {
+                client_id,
+                seq,
+                qos,
+            } => {
+                shared.delete(keys::client_key(
+                    keys::MESSAGE,
+                    client_id,
+                    &seq.to_be_bytes(),
+                ));
+                if *qos == QoS::ExactlyOnce {
+                    shared.delete(keys::client_key(keys::FLOW, client_id, &seq.to_be_bytes()));
+                }
             }
             StorageEvent::InboundQos2 {
                 client_id,
                 packet_id,
             } => shared.put(
                 keys::client_key(keys::INBOUND, client_id, &packet_id.to_be_bytes()),
-                Vec::new(),
+                Value::Ready(Vec::new()),
                 true,
             ),
             StorageEvent::InboundQos2Released {
@@ -370,8 +452,8 @@ impl Hook for StorageHook {
                 &packet_id.to_be_bytes(),
             )),
             StorageEvent::RetainedSet(message) => shared.put(
-                keys::named(keys::RETAINED, &message.topic),
-                records::encode(&MessageRecord::from_stored(message)),
+                keys::named(keys::RETAINED, message.topic.as_str()),
+                Value::Ready(records::encode(&MessageRecord::from_stored(message))),
                 false,
             ),
             StorageEvent::RetainedCleared { topic } => {
@@ -389,8 +471,11 @@ impl Hook for StorageHook {
             load(&info.bytes_received),
             load(&info.bytes_sent),
         );
-        self.shared
-            .put(keys::SYS.to_vec(), records::encode(&record), false);
+        self.shared.put(
+            keys::SYS.to_vec(),
+            Value::Ready(records::encode(&record)),
+            false,
+        );
     }
 
     fn durable(&self) -> Option<BoxFuture<'static, Result<(), HookError>>> {

@@ -82,7 +82,10 @@ mod tests {
         // Client "a" does not own client "ab"'s keys.
         assert!(!client_key(MESSAGE, "ab", &[1]).starts_with(&client_prefix(MESSAGE, "a")));
         // Sequence numbers sort in queue order.
-        assert!(client_key(MESSAGE, "a", &255u64.to_be_bytes()) < client_key(MESSAGE, "a", &256u64.to_be_bytes()));
+        assert!(
+            client_key(MESSAGE, "a", &255u64.to_be_bytes())
+                < client_key(MESSAGE, "a", &256u64.to_be_bytes())
+        );
         let key = named(RETAINED, "t/x");
         let (topic, rest) = split(&key).unwrap();
         assert_eq!((topic, rest), ("t/x", &[][..]));

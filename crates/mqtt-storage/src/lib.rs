@@ -59,7 +59,7 @@ mod records;
 #[cfg(feature = "hook")]
 mod writer;
 
-pub use backend::{Backend, BackendError, Batch, BoxFuture, Op};
+pub use backend::{Backend, BackendError, Batch, BoxFuture, KeyValues, Op};
 #[cfg(feature = "hook")]
 pub use hook::{StorageError, StorageHealth, StorageHook, StorageOptions};
 pub use memory::MemoryBackend;

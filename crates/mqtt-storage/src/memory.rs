@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::backend::{Backend, BackendError, Batch, BoxFuture, Op};
+use crate::backend::{Backend, BackendError, Batch, BoxFuture, KeyValues, Op};
 
 /// A [`Backend`] in a `BTreeMap`. Clones share the same map, so a test can "restart" a broker
 /// on the same data by giving a clone to a new storage hook.
@@ -60,10 +60,7 @@ impl Backend for MemoryBackend {
         Box::pin(std::future::ready(Ok(value)))
     }
 
-    fn scan_prefix(
-        &self,
-        prefix: &[u8],
-    ) -> BoxFuture<'_, Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError>> {
+    fn scan_prefix(&self, prefix: &[u8]) -> BoxFuture<'_, Result<KeyValues, BackendError>> {
         let found = self
             .map
             .lock()

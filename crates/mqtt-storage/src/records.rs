@@ -126,13 +126,14 @@ impl MessagePropertiesRecord {
     }
 
     fn to_publish(&self) -> PublishProperties {
-        let mut p = PublishProperties::default();
-        p.payload_format_indicator = utf8_back(self.utf8);
-        p.content_type = string_back(self.content_type.clone());
-        p.response_topic = string_back(self.response_topic.clone());
-        p.correlation_data = self.correlation_data.clone().map(Bytes::from);
-        p.user_properties = user_properties_back(self.user_properties.clone());
-        p
+        PublishProperties {
+            payload_format_indicator: utf8_back(self.utf8),
+            content_type: string_back(self.content_type.clone()),
+            response_topic: string_back(self.response_topic.clone()),
+            correlation_data: self.correlation_data.clone().map(Bytes::from),
+            user_properties: user_properties_back(self.user_properties.clone()),
+            ..PublishProperties::default()
+        }
     }
 }
 
@@ -171,14 +172,15 @@ impl WillRecord {
     }
 
     fn to_will(&self) -> Option<Will> {
-        let mut properties = WillProperties::default();
-        properties.will_delay_interval = self.delay;
-        properties.message_expiry_interval = self.expiry;
-        properties.payload_format_indicator = utf8_back(self.properties.utf8);
-        properties.content_type = string_back(self.properties.content_type.clone());
-        properties.response_topic = string_back(self.properties.response_topic.clone());
-        properties.correlation_data = self.properties.correlation_data.clone().map(Bytes::from);
-        properties.user_properties = user_properties_back(self.properties.user_properties.clone());
+        let properties = WillProperties {
+            will_delay_interval: self.delay,
+            message_expiry_interval: self.expiry,
+            payload_format_indicator: utf8_back(self.properties.utf8),
+            content_type: string_back(self.properties.content_type.clone()),
+            response_topic: string_back(self.properties.response_topic.clone()),
+            correlation_data: self.properties.correlation_data.clone().map(Bytes::from),
+            user_properties: user_properties_back(self.properties.user_properties.clone()),
+        };
         Some(Will {
             topic: MqttString::new(self.topic.clone()).ok()?,
             payload: Bytes::from(self.payload.clone()),
@@ -291,7 +293,7 @@ impl MessageRecord {
         Self {
             client_id: m.client_id.clone(),
             seq: m.seq,
-            topic: m.topic.clone(),
+            topic: m.topic.as_str().to_string(),
             payload: m.payload.to_vec(),
             qos: m.qos.as_u8(),
             retain: m.retain,
@@ -301,9 +303,10 @@ impl MessageRecord {
         }
     }
 
-    pub(crate) fn to_stored(&self, flow: StoredFlow) -> StoredMessage {
+    /// The stored message; `None` if its topic is not a valid MQTT string.
+    pub(crate) fn to_stored(&self, flow: StoredFlow) -> Option<StoredMessage> {
         let mut m = StoredMessage::retained(
-            self.topic.clone(),
+            MqttString::new(self.topic.clone()).ok()?,
             Bytes::from(self.payload.clone()),
             qos_back(self.qos),
         );
@@ -312,9 +315,10 @@ impl MessageRecord {
         m.flow = flow;
         m.retain = self.retain;
         m.expires_at_unix = self.expires_at_unix;
-        m.subscription_identifiers.clone_from(&self.subscription_identifiers);
+        m.subscription_identifiers
+            .clone_from(&self.subscription_identifiers);
         m.properties = self.properties.to_publish();
-        m
+        Some(m)
     }
 }
 
@@ -404,7 +408,11 @@ mod tests {
         let back: ClientRecord = decode(&bytes).unwrap();
         assert_eq!(back.to_stored(), client);
 
-        let mut message = StoredMessage::retained("a/b", Bytes::from_static(b"x"), QoS::ExactlyOnce);
+        let mut message = StoredMessage::retained(
+            MqttString::from_static("a/b"),
+            Bytes::from_static(b"x"),
+            QoS::ExactlyOnce,
+        );
         message.client_id = Some("c1".into());
         message.seq = 42;
         message.retain = false;
@@ -412,7 +420,7 @@ mod tests {
         message.properties.content_type = Some(MqttString::from_static("text/plain"));
         message.properties.correlation_data = Some(Bytes::from_static(b"corr"));
         let back: MessageRecord = decode(&encode(&MessageRecord::from_stored(&message))).unwrap();
-        assert_eq!(back.to_stored(StoredFlow::Queued), message);
+        assert_eq!(back.to_stored(StoredFlow::Queued), Some(message));
     }
 
     #[test]

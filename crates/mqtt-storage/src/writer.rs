@@ -6,6 +6,7 @@
 //! batch (a message queued and acknowledged within a flush interval) never reaches the backend.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -62,9 +63,53 @@ pub struct StorageStats {
     pub failing: AtomicBool,
 }
 
+/// A value to put: encoded now, or encoded by the writer only if it is still needed then (most
+/// message records are deleted before the next write, and are never encoded).
+#[allow(clippy::large_enum_variant)] // Inline: boxing would allocate once more per message.
+pub(crate) enum Value {
+    /// Encoded bytes.
+    Ready(Vec<u8>),
+    /// A queued message, encoded when the batch is written.
+    Message(mqtt_broker::storage::StoredMessage),
+    /// A QoS 2 flow record, encoded when the batch is written.
+    Flow(crate::records::FlowRecord),
+}
+
+impl Value {
+    fn encode(self) -> Vec<u8> {
+        match self {
+            Self::Ready(bytes) => bytes,
+            Self::Message(message) => {
+                crate::records::encode(&crate::records::MessageRecord::from_stored(&message))
+            }
+            Self::Flow(flow) => crate::records::encode(&flow),
+        }
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ready(bytes) => write!(f, "Ready({} bytes)", bytes.len()),
+            Self::Message(message) => write!(f, "Message({})", message.seq),
+            Self::Flow(flow) => write!(f, "{flow:?}"),
+        }
+    }
+}
+
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // Inline: boxing would allocate once more per message.
+enum Change {
+    Put(Value),
+    Delete,
+    DeletePrefix,
+}
+
 #[derive(Debug)]
 struct Entry {
-    op: Op,
+    /// The key, or the prefix of a `DeletePrefix`.
+    key: Vec<u8>,
+    change: Change,
     /// A put of a key the backend does not hold: a later delete of it cancels both.
     fresh: bool,
 }
@@ -73,25 +118,44 @@ struct Entry {
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     entries: Vec<Option<Entry>>,
-    /// Key → index in `entries` of its latest put or delete.
-    index: HashMap<Vec<u8>, usize>,
+    /// Hash of a key → index in `entries` of its latest put or delete (the key is compared on
+    /// a hit; a collision only costs a missed collapse).
+    index: HashMap<u64, usize>,
     /// The ticket of the latest change (increases with every change).
     pub(crate) ticket: u64,
     live: usize,
 }
 
+fn hash(key: &[u8]) -> u64 {
+    use std::hash::BuildHasher as _;
+    foldhash::fast::FixedState::with_seed(0x006d_6f63_6869).hash_one(key)
+}
+
 impl Pending {
-    fn take(&mut self) -> (Batch, u64) {
+    /// Takes everything pending (a swap: the lock is held for no longer than that).
+    fn take(&mut self) -> (Vec<Option<Entry>>, u64) {
         self.index.clear();
         self.live = 0;
-        let ops = self
-            .entries
-            .drain(..)
-            .flatten()
-            .map(|entry| entry.op)
-            .collect();
-        (Batch { ops }, self.ticket)
+        let entries = std::mem::replace(&mut self.entries, Vec::with_capacity(1024));
+        (entries, self.ticket)
     }
+}
+
+/// The batch for taken entries, encoding what is still needed (outside the lock).
+fn batch(entries: Vec<Option<Entry>>) -> Batch {
+    let ops = entries
+        .into_iter()
+        .flatten()
+        .map(|entry| match entry.change {
+            Change::Put(value) => Op::Put {
+                key: entry.key,
+                value: value.encode(),
+            },
+            Change::Delete => Op::Delete { key: entry.key },
+            Change::DeletePrefix => Op::DeletePrefix { prefix: entry.key },
+        })
+        .collect();
+    Batch { ops }
 }
 
 /// What the hook and the writer share.
@@ -124,13 +188,13 @@ impl Shared {
     }
 
     /// Queues a put; `fresh` when the key cannot exist in the backend yet.
-    pub(crate) fn put(&self, key: Vec<u8>, value: Vec<u8>, fresh: bool) {
-        self.push(Op::Put { key, value }, fresh);
+    pub(crate) fn put(&self, key: Vec<u8>, value: Value, fresh: bool) {
+        self.push(key, Change::Put(value), fresh);
     }
 
     /// Queues a delete.
     pub(crate) fn delete(&self, key: Vec<u8>) {
-        self.push(Op::Delete { key }, false);
+        self.push(key, Change::Delete, false);
     }
 
     /// Queues the removal of every key under `prefix`.
@@ -139,50 +203,57 @@ impl Shared {
             let mut pending = self.pending.lock();
             let pending = &mut *pending;
             // Pending changes under the prefix are void: the prefix goes.
-            let entries = &mut pending.entries;
             let mut removed = 0;
-            pending.index.retain(|key, &mut at| {
-                if key.starts_with(&prefix) {
-                    if let Some(slot) = entries.get_mut(at) {
-                        *slot = None;
-                    }
+            for slot in &mut pending.entries {
+                if slot.as_ref().is_some_and(|entry| {
+                    !matches!(entry.change, Change::DeletePrefix) && entry.key.starts_with(&prefix)
+                }) && let Some(entry) = slot.take()
+                {
+                    let at = hash(&entry.key);
+                    pending.index.remove(&at);
                     removed += 1;
-                    false
-                } else {
-                    true
                 }
-            });
+            }
             pending.live -= removed;
-            self.stats.collapsed.fetch_add(removed as u64, Ordering::Relaxed);
+            self.stats
+                .collapsed
+                .fetch_add(removed as u64, Ordering::Relaxed);
             pending.entries.push(Some(Entry {
-                op: Op::DeletePrefix { prefix },
+                key: prefix,
+                change: Change::DeletePrefix,
                 fresh: false,
             }));
             pending.live += 1;
             pending.ticket += 1;
-            self.stats.pending.store(pending.live as u64, Ordering::Relaxed);
+            self.stats
+                .pending
+                .store(pending.live as u64, Ordering::Relaxed);
         }
         self.wake();
     }
 
-    fn push(&self, op: Op, fresh: bool) {
+    fn push(&self, key: Vec<u8>, change: Change, fresh: bool) {
+        let hashed = hash(&key);
         {
             let mut pending = self.pending.lock();
             let pending = &mut *pending;
-            let key = match &op {
-                Op::Put { key, .. } | Op::Delete { key } => key.clone(),
-                Op::DeletePrefix { .. } => return,
-            };
             let mut fresh = fresh;
-            if let Some(at) = pending.index.get(&key).copied() {
-                let earlier = pending.entries.get_mut(at).and_then(Option::take);
+            let earlier = pending.index.get(&hashed).copied().and_then(|at| {
+                let slot = pending.entries.get_mut(at)?;
+                if slot.as_ref().is_some_and(|entry| entry.key == key) {
+                    slot.take()
+                } else {
+                    None
+                }
+            });
+            if let Some(earlier) = earlier {
                 pending.live -= 1;
                 self.stats.collapsed.fetch_add(1, Ordering::Relaxed);
                 // The key's state in the backend is what it was before the earlier change.
-                fresh = earlier.is_some_and(|e| e.fresh);
-                if fresh && matches!(op, Op::Delete { .. }) {
+                fresh = earlier.fresh;
+                if fresh && matches!(change, Change::Delete) {
                     // Created and deleted within the batch: nothing to write.
-                    pending.index.remove(&key);
+                    pending.index.remove(&hashed);
                     self.stats.collapsed.fetch_add(1, Ordering::Relaxed);
                     pending.ticket += 1;
                     return;
@@ -191,14 +262,16 @@ impl Shared {
             if pending.live >= self.max_pending {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 self.stats.failing.store(true, Ordering::Relaxed);
-                pending.index.remove(&key);
+                pending.index.remove(&hashed);
                 return;
             }
-            pending.index.insert(key, pending.entries.len());
-            pending.entries.push(Some(Entry { op, fresh }));
+            pending.index.insert(hashed, pending.entries.len());
+            pending.entries.push(Some(Entry { key, change, fresh }));
             pending.live += 1;
             pending.ticket += 1;
-            self.stats.pending.store(pending.live as u64, Ordering::Relaxed);
+            self.stats
+                .pending
+                .store(pending.live as u64, Ordering::Relaxed);
         }
         self.wake();
     }
@@ -249,8 +322,9 @@ pub(crate) async fn run<B: Backend>(backend: B, shared: Arc<Shared>) {
                 }
             }
         }
-        let (batch, ticket) = shared.pending.lock().take();
+        let (entries, ticket) = shared.pending.lock().take();
         shared.stats.pending.store(0, Ordering::Relaxed);
+        let batch = batch(entries);
         if !batch.is_empty() {
             let len = batch.len() as u64;
             let mut backoff = BACKOFF_MIN;
@@ -271,7 +345,11 @@ pub(crate) async fn run<B: Backend>(backend: B, shared: Arc<Shared>) {
                         error!(backend = backend.name(), error = %err, retry_in = ?backoff, "storage write failed");
                         *shared.last_error.lock() = Some(err.to_string());
                         if shared.closed.load(Ordering::SeqCst) && backoff >= BACKOFF_MAX {
-                            error!(backend = backend.name(), changes = len, "giving up on storage writes at close");
+                            error!(
+                                backend = backend.name(),
+                                changes = len,
+                                "giving up on storage writes at close"
+                            );
                             return;
                         }
                         tokio::time::sleep(backoff).await;
@@ -279,7 +357,11 @@ pub(crate) async fn run<B: Backend>(backend: B, shared: Arc<Shared>) {
                     }
                 }
             }
-            debug!(backend = backend.name(), changes = len, "storage batch committed");
+            debug!(
+                backend = backend.name(),
+                changes = len,
+                "storage batch committed"
+            );
         }
         shared.committed.send_replace(ticket);
         if closing && shared.pending.lock().live == 0 {

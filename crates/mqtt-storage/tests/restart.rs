@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 #[path = "../../mqtt-broker/tests/support/mod.rs"]
-#[allow(dead_code, unreachable_pub)]
 mod support;
 
 use std::net::SocketAddr;
@@ -17,7 +16,7 @@ use mqtt_broker::hooks::{Access, Decision, HookEvents};
 use mqtt_broker::{AllowAllHook, ClientInfo, Hook, Options, Server};
 use mqtt_packets::{Packet, Protocol, PubRel, QoS, ReasonCode};
 use mqtt_storage::{
-    Backend, BackendError, Batch, BoxFuture, Durability, MemoryBackend, StorageHook,
+    Backend, BackendError, Batch, BoxFuture, Durability, KeyValues, MemoryBackend, StorageHook,
     StorageOptions,
 };
 use support::{Raw, connack, persistent_v5, pid, publish, within};
@@ -95,11 +94,18 @@ async fn sessions_subscriptions_queued_and_retained_messages_survive_a_restart()
     let (mut v3, _) = Raw::accepted(broker.addr, persistent_v311("sub3")).await;
     v3.subscribe("t/3", QoS::AtLeastOnce).await;
     drop(v3);
-    support::wait_until("both offline", || broker.server.connected_clients().is_empty()).await;
+    support::wait_until("both offline", || {
+        broker.server.connected_clients().is_empty()
+    })
+    .await;
     // Messages for them, and retained messages.
     let mut publisher = Raw::v5(broker.addr, "pub").await;
     for i in 0..5u8 {
-        let qos = if i % 2 == 0 { QoS::AtLeastOnce } else { QoS::ExactlyOnce };
+        let qos = if i % 2 == 0 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::ExactlyOnce
+        };
         publisher
             .send(publish("t/5", &[i], qos, false, u16::from(i) + 1).into())
             .await;
@@ -107,10 +113,15 @@ async fn sessions_subscriptions_queued_and_retained_messages_survive_a_restart()
             publisher.expect_puback().await;
         } else {
             publisher.expect_pubrec().await;
-            publisher.send(PubRel::new(pid(u16::from(i) + 1)).into()).await;
+            publisher
+                .send(PubRel::new(pid(u16::from(i) + 1)).into())
+                .await;
             publisher.expect_pubcomp().await;
         }
-        assert_eq!(publisher.publish_qos1("t/3", &[i], false).await, ReasonCode::SUCCESS);
+        assert_eq!(
+            publisher.publish_qos1("t/3", &[i], false).await,
+            ReasonCode::SUCCESS
+        );
     }
     publisher.publish_qos1("r/1", b"kept", true).await;
     publisher.publish_qos1("r/2", b"cleared", true).await;
@@ -130,7 +141,11 @@ async fn sessions_subscriptions_queued_and_retained_messages_survive_a_restart()
             Packet::Publish(message) => {
                 assert_eq!(message.topic.as_str(), "t/5");
                 assert_eq!(&message.payload[..], &[received], "in order [MQTT-4.6.0-1]");
-                let qos = if received % 2 == 0 { QoS::AtLeastOnce } else { QoS::ExactlyOnce };
+                let qos = if received % 2 == 0 {
+                    QoS::AtLeastOnce
+                } else {
+                    QoS::ExactlyOnce
+                };
                 assert_eq!(message.qos, qos);
                 received += 1;
                 let id = message.packet_id.unwrap();
@@ -142,7 +157,8 @@ async fn sessions_subscriptions_queued_and_retained_messages_survive_a_restart()
                 }
             }
             Packet::PubRel(rel) => {
-                v5.send(mqtt_packets::PubComp::new(rel.packet_id).into()).await;
+                v5.send(mqtt_packets::PubComp::new(rel.packet_id).into())
+                    .await;
                 completed += 1;
             }
             other => panic!("unexpected {other:?}"),
@@ -152,8 +168,12 @@ async fn sessions_subscriptions_queued_and_retained_messages_survive_a_restart()
     assert!(connack(packet).session_present, "the 3.1.1 session is back");
     for i in 0..5u8 {
         let message = v3.expect_publish().await;
-        assert_eq!((message.topic.as_str(), &message.payload[..]), ("t/3", &[i][..]));
-        v3.send(mqtt_packets::PubAck::new(message.packet_id.unwrap()).into()).await;
+        assert_eq!(
+            (message.topic.as_str(), &message.payload[..]),
+            ("t/3", &[i][..])
+        );
+        v3.send(mqtt_packets::PubAck::new(message.packet_id.unwrap()).into())
+            .await;
     }
     // The subscriptions are back too: a new message reaches them.
     let mut publisher = Raw::v5(broker.addr, "pub").await;
@@ -163,32 +183,47 @@ async fn sessions_subscriptions_queued_and_retained_messages_survive_a_restart()
     let mut reader = Raw::v5(broker.addr, "reader").await;
     reader.subscribe("r/#", QoS::AtMostOnce).await;
     let retained = reader.expect_publish().await;
-    assert_eq!((retained.topic.as_str(), &retained.payload[..]), ("r/1", &b"kept"[..]));
+    assert_eq!(
+        (retained.topic.as_str(), &retained.payload[..]),
+        ("r/1", &b"kept"[..])
+    );
     assert!(retained.retain);
-    assert!(reader.try_recv(Duration::from_millis(300)).await.is_none(), "r/2 was cleared");
+    assert!(
+        reader.try_recv(Duration::from_millis(300)).await.is_none(),
+        "r/2 was cleared"
+    );
     broker.stop().await;
 
     // Acknowledged messages are gone from the store: a third start delivers nothing.
     let broker = Broker::start(&backend, Durability::Sync).await;
     let (mut v5, ack) = Raw::accepted(broker.addr, persistent_v5("sub5", false)).await;
     assert!(ack.session_present);
-    assert!(v5.try_recv(Duration::from_millis(300)).await.is_none(), "nothing redelivered");
+    assert!(
+        v5.try_recv(Duration::from_millis(300)).await.is_none(),
+        "nothing redelivered"
+    );
     broker.stop().await;
 }
 
 #[tokio::test]
-async fn inflight_messages_are_resent_with_their_packet_ids_after_a_crash() {
+async fn inflight_messages_are_resent_after_a_crash_qos2_with_its_packet_id() {
     let backend = MemoryBackend::new();
     let broker = Broker::start(&backend, Durability::Sync).await;
     let (mut sub, _) = Raw::accepted(broker.addr, persistent_v5("sub", true)).await;
     sub.subscribe("t", QoS::ExactlyOnce).await;
     let mut publisher = Raw::v5(broker.addr, "pub").await;
-    publisher.publish_qos1("t", b"one", false).await;
+    publisher
+        .send(publish("t", b"one", QoS::ExactlyOnce, false, 1).into())
+        .await;
+    publisher.expect_pubrec().await;
+    publisher.send(PubRel::new(pid(1)).into()).await;
+    publisher.expect_pubcomp().await;
     publisher.publish_qos1("t", b"two", false).await;
-    // "one" (QoS 1) is received, not acknowledged; "two" (QoS 1) too.
+    // Both are received, neither acknowledged.
     let one = sub.expect_publish().await;
     let two = sub.expect_publish().await;
-    // Wait until the flow records are committed (the writer runs right after the events).
+    assert_eq!((one.qos, two.qos), (QoS::ExactlyOnce, QoS::AtLeastOnce));
+    // The QoS 2 flow record is queued when the PUBLISH goes out; let the writer commit it.
     broker.storage.flush().await;
     drop(sub);
     broker.crash().await;
@@ -196,13 +231,22 @@ async fn inflight_messages_are_resent_with_their_packet_ids_after_a_crash() {
     let broker = Broker::start(&backend, Durability::Sync).await;
     let (mut sub, ack) = Raw::accepted(broker.addr, persistent_v5("sub", false)).await;
     assert!(ack.session_present);
-    for original in [one, two] {
-        let resent = sub.expect_publish().await;
-        assert_eq!(resent.payload, original.payload);
-        assert_eq!(resent.packet_id, original.packet_id, "same packet id [MQTT-4.4.0-1]");
-        assert!(resent.dup, "DUP on a resend [MQTT-3.3.1-1]");
-        sub.send(mqtt_packets::PubAck::new(resent.packet_id.unwrap()).into()).await;
-    }
+    let resent = sub.expect_publish().await;
+    assert_eq!(resent.payload, one.payload);
+    assert_eq!(
+        resent.packet_id, one.packet_id,
+        "same packet id [MQTT-4.4.0-1]"
+    );
+    assert!(resent.dup, "DUP on a resend [MQTT-3.3.1-1]");
+    // QoS 1 keeps no flow record: it comes again as a new message (at least once).
+    let again = sub.expect_publish().await;
+    assert_eq!(again.payload, two.payload);
+    assert_eq!(again.qos, QoS::AtLeastOnce);
+    sub.send(mqtt_packets::PubRec::new(resent.packet_id.unwrap()).into())
+        .await;
+    sub.send(mqtt_packets::PubAck::new(again.packet_id.unwrap()).into())
+        .await;
+    assert_eq!(sub.expect_pubrel().await.packet_id, one.packet_id.unwrap());
     broker.stop().await;
 }
 
@@ -265,7 +309,10 @@ async fn clean_start_and_unsubscribe_remove_what_was_stored() {
     })
     .await;
     b.disconnect(ReasonCode::SUCCESS).await;
-    support::wait_until("all offline", || broker.server.connected_clients().is_empty()).await;
+    support::wait_until("all offline", || {
+        broker.server.connected_clients().is_empty()
+    })
+    .await;
     broker.stop().await;
     let stored: Vec<String> = backend
         .scan_prefix(b"")
@@ -276,16 +323,29 @@ async fn clean_start_and_unsubscribe_remove_what_was_stored() {
         .collect();
     assert!(stored.contains(&"c/a".to_string()), "{stored:?}");
     assert!(stored.contains(&"s/a/x/2".to_string()), "{stored:?}");
-    assert!(!stored.iter().any(|key| key.ends_with("/b") || key.contains("/b/") || key == "s/a/x/1"), "{stored:?}");
+    assert!(
+        !stored
+            .iter()
+            .any(|key| key.ends_with("/b") || key.contains("/b/") || key == "s/a/x/1"),
+        "{stored:?}"
+    );
 
     let broker = Broker::start(&backend, Durability::Sync).await;
-    assert_eq!(broker.server.session_count(), 1, "only a's session is stored");
+    assert_eq!(
+        broker.server.session_count(),
+        1,
+        "only a's session is stored"
+    );
     let mut publisher = Raw::v5(broker.addr, "pub").await;
     publisher.publish_qos1("x/1", b"1", false).await;
     publisher.publish_qos1("x/2", b"2", false).await;
     let (mut a, ack) = Raw::accepted(broker.addr, persistent_v5("a", false)).await;
     assert!(ack.session_present);
-    assert_eq!(&a.expect_publish().await.payload[..], b"2", "x/1 was unsubscribed");
+    assert_eq!(
+        &a.expect_publish().await.payload[..],
+        b"2",
+        "x/1 was unsubscribed"
+    );
     assert!(a.try_recv(Duration::from_millis(300)).await.is_none());
     broker.stop().await;
 }
@@ -379,10 +439,7 @@ impl Backend for Flaky {
     fn get(&self, key: &[u8]) -> BoxFuture<'_, Result<Option<Vec<u8>>, BackendError>> {
         self.inner.get(key)
     }
-    fn scan_prefix(
-        &self,
-        prefix: &[u8],
-    ) -> BoxFuture<'_, Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError>> {
+    fn scan_prefix(&self, prefix: &[u8]) -> BoxFuture<'_, Result<KeyValues, BackendError>> {
         self.inner.scan_prefix(prefix)
     }
 }
@@ -395,20 +452,27 @@ async fn in_sync_mode_nothing_is_acknowledged_until_the_backend_commits() {
     sub.subscribe("t", QoS::AtLeastOnce).await;
     sub.disconnect(ReasonCode::SUCCESS).await;
     support::wait_until("offline", || broker.server.connected_clients().is_empty()).await;
-    backend.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    backend
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let mut publisher = Raw::v5(broker.addr, "pub").await;
     publisher
         .send(publish("t", b"held", QoS::AtLeastOnce, false, 1).into())
         .await;
     assert!(
-        publisher.try_recv(Duration::from_millis(500)).await.is_none(),
+        publisher
+            .try_recv(Duration::from_millis(500))
+            .await
+            .is_none(),
         "no PUBACK while the store is down"
     );
     let health = broker.storage.health();
     assert!(!health.healthy && health.errors > 0, "{health:?}");
     // The broker still serves: a PING is answered.
     publisher.send(Packet::PingReq).await;
-    backend.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    backend
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     // Once the backend is back (the writer retries with back-off), the PUBACK goes.
     let mut got_ack = false;
     for _ in 0..2 {
@@ -448,7 +512,8 @@ async fn batched_mode_stores_without_holding_acknowledgements() {
     for i in 0..20u8 {
         let message = sub.expect_publish().await;
         assert_eq!(&message.payload[..], &[i]);
-        sub.send(mqtt_packets::PubAck::new(message.packet_id.unwrap()).into()).await;
+        sub.send(mqtt_packets::PubAck::new(message.packet_id.unwrap()).into())
+            .await;
     }
     broker.stop().await;
 }
@@ -471,14 +536,18 @@ async fn messages_acknowledged_within_one_batch_never_reach_the_backend() {
     for _ in 0..50 {
         publisher.expect_puback().await;
         let message = sub.expect_publish().await;
-        sub.send(mqtt_packets::PubAck::new(message.packet_id.unwrap()).into()).await;
+        sub.send(mqtt_packets::PubAck::new(message.packet_id.unwrap()).into())
+            .await;
     }
     // The PINGRESP comes after the broker handled every PUBACK sent before it.
     sub.ping().await;
     broker.storage.flush().await;
     let stats = broker.storage.stats();
     let collapsed = stats.collapsed.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(collapsed >= 50, "queued+acked messages collapsed: {collapsed}");
+    assert!(
+        collapsed >= 50,
+        "queued+acked messages collapsed: {collapsed}"
+    );
     let mut keys = backend.scan_prefix(b"m\0").await.unwrap();
     keys.extend(backend.scan_prefix(b"f\0").await.unwrap());
     assert!(keys.is_empty(), "no message record left: {}", keys.len());
