@@ -4,6 +4,10 @@
 //!   `-D warnings`, then the README's test command.
 //! * `cargo xtask fuzz [SECONDS]`: runs the codec's libFuzzer target (needs `cargo-fuzz`; uses the
 //!   nightly toolchain when one is installed).
+//! * `cargo xtask interop [--suite PATH]`: the Eclipse Paho interoperability suite against a
+//!   release `mochi` (see `interop/README.md`).
+
+mod interop;
 
 use std::process::{Command, ExitCode};
 
@@ -32,6 +36,10 @@ fn run() -> Result<()> {
             };
             fuzz(seconds)
         }
+        Some("interop") => {
+            let rest: Vec<String> = args.collect();
+            interop::interop(&workspace_root(), &rest)
+        }
         Some("-h" | "--help") | None => {
             println!("{}", HELP);
             Ok(())
@@ -44,7 +52,10 @@ const HELP: &str = "usage: cargo xtask <task>
 
 tasks:
   ci              cargo fmt --check, cargo clippy -D warnings, then the test suite
-  fuzz [SECONDS]  run the mqtt-packets decoder fuzz target (default 60 s)";
+  fuzz [SECONDS]  run the mqtt-packets decoder fuzz target (default 60 s)
+  interop [--suite PATH]
+                  the Eclipse Paho interoperability suite (v5 and 3.1.1) against mochi;
+                  the suite comes from PATH, PAHO_TESTING_DIR or a git clone in target/";
 
 /// The README's test command; `.ci/run` runs the same line.
 const TEST_COMMAND: &[&str] = &["test", "--workspace", "--all-features"];
@@ -75,6 +86,12 @@ fn fuzz(seconds: u64) -> Result<()> {
         bail!("the fuzzer stopped with {status}");
     }
     Ok(())
+}
+
+/// The workspace root (the xtask crate's parent).
+fn workspace_root() -> std::path::PathBuf {
+    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Into::into).unwrap_or(manifest)
 }
 
 fn cargo(args: &[&str]) -> Result<()> {

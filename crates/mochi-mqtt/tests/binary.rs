@@ -250,15 +250,20 @@ fn sighup_reloads_the_ledger_file() {
 }
 
 /// A WebSocket client in a few lines: the upgrade, then MQTT in binary frames (masked with a
-/// zero key, as a client must mask).
-struct WsStream {
-    stream: TcpStream,
+/// zero key, as a client must mask), over TCP or TLS.
+struct WsStream<S> {
+    stream: S,
     pending: Vec<u8>,
 }
 
-impl WsStream {
+impl WsStream<TcpStream> {
     fn connect(address: &str, path: &str) -> Self {
-        let mut stream = tcp(address);
+        Self::over(tcp(address), address, path)
+    }
+}
+
+impl<S: Read + Write> WsStream<S> {
+    fn over(mut stream: S, address: &str, path: &str) -> Self {
         write!(
             stream,
             "GET {path} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -281,7 +286,7 @@ impl WsStream {
     }
 }
 
-impl Read for WsStream {
+impl<S: Read + Write> Read for WsStream<S> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.pending.is_empty() {
             let mut header = [0_u8; 2];
@@ -310,7 +315,7 @@ impl Read for WsStream {
     }
 }
 
-impl Write for WsStream {
+impl<S: Read + Write> Write for WsStream<S> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         assert!(data.len() < 126, "the test sends small packets only");
         let mut frame = vec![0x82, 0x80 | data.len() as u8, 0, 0, 0, 0];
@@ -337,4 +342,91 @@ fn websocket_listener_serves_mqtt() {
     let (mut client, code) = Client::connect(stream, Protocol::V5, "ws", None);
     assert_eq!(code, ReasonCode::SUCCESS);
     client.round_trip("over/websocket", b"hello");
+}
+
+/// A client TLS stream to `address` that trusts only `cert` (for the name `localhost`).
+fn tls(
+    address: &str,
+    cert: &rcgen::Certificate,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    rustls::StreamOwned::new(connection, tcp(address))
+}
+
+#[test]
+fn tls_and_secure_websocket_listeners_serve_mqtt() {
+    let dir = temp_dir("tls");
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    write_file(&cert, &certified.cert.pem());
+    write_file(&key, &certified.signing_key.serialize_pem());
+    let config = dir.join("mochi.toml");
+    write_file(
+        &config,
+        &format!(
+            "[[listeners]]\ntype = \"tls\"\nid = \"tls1\"\naddress = \"127.0.0.1:0\"\n\
+             tls_cert = \"{cert}\"\ntls_key = \"{key}\"\n\n\
+             [[listeners]]\ntype = \"wss\"\nid = \"wss1\"\naddress = \"127.0.0.1:0\"\n\
+             tls_cert = \"{cert}\"\ntls_key = \"{key}\"\n",
+            cert = cert.to_str().unwrap(),
+            key = key.to_str().unwrap(),
+        ),
+    );
+    let broker = Broker::start(&["--config", config.to_str().unwrap()], &[]);
+    let stream = tls(broker.address("tls1"), &certified.cert);
+    let (mut client, code) = Client::connect(stream, Protocol::V5, "over-tls", None);
+    assert_eq!(code, ReasonCode::SUCCESS);
+    client.round_trip("over/tls", b"hello");
+
+    let address = broker.address("wss1");
+    let stream = WsStream::over(tls(address, &certified.cert), address, "/");
+    let (mut client, code) = Client::connect(stream, Protocol::V3_1_1, "over-wss", None);
+    assert_eq!(code, ReasonCode::SUCCESS);
+    client.round_trip("over/wss", b"hello");
+}
+
+/// `docs/CONFIG.md` shows the output of `mochi --print-config` of a default build; it must stay
+/// true to the code. (A build with the `rocksdb` or `redis` feature prints their sections too;
+/// they are left out of the comparison.)
+#[test]
+fn config_reference_shows_the_effective_default_configuration() {
+    let output = run_to_end(&["--print-config"], &[]);
+    assert!(output.status.success());
+    let mut printed: toml::Table = toml::from_str(&text(&output.stdout)).unwrap();
+    if let Some(storage) = printed
+        .get_mut("hooks")
+        .and_then(|hooks| hooks.get_mut("storage"))
+        .and_then(toml::Value::as_table_mut)
+    {
+        storage.remove("rocksdb");
+        storage.remove("redis");
+    }
+    let reference =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/CONFIG.md"))
+            .unwrap();
+    let section = reference
+        .split("## The effective default configuration")
+        .nth(1)
+        .expect("the section exists");
+    let block = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a toml block");
+    let documented: toml::Table = toml::from_str(block).unwrap();
+    assert_eq!(
+        documented, printed,
+        "docs/CONFIG.md is out of date: update its default configuration from \
+         `cargo run -q -p mochi-mqtt -- --print-config`"
+    );
 }

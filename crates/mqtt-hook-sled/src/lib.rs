@@ -51,6 +51,9 @@ use serde::{Deserialize, Serialize};
 /// The backend's name, in logs and errors.
 const NAME: &str = "sled";
 
+/// How long [`SledBackend::open`] waits for a database lock another handle still holds.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How to open a sled store. Every field has a default, so a configuration file names only the
 /// ones it changes; an unknown field is an error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,17 +106,36 @@ impl SledBackend {
     /// not a sled database, or another process has it open.
     pub async fn open(options: SledOptions) -> Result<Self, BackendError> {
         let path = options.path.clone();
-        let db = blocking(move || {
-            sled::Config::new()
-                .path(&options.path)
-                .cache_capacity(options.cache_capacity_bytes)
-                .flush_every_ms(options.flush_every_ms)
-                .open()
-        })
-        .await
-        .inspect_err(|error| {
-            tracing::warn!(path = %path.display(), %error, "cannot open the sled store");
-        })?;
+        // The database's file lock may still be held for a moment by the previous handle's
+        // background flusher (a restart in the same process) or a process that is exiting:
+        // retry a lock refusal for a short while.
+        let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+        let mut delay = std::time::Duration::from_millis(10);
+        let db = loop {
+            let options = options.clone();
+            let opened = blocking(move || {
+                sled::Config::new()
+                    .path(&options.path)
+                    .cache_capacity(options.cache_capacity_bytes)
+                    .flush_every_ms(options.flush_every_ms)
+                    .open()
+            })
+            .await;
+            match opened {
+                Err(error)
+                    if error.to_string().contains("could not acquire lock")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_millis(200));
+                }
+                other => {
+                    break other.inspect_err(|error| {
+                        tracing::warn!(path = %path.display(), %error, "cannot open the sled store");
+                    })?;
+                }
+            }
+        };
         tracing::info!(
             path = %path.display(),
             keys = db.len(),
