@@ -21,9 +21,10 @@ const REPOSITORY: &str = "https://github.com/eclipse/paho.mqtt.testing";
 const SUITE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Runs unittest with our argv (the suite's own `-p` handling confuses unittest in
-/// `client_test.py`) and writes one line per test: status, id, the last line of the reason.
-const DRIVER: &str = r#"import os, runpy, sys, unittest
-script, host, port, out = sys.argv[1:5]
+/// `client_test.py`) and writes one line per test: status, id, the last line of the reason. The
+/// suites connect to `localhost`.
+const DRIVER: &str = r#"import os, runpy, sys, types, unittest
+script, port, out = sys.argv[1:4]
 os.chdir(os.path.dirname(os.path.abspath(script)))
 sys.path.insert(0, os.getcwd())
 results = []
@@ -41,12 +42,17 @@ class Result(unittest.TextTestResult):
         super().addSkip(test, reason); results.append(("skipped", test.id(), reason))
 original = unittest.main
 def main(*args, **kwargs):
+    # The tests are defined in the calling script's namespace, not in this driver's __main__.
+    module = types.ModuleType("paho_suite")
+    module.__dict__.update(sys._getframe(1).f_globals)
+    kwargs["module"] = module
     kwargs["argv"] = [script]
     kwargs["exit"] = False
     kwargs["testRunner"] = unittest.TextTestRunner(resultclass=Result, verbosity=2)
     return original(*args, **kwargs)
 unittest.main = main
-sys.argv = [script, "-h", host, "-p", port]
+# Not `-h`: the suites test options with `o in ("--help")`, a substring test that `-h` matches.
+sys.argv = [script, "-p", port]
 try:
     runpy.run_path(script, run_name="__main__")
 finally:
@@ -256,7 +262,6 @@ fn run_suite(
     let mut child = Command::new(python)
         .arg(driver)
         .arg(script)
-        .arg("127.0.0.1")
         .arg(broker.port.to_string())
         .arg(&results)
         .stdin(Stdio::null())
