@@ -7,6 +7,9 @@
 //! `interop/paho.toml` on a free loopback port; the suite runs through a small driver
 //! (`target/interop/driver.py`) that records each test's outcome.
 
+// xtask is a plain synchronous program: there is no async runtime to block.
+#![allow(clippy::disallowed_methods)]
+
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
