@@ -24,6 +24,8 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(storage) = &storage {
         server.add_hook_arc(storage.clone())?;
     }
+    // Restores the stored state before any listener serves a client.
+    server.start();
 
     let listeners = Listeners::new();
     let mut stats = Vec::new();

@@ -411,9 +411,11 @@ fn config_reference_shows_the_effective_default_configuration() {
         storage.remove("rocksdb");
         storage.remove("redis");
     }
-    let reference =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/CONFIG.md"))
-            .unwrap();
+    let mut reference = String::new();
+    std::fs::File::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/CONFIG.md"))
+        .unwrap()
+        .read_to_string(&mut reference)
+        .unwrap();
     let section = reference
         .split("## The effective default configuration")
         .nth(1)

@@ -191,7 +191,7 @@ impl std::fmt::Display for ReadError {
 
 /// Reads until one packet is decoded; `Ok(None)` at end of stream.
 /// How long a CONNACK for a persistent session waits for its record to become durable.
-const DURABLE_CONNACK_TIMEOUT: Duration = Duration::from_secs(10);
+const DURABLE_CONNACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn read_packet<R: AsyncRead + Unpin>(
     reader: &mut R,
@@ -550,8 +550,17 @@ impl Connection {
         if let Some((old_client, will)) = old_will {
             server.publish_will(&old_client, will);
         }
+        // Counted from the moment the session is attached: a takeover (even during the wait
+        // below) and the detach at the end subtract it.
+        let connected = inner.info.clients_connected.fetch_add(1, Ordering::Relaxed) + 1;
+        inner
+            .info
+            .clients_maximum
+            .fetch_max(connected, Ordering::Relaxed);
         // A session that outlives the connection is acknowledged (CONNACK) only once its record
-        // is durable, when a storage hook asks for that.
+        // is durable, when a storage hook asks for that. If it cannot be, the client gets CONNACK
+        // 0x80 and the connection ends through the normal path (the session stays, offline).
+        let mut not_durable = false;
         if expiry > 0 && inner.hooks.provides(HookEvents::DURABLE) && session.state.lock().persist {
             let durable =
                 tokio::time::timeout(DURABLE_CONNACK_TIMEOUT, inner.hooks.durable()).await;
@@ -560,17 +569,50 @@ impl Connection {
                 Ok(Err(error)) => Some(error.to_string()),
                 Err(_) => Some("storage did not commit in time".to_string()),
             };
+            // Another connection may have taken the session over while this one waited.
+            let current = session
+                .state
+                .lock()
+                .connection
+                .as_ref()
+                .is_some_and(|connection| connection.generation == generation);
+            if !current {
+                return None;
+            }
             if let Some(failure) = failure {
                 warn!(client_id = %client_id, error = %failure, "session not durable; connection refused");
                 sys::add(&inner.info.hook_errors, 1);
-                if let Some(detached) = server.detach(&session, generation, true) {
-                    if let Some((will, old_client)) = detached.will_now {
-                        server.publish_will(&old_client, will);
-                    }
-                }
-                send_connack(writer, protocol, refuse_with(ReasonCode::UNSPECIFIED_ERROR)).await;
-                return None;
+                not_durable = true;
             }
+        }
+        if not_durable {
+            // Refused: no Will, nothing resent; the writer sends CONNACK 0x80 and closes.
+            session.state.lock().will = None;
+            let refusal = refuse_with(ReasonCode::UNSPECIFIED_ERROR);
+            {
+                let mut state = session.state.lock();
+                state
+                    .control
+                    .push_front(Control::Packet(Packet::ConnAck(refusal)));
+                state.wake_writer();
+            }
+            handle.close(Close::Silent);
+            return Some(Self {
+                server: server.clone(),
+                session,
+                client,
+                connect,
+                handle,
+                protocol,
+                keep_alive: 0,
+                aliases: HashMap::new(),
+                connect_expiry_zero: requested_expiry == 0,
+                staged: Vec::new(),
+                auth,
+                pending_auth: None,
+                hold_acks: false,
+                held: Vec::new(),
+            });
         }
 
         // Server Keep Alive replaces the client's [MQTT-3.2.2-21]: the configured value, or the
@@ -652,11 +694,6 @@ impl Connection {
             }
             state.wake_writer();
         }
-        let connected = inner.info.clients_connected.fetch_add(1, Ordering::Relaxed) + 1;
-        inner
-            .info
-            .clients_maximum
-            .fetch_max(connected, Ordering::Relaxed);
         info!(client_id = %client_id, remote = ?client.connection.remote, listener = %client.connection.listener,
               protocol = %protocol, session_present, "client connected");
         let connect_expiry_zero = requested_expiry == 0;
@@ -1119,22 +1156,29 @@ impl Connection {
                 None
             }
             Packet::PubRec(rec) => {
-                let ((outcome, seq), persist) = {
+                let outcome = {
                     let mut state = self.session.state.lock();
-                    let outcome = state.outbound.pubrec(rec.packet_id, rec.reason_code);
-                    (outcome, state.persist)
-                };
-                if persist && let Some(seq) = seq {
-                    if outcome == PubRecOutcome::Dropped {
-                        self.message_removed(seq, QoS::ExactlyOnce);
-                    } else {
-                        inner.hooks.storage(&StorageEvent::MessageFlow {
-                            client_id: &self.client.client_id,
-                            seq,
-                            flow: StoredFlow::Released(rec.packet_id.get()),
-                        });
+                    let (outcome, seq) = state.outbound.pubrec(rec.packet_id, rec.reason_code);
+                    // Under the session lock, so that it cannot land after a takeover ended it.
+                    if state.persist
+                        && let Some(seq) = seq
+                    {
+                        if outcome == PubRecOutcome::Dropped {
+                            inner.hooks.storage(&StorageEvent::MessageRemoved {
+                                client_id: &self.client.client_id,
+                                seq,
+                                qos: QoS::ExactlyOnce,
+                            });
+                        } else {
+                            inner.hooks.storage(&StorageEvent::MessageFlow {
+                                client_id: &self.client.client_id,
+                                seq,
+                                flow: StoredFlow::Released(rec.packet_id.get()),
+                            });
+                        }
                     }
-                }
+                    outcome
+                };
                 match outcome {
                     PubRecOutcome::Release => self.send(PubRel::new(rec.packet_id).into()),
                     PubRecOutcome::Dropped => {
@@ -1350,17 +1394,20 @@ impl Connection {
                 } else {
                     PubRec::with_reason(id, code).into()
                 };
-                self.send(packet);
+                // In order with the other acknowledgements [MQTT-4.6.0-2].
+                self.send_ack(packet);
             }
             return None;
         }
         if qos == QoS::ExactlyOnce
             && let Some(id) = packet_id
         {
-            let mut state = self.session.state.lock();
+            let state = self.session.state.lock();
             if state.inbound_qos2.contains(&id.get()) {
-                // A resend before PUBREL: acknowledge again, deliver once [MQTT-4.3.3-9].
-                state.send(PubRec::new(id).into());
+                drop(state);
+                // A resend before PUBREL: acknowledge again, deliver once [MQTT-4.3.3-9]; held
+                // like the first PUBREC until what it acknowledges is durable.
+                self.send_ack(PubRec::new(id).into());
                 return None;
             }
             if state.inbound_qos2.len() >= usize::from(caps.receive_maximum) {
@@ -1394,12 +1441,10 @@ impl Connection {
             self.send_ack(PubAck::with_reason(id, code).into());
         } else {
             if !code.is_error() {
-                let persist = {
-                    let mut state = self.session.state.lock();
-                    state.inbound_qos2.insert(id.get());
-                    state.persist
-                };
-                if persist {
+                let mut state = self.session.state.lock();
+                state.inbound_qos2.insert(id.get());
+                // Under the session lock, so that it cannot land after a takeover ended it.
+                if state.persist {
                     inner.hooks.storage(&StorageEvent::InboundQos2 {
                         client_id: &self.client.client_id,
                         packet_id: id.get(),

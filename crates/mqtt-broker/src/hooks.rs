@@ -493,10 +493,11 @@ pub trait Hook: Send + Sync + 'static {
 
     /// For a storage hook with synchronous durability: a future that completes once every event
     /// this hook received so far is committed, or cannot be. When a hook provides
-    /// [`HookEvents::DURABLE`], the server sends PUBACK, PUBREC, PUBCOMP, SUBACK and UNSUBACK,
-    /// and CONNACK to a client whose session outlives its connection, only after the future
-    /// completes with `Ok`; on `Err` the connection is closed (0x80 Unspecified error for v5)
-    /// without those acknowledgements, so the client sends again. `None`: nothing to wait for.
+    /// [`HookEvents::DURABLE`], the server sends PUBACK, PUBREC and PUBCOMP, and CONNACK to a
+    /// client whose session outlives its connection, only after the future completes with `Ok`;
+    /// on `Err` the connection is closed (0x80 Unspecified error for v5; CONNACK 0x80) without
+    /// those acknowledgements, so the client sends again. SUBACK and UNSUBACK do not wait.
+    /// `None`: nothing to wait for.
     fn durable(&self) -> Option<BoxFuture<'static, Result<(), HookError>>> {
         None
     }

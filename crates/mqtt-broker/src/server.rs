@@ -67,7 +67,8 @@ pub(crate) struct Inner {
     pub(crate) closing: AtomicBool,
     /// Becomes true when the server closes; every background loop watches it.
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
-    started: AtomicBool,
+    /// Runs `start` once; concurrent callers wait until the stored state is restored.
+    started: std::sync::Once,
     pub(crate) next_inline: AtomicU64,
     pub(crate) next_assigned_id: AtomicU64,
     /// Connection tasks alive, and a signal when it drops to zero.
@@ -133,7 +134,7 @@ impl Server {
                 next_generation: AtomicU64::new(1),
                 closing: AtomicBool::new(false),
                 shutdown: tokio::sync::watch::Sender::new(false),
-                started: AtomicBool::new(false),
+                started: std::sync::Once::new(),
                 next_inline: AtomicU64::new(1),
                 next_assigned_id: AtomicU64::new(1),
                 live_connections: AtomicUsize::new(0),
@@ -177,18 +178,24 @@ impl Server {
     }
 
     /// Starts the background tasks (timers) and restores stored state; called by every `serve_*`
-    /// method, and idempotent. Must be called within a Tokio runtime.
+    /// method, and idempotent. Must be called within a Tokio runtime, after the hooks are
+    /// added. Callers that arrive while the stored state is being restored wait for it, so no
+    /// connection is served before the sessions are back.
     pub fn start(&self) {
-        if self.inner.started.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        self.restore();
-        let server = self.clone();
-        tokio::spawn(async move { server.run_timers().await });
-        let server = self.clone();
-        tokio::spawn(async move { server.run_sys_ticks().await });
-        for hook in self.inner.hooks.with(HookEvents::ON_STARTED) {
-            hook.on_started();
+        let mut first = false;
+        self.inner.started.call_once(|| {
+            first = true;
+            self.restore();
+            let server = self.clone();
+            tokio::spawn(async move { server.run_timers().await });
+            let server = self.clone();
+            tokio::spawn(async move { server.run_sys_ticks().await });
+        });
+        // Outside `call_once`: a hook may use the server (and so call `start`) from here.
+        if first {
+            for hook in self.inner.hooks.with(HookEvents::ON_STARTED) {
+                hook.on_started();
+            }
         }
     }
 
@@ -1145,10 +1152,23 @@ impl Server {
             match hook.stored_retained_messages() {
                 Ok(messages) if !messages.is_empty() => {
                     for stored in messages {
+                        let stored_topic = stored.topic.clone();
                         let Some(message) = restored_message(stored, now, unix_now) else {
+                            // Expired while the server was down: the store forgets it too.
+                            inner.hooks.storage(&StorageEvent::RetainedCleared {
+                                topic: stored_topic.as_str(),
+                            });
                             continue;
                         };
                         let topic = message.topic.clone();
+                        if let Some(at) = message.expires_at {
+                            inner.timers.schedule(
+                                at,
+                                TimerEvent::RetainedExpiry {
+                                    topic: ClientId::from(topic.as_str()),
+                                },
+                            );
+                        }
                         if inner.retained.set(&topic, message).is_none() {
                             sys::add(&inner.info.retained, 1);
                         }
@@ -1257,7 +1277,15 @@ impl Server {
     /// after its delay, as if the connection had closed now) and its inbound QoS 2 state.
     fn restore_session(&self, stored: crate::storage::StoredClient, now: Instant, unix_now: u64) {
         let inner = &self.inner;
+        if inner
+            .sessions
+            .lock()
+            .contains_key(stored.client_id.as_str())
+        {
+            return;
+        }
         let client_id = ClientId::from(stored.client_id.as_str());
+        let rewrite_deadline = stored.expires_at_unix.is_none();
         let expires_in = match stored.expires_at_unix {
             Some(at) if at <= unix_now => {
                 // Expired while the server was down.
@@ -1285,6 +1313,12 @@ impl Server {
             state.client = Some(Arc::new(info));
             state.inbound_qos2 = stored.inbound_qos2.into_iter().collect();
             state.will = stored.will;
+            if rewrite_deadline && expires_in.is_some() {
+                // Its client was connected when the server stopped: the expiry clock starts now,
+                // and the record says so (another restart must not restart the clock).
+                let record = storage::stored_client(&client_id, &state, true);
+                inner.hooks.storage(&StorageEvent::Session(&record));
+            }
             state.will.as_ref().map(|will| {
                 let delay = if stored.protocol.is_v5() {
                     u64::from(will.properties.will_delay_interval.unwrap_or(0))
@@ -1298,7 +1332,8 @@ impl Server {
         // taken it yet).
         if let Some(left) = expires_in {
             inner.timers.schedule(
-                now + Duration::from_secs(left),
+                now.checked_add(Duration::from_secs(left))
+                    .unwrap_or(now + Duration::from_secs(u64::from(u32::MAX))),
                 TimerEvent::SessionExpiry {
                     client_id: client_id.clone(),
                     generation: 0,
@@ -1314,9 +1349,13 @@ impl Server {
                 },
             );
         }
-        if inner.sessions.lock().insert(client_id, session).is_none() {
-            sys::add(&inner.info.sessions, 1);
+        let mut sessions = inner.sessions.lock();
+        if sessions.contains_key(&client_id) {
+            // Already there (restored by another hook, or a client was served first): keep it.
+            return;
         }
+        sessions.insert(client_id, session);
+        sys::add(&inner.info.sessions, 1);
     }
 
     /// Puts stored messages back into their sessions as they stood, in the order the hook gives
@@ -1395,9 +1434,13 @@ fn restored_message(
     unix_now: u64,
 ) -> Option<Arc<Message>> {
     let topic = stored.topic;
+    // A message whose QoS 2 flow had started is finished whatever its expiry: the client holds
+    // its packet id (expiry applies before delivery starts).
+    let started = stored.flow != crate::storage::StoredFlow::Queued;
     let expires_at = match stored.expires_at_unix {
+        Some(at) if at <= unix_now && started => None,
         Some(at) if at <= unix_now => return None,
-        Some(at) => Some(now + Duration::from_secs(at - unix_now)),
+        Some(at) => now.checked_add(Duration::from_secs(at - unix_now)),
         None => None,
     };
     Some(Arc::new(Message {

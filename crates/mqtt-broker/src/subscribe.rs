@@ -96,17 +96,18 @@ pub(crate) fn subscribe(
         if !existed {
             sys::add(&inner.info.subscriptions, 1);
         }
-        let persist = {
+        {
             let mut state = session.state.lock();
             state
                 .subscriptions
                 .insert(filter.to_string(), (options, identifier));
-            state.persist
-        };
-        if persist {
-            let mut stored = StoredSubscription::new(session.client_id.as_ref(), filter, options);
-            stored.identifier = identifier.map(NonZeroU32::get);
-            inner.hooks.storage(&StorageEvent::Subscribed(&stored));
+            // Under the session lock, so that it cannot land after a takeover ended the session.
+            if state.persist {
+                let mut stored =
+                    StoredSubscription::new(session.client_id.as_ref(), filter, options);
+                stored.identifier = identifier.map(NonZeroU32::get);
+                inner.hooks.storage(&StorageEvent::Subscribed(&stored));
+            }
         }
         codes.push(ReasonCode::granted(options.maximum_qos));
         // Retained messages: never for shared subscriptions (§4.8.2); by Retain Handling

@@ -57,7 +57,8 @@ pub enum StorageError {
 pub struct StorageHealth {
     /// The backend's name.
     pub backend: &'static str,
-    /// Whether the last write succeeded and nothing was dropped since.
+    /// Whether the last write succeeded and no change was ever dropped (a dropped change
+    /// leaves the store incomplete until the broker restarts).
     pub healthy: bool,
     /// The last write error, while failing.
     pub last_error: Option<String>,
@@ -134,7 +135,7 @@ impl StorageHook {
     pub fn health(&self) -> StorageHealth {
         let stats = &self.shared.stats;
         let dropped = stats.dropped.load(Ordering::Relaxed);
-        let failing = stats.failing.load(Ordering::Relaxed);
+        let failing = stats.failing.load(Ordering::Relaxed) || stats.lost.load(Ordering::Relaxed);
         StorageHealth {
             backend: self.backend,
             healthy: !failing,
@@ -151,7 +152,9 @@ impl StorageHook {
         use std::fmt::Write as _;
         let stats = &self.shared.stats;
         let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-        let healthy = u64::from(!stats.failing.load(Ordering::Relaxed));
+        let healthy = u64::from(
+            !stats.failing.load(Ordering::Relaxed) && !stats.lost.load(Ordering::Relaxed),
+        );
         let rows: [(&str, &str, &str, u64); 7] = [
             (
                 "mochi_storage_batches_total",
@@ -245,20 +248,30 @@ async fn load<B: Backend>(backend: &B, shared: &Shared) -> Result<Snapshot, Stor
         warn!(key = %String::from_utf8_lossy(key).replace('\0', "/"), %error, "unreadable stored record skipped");
     };
     let mut clients: BTreeMap<String, StoredClient> = BTreeMap::new();
+    // Sessions whose record cannot be read (e.g. written by a newer version): their other
+    // records are left alone, not taken for orphans.
+    let mut unreadable_clients: HashSet<String> = HashSet::new();
     for (key, value) in backend.scan_prefix(&keys::kind(keys::CLIENT)).await? {
         match records::decode::<ClientRecord>(&value) {
             Ok(record) => {
                 clients.insert(record.client_id.clone(), record.to_stored());
             }
-            Err(error) => unreadable(&key, &error),
+            Err(error) => {
+                if let Some((client_id, _)) = keys::split(&key) {
+                    unreadable_clients.insert(client_id.to_owned());
+                }
+                unreadable(&key, &error);
+            }
         }
     }
+    let orphan = |client_id: &str| !unreadable_clients.contains(client_id);
     for (key, _) in backend.scan_prefix(&keys::kind(keys::INBOUND)).await? {
         let parsed = keys::split(&key).and_then(|(c, part)| Some((c, keys::packet_id_of(part)?)));
         match parsed {
             Some((client_id, id)) => match clients.get_mut(client_id) {
                 Some(client) => client.inbound_qos2.push(id),
-                None => shared.delete(key.clone()),
+                None if orphan(client_id) => shared.delete(key.clone()),
+                None => {}
             },
             None => unreadable(&key, &"bad key"),
         }
@@ -269,7 +282,9 @@ async fn load<B: Backend>(backend: &B, shared: &Shared) -> Result<Snapshot, Stor
             continue;
         };
         if !clients.contains_key(client_id) {
-            shared.delete(key.clone());
+            if orphan(client_id) {
+                shared.delete(key.clone());
+            }
             continue;
         }
         match records::decode::<SubscriptionRecord>(&value) {
@@ -296,26 +311,27 @@ async fn load<B: Backend>(backend: &B, shared: &Shared) -> Result<Snapshot, Stor
             continue;
         };
         if !clients.contains_key(client_id) {
-            shared.delete(key.clone());
-            shared.delete(keys::client_key(keys::FLOW, client_id, &seq.to_be_bytes()));
+            if orphan(client_id) {
+                shared.delete(key.clone());
+                shared.delete(keys::client_key(keys::FLOW, client_id, &seq.to_be_bytes()));
+            }
             continue;
         }
+        let id = (client_id.to_string(), seq);
+        let flow = flows.get(&id).copied().unwrap_or_default();
+        // Present (readable or not): its flow record is not a leftover.
+        seen.insert(id);
         match records::decode::<MessageRecord>(&value) {
-            Ok(record) => {
-                let id = (client_id.to_string(), seq);
-                let flow = flows.get(&id).copied().unwrap_or_default();
-                seen.insert(id);
-                match record.to_stored(flow) {
-                    Some(message) => snapshot.messages.push(message),
-                    None => unreadable(&key, &"invalid topic"),
-                }
-            }
+            Ok(record) => match record.to_stored(flow) {
+                Some(message) => snapshot.messages.push(message),
+                None => unreadable(&key, &"invalid topic"),
+            },
             Err(error) => unreadable(&key, &error),
         }
     }
     // Flow records without their message are leftovers.
     for (client_id, seq) in flows.keys() {
-        if !seen.contains(&(client_id.clone(), *seq)) {
+        if !seen.contains(&(client_id.clone(), *seq)) && orphan(client_id) {
             shared.delete(keys::client_key(keys::FLOW, client_id, &seq.to_be_bytes()));
         }
     }
@@ -481,6 +497,13 @@ impl Hook for StorageHook {
     fn durable(&self) -> Option<BoxFuture<'static, Result<(), HookError>>> {
         if self.shared.durability != Durability::Sync {
             return None;
+        }
+        if self.shared.stats.lost.load(Ordering::Relaxed) {
+            // Changes were dropped: nothing can be acknowledged as durable any more.
+            return Some(Box::pin(std::future::ready(Err(HookError::new(
+                "storage",
+                "changes were dropped (max_pending reached): the store is incomplete",
+            )))));
         }
         let target = self.shared.ticket();
         let mut committed = self.shared.committed.subscribe();

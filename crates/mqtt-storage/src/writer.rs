@@ -61,6 +61,8 @@ pub struct StorageStats {
     pub pending: AtomicU64,
     /// Whether the last backend write failed.
     pub failing: AtomicBool,
+    /// Whether a change was ever dropped (sticky until restart: the store is incomplete).
+    pub lost: AtomicBool,
 }
 
 /// A value to put: encoded now, or encoded by the writer only if it is still needed then (most
@@ -261,7 +263,7 @@ impl Shared {
             }
             if pending.live >= self.max_pending {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                self.stats.failing.store(true, Ordering::Relaxed);
+                self.stats.lost.store(true, Ordering::Relaxed);
                 pending.index.remove(&hashed);
                 return;
             }

@@ -553,3 +553,36 @@ async fn messages_acknowledged_within_one_batch_never_reach_the_backend() {
     assert!(keys.is_empty(), "no message record left: {}", keys.len());
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn a_persistent_session_that_cannot_be_made_durable_is_refused_with_connack_0x80() {
+    let backend = Flaky::default();
+    let broker = Broker::start(&backend, Durability::Sync).await;
+    backend
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // The record cannot be committed: after the bounded wait, CONNACK 0x80 and a close.
+    let (mut refused, packet) = Raw::handshake(broker.addr, persistent_v5("s", true)).await;
+    assert_eq!(connack(packet).reason_code, ReasonCode::UNSPECIFIED_ERROR);
+    refused.expect_closed().await;
+    support::wait_until("the refused connection is gone", || {
+        broker.server.connected_clients().is_empty()
+    })
+    .await;
+    assert_eq!(
+        broker
+            .server
+            .info()
+            .clients_connected
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the connected-clients count is balanced"
+    );
+    // Once the backend is back, the same client connects, and its session was kept.
+    backend
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let (_client, ack) = Raw::accepted(broker.addr, persistent_v5("s", false)).await;
+    assert!(ack.session_present);
+    broker.stop().await;
+}
