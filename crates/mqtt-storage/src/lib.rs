@@ -24,6 +24,19 @@
 //! message queued and acknowledged within one batch never reaches the backend.
 //!
 //! QoS 0 messages queued for offline sessions are not stored (at most once allows their loss).
+//! QoS 1 messages keep no flow record: after a crash, one that was sent but not acknowledged is
+//! sent again as a new message (at least once allows the duplicate).
+//!
+//! # Known limits
+//!
+//! - In `batched` mode a crash can also lose the release of an inbound QoS 2 packet id (PUBREL
+//!   handled, PUBCOMP sent, the delete not yet written): after the restart the id is still
+//!   taken, and a new QoS 2 message from that client with the same id is taken for a resend and
+//!   not delivered. `sync` mode holds PUBCOMP until the release is committed.
+//! - The flow record of an outgoing QoS 2 message (PUBLISH or PUBREL sent) is written like any
+//!   other change, not before the packet goes out: a crash in between makes the message go again
+//!   after the restart as if it had not been sent.
+//! - A session's pending Will after a restart counts its delay from the restart.
 //!
 //! # Example
 //!
