@@ -4,9 +4,11 @@
 //!   `-D warnings`, then the README's test command.
 //! * `cargo xtask fuzz [SECONDS]`: runs the codec's libFuzzer target (needs `cargo-fuzz`; uses the
 //!   nightly toolchain when one is installed).
+//! * `cargo xtask bench [--quick]`: load scenarios against `mochi`, Mosquitto and rumqttd.
 //! * `cargo xtask interop [--suite PATH]`: the Eclipse Paho interoperability suite against a
 //!   release `mochi` (see `interop/README.md`).
 
+mod bench;
 mod interop;
 
 use std::process::{Command, ExitCode};
@@ -36,6 +38,10 @@ fn run() -> Result<()> {
             };
             fuzz(seconds)
         }
+        Some("bench") => {
+            let rest: Vec<String> = args.collect();
+            bench::bench(&workspace_root(), &rest)
+        }
         Some("interop") => {
             let rest: Vec<String> = args.collect();
             interop::interop(&workspace_root(), &rest)
@@ -55,7 +61,10 @@ tasks:
   fuzz [SECONDS]  run the mqtt-packets decoder fuzz target (default 60 s)
   interop [--suite PATH]
                   the Eclipse Paho interoperability suite (v5 and 3.1.1) against mochi;
-                  the suite comes from PATH, PAHO_TESTING_DIR or a git clone in target/";
+                  the suite comes from PATH, PAHO_TESTING_DIR or a git clone in target/
+  bench [--quick] [--passes N] [--brokers mochi,mosquitto,rumqttd]
+                  load scenarios against mochi and the peers installed here; table,
+                  target/bench/results.csv and results.svg";
 
 /// The README's test command; `.ci/run` runs the same line.
 const TEST_COMMAND: &[&str] = &["test", "--workspace", "--all-features"];

@@ -1,0 +1,192 @@
+//! The results: a table on the terminal, a CSV and an SVG chart.
+
+// xtask is a plain synchronous program (the load generator has its own runtime, and these
+// calls run outside it): blocking file access and sleeps are fine here.
+#![allow(clippy::disallowed_methods)]
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::Row;
+use super::scenarios::Measured;
+
+/// The pass with the median headline figure (rate, or p99 latency, or connect rate).
+pub(crate) fn median_pass(mut passes: Vec<(Measured, f64, f64)>) -> Option<(Measured, f64, f64)> {
+    passes.sort_by(|a, b| headline(&a.0).total_cmp(&headline(&b.0)));
+    let middle = passes.len() / 2;
+    passes.into_iter().nth(middle)
+}
+
+fn headline(m: &Measured) -> f64 {
+    if let Some((_, p99, _)) = m.latency_us {
+        p99
+    } else if let Some((rate, _)) = m.connections {
+        rate
+    } else {
+        m.rate
+    }
+}
+
+/// The figure shown for a row.
+fn figure(m: &Measured) -> String {
+    if let Some((p50, p99, p999)) = m.latency_us {
+        let mut text = format!("p50 {p50:.0} µs / p99 {p99:.0} µs / p99.9 {p999:.0} µs");
+        if m.loss() > 0.0 {
+            let _ = write!(text, " LOSSY {:.1} %", m.loss() * 100.0);
+        }
+        return text;
+    }
+    if let Some((rate, kib)) = m.connections {
+        return format!("{rate:.0} connects/s, {kib:.2} KiB/conn");
+    }
+    let mut text = format!("{:.0} msg/s", m.rate);
+    if let Some((min, median, max)) = m.per_client {
+        let _ = write!(text, " (per client {min:.0}/{median:.0}/{max:.0})");
+    }
+    if m.loss() > 0.0 {
+        let _ = write!(
+            text,
+            " LOSSY: {} of {} lost ({:.1} %)",
+            m.expected - m.received.min(m.expected),
+            m.expected,
+            m.loss() * 100.0
+        );
+    }
+    text
+}
+
+pub(crate) fn table(rows: &[Row], passes: usize) {
+    println!(
+        "\nmedian of {passes} pass(es); per client: publish rate min/median/max; cpu: broker / load generator"
+    );
+    let mut scenario = String::new();
+    for row in rows {
+        if row.scenario != scenario {
+            scenario.clone_from(&row.scenario);
+            println!("\n{scenario}");
+        }
+        println!(
+            "  {:<10} {:<78} cpu {:>4.0} % / {:>4.0} %",
+            row.broker,
+            figure(&row.measured),
+            row.broker_cpu,
+            row.generator_cpu
+        );
+    }
+}
+
+pub(crate) fn csv(rows: &[Row], path: &Path) -> Result<()> {
+    let mut out = String::from(
+        "scenario,broker,sent,expected,received,loss,rate_msg_s,seconds,p50_us,p99_us,p999_us,\
+         connects_s,kib_per_connection,broker_cpu_pct,generator_cpu_pct\n",
+    );
+    for row in rows {
+        let m = &row.measured;
+        let (p50, p99, p999) = m.latency_us.unwrap_or_default();
+        let (connects, kib) = m.connections.unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "\"{}\",{},{},{},{},{:.4},{:.0},{:.3},{:.0},{:.0},{:.0},{:.0},{:.3},{:.0},{:.0}",
+            row.scenario,
+            row.broker,
+            m.sent,
+            m.expected,
+            m.received,
+            m.loss(),
+            m.rate,
+            m.seconds,
+            p50,
+            p99,
+            p999,
+            connects,
+            kib,
+            row.broker_cpu,
+            row.generator_cpu
+        );
+    }
+    std::fs::File::create(path)?.write_all(out.as_bytes())?;
+    Ok(())
+}
+
+/// Grouped horizontal bars, one group per scenario, each bar scaled to the group's largest
+/// value (throughput and connect rate: longer is better; latency: p99, shorter is better).
+pub(crate) fn svg(rows: &[Row], path: &Path) -> Result<()> {
+    let colours = ["#2b8a3e", "#1c7ed6", "#e8590c", "#862e9c"];
+    let mut brokers: Vec<&str> = Vec::new();
+    for row in rows {
+        if !brokers.contains(&row.broker) {
+            brokers.push(row.broker);
+        }
+    }
+    let mut groups: Vec<(&str, Vec<&Row>)> = Vec::new();
+    for row in rows {
+        match groups.iter_mut().find(|(name, _)| *name == row.scenario) {
+            Some((_, list)) => list.push(row),
+            None => groups.push((&row.scenario, vec![row])),
+        }
+    }
+    let bar = 16;
+    let group_height = |n: usize| 22 + n * (bar + 4) + 10;
+    let height: usize = 40
+        + groups
+            .iter()
+            .map(|(_, r)| group_height(r.len()))
+            .sum::<usize>();
+    let width = 900;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    for (i, broker) in brokers.iter().enumerate() {
+        let colour = colours.get(i).copied().unwrap_or("#868e96");
+        let x = 10 + i * 140;
+        let _ = writeln!(
+            out,
+            "<rect x=\"{x}\" y=\"10\" width=\"12\" height=\"12\" fill=\"{colour}\"/><text x=\"{}\" y=\"21\">{broker}</text>",
+            x + 16
+        );
+    }
+    let mut y = 40;
+    for (name, list) in &groups {
+        let _ = writeln!(
+            out,
+            "<text x=\"10\" y=\"{}\" font-weight=\"bold\">{}</text>",
+            y + 14,
+            escape(name)
+        );
+        y += 22;
+        let max = list
+            .iter()
+            .map(|r| headline(&r.measured))
+            .fold(0.0, f64::max)
+            .max(1e-9);
+        for row in list {
+            let value = headline(&row.measured);
+            let length = (value / max * 520.0).max(1.0);
+            let index = brokers.iter().position(|b| *b == row.broker).unwrap_or(0);
+            let colour = colours.get(index).copied().unwrap_or("#868e96");
+            let _ = writeln!(
+                out,
+                "<rect x=\"10\" y=\"{y}\" width=\"{length:.0}\" height=\"{bar}\" fill=\"{colour}\"/>\
+                 <text x=\"{:.0}\" y=\"{}\">{}</text>",
+                length + 16.0,
+                y + 12,
+                escape(&figure(&row.measured))
+            );
+            y += bar + 4;
+        }
+        y += 10;
+    }
+    out.push_str("</svg>\n");
+    std::fs::File::create(path)?.write_all(out.as_bytes())?;
+    Ok(())
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

@@ -1,0 +1,366 @@
+//! The load scenarios. Each returns what it measured; loss is counted, never hidden.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use mqtt_packets::QoS;
+
+use super::client::{self, Client};
+
+/// Messages each publisher keeps unacknowledged in the pipelined modes.
+pub(crate) const WINDOW: usize = 100;
+
+/// One scenario's shape.
+#[derive(Debug, Clone)]
+pub(crate) enum Scenario {
+    /// `clients` clients, each subscribed to its own topic and publishing `messages` to it.
+    Stresser {
+        clients: usize,
+        messages: usize,
+        qos: QoS,
+        payload: usize,
+        window: usize,
+    },
+    /// `publishers` → 1 subscriber.
+    FanIn {
+        publishers: usize,
+        messages: usize,
+        qos: QoS,
+        payload: usize,
+    },
+    /// 1 publisher → `subscribers`.
+    FanOut {
+        subscribers: usize,
+        messages: usize,
+        qos: QoS,
+        payload: usize,
+    },
+    /// One publisher at `rate` msg/s for `seconds`, QoS 0: end-to-end latency.
+    Latency { rate: u32, seconds: u64 },
+    /// `count` idle connections: connect rate and broker memory per connection.
+    Connections { count: usize },
+}
+
+fn qos_name(qos: QoS) -> u8 {
+    qos.as_u8()
+}
+
+impl Scenario {
+    /// A short name for tables and the CSV.
+    pub(crate) fn name(&self) -> String {
+        let size = |payload: usize| {
+            if payload >= 1024 {
+                format!("{} KiB", payload / 1024)
+            } else {
+                format!("{payload} B")
+            }
+        };
+        match self {
+            Self::Stresser {
+                clients,
+                messages,
+                qos,
+                payload,
+                window,
+            } => format!(
+                "stresser {clients}x{messages} QoS {} {}{}",
+                qos_name(*qos),
+                size(*payload),
+                if *window == 1 { " one-at-a-time" } else { "" }
+            ),
+            Self::FanIn {
+                publishers,
+                qos,
+                payload,
+                ..
+            } => format!(
+                "fan-in {publishers}->1 QoS {} {}",
+                qos_name(*qos),
+                size(*payload)
+            ),
+            Self::FanOut {
+                subscribers,
+                qos,
+                payload,
+                ..
+            } => format!(
+                "fan-out 1->{subscribers} QoS {} {}",
+                qos_name(*qos),
+                size(*payload)
+            ),
+            Self::Latency { rate, .. } => format!("latency {rate} msg/s QoS 0"),
+            Self::Connections { count } => format!("{count} idle connections"),
+        }
+    }
+}
+
+/// What a scenario measured.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Measured {
+    /// Messages sent and received (for throughput scenarios).
+    pub(crate) sent: usize,
+    pub(crate) expected: usize,
+    pub(crate) received: usize,
+    /// Received messages per second.
+    pub(crate) rate: f64,
+    /// Per-client publish rates (stresser): min, median, max.
+    pub(crate) per_client: Option<(f64, f64, f64)>,
+    /// Latency percentiles in microseconds: p50, p99, p99.9.
+    pub(crate) latency_us: Option<(f64, f64, f64)>,
+    /// Connections: connects per second and KiB of broker memory per connection.
+    pub(crate) connections: Option<(f64, f64)>,
+    pub(crate) seconds: f64,
+}
+
+impl Measured {
+    /// The share of expected messages that did not arrive.
+    pub(crate) fn loss(&self) -> f64 {
+        if self.expected == 0 {
+            return 0.0;
+        }
+        1.0 - self.received as f64 / self.expected as f64
+    }
+}
+
+/// Runs one scenario against the broker on `port`; `rss` reads the broker's memory in KiB.
+pub(crate) async fn run(
+    scenario: &Scenario,
+    port: u16,
+    rss: &(dyn Fn() -> Option<u64> + Sync),
+) -> Result<Measured> {
+    match scenario {
+        Scenario::Stresser {
+            clients,
+            messages,
+            qos,
+            payload,
+            window,
+        } => stresser(port, *clients, *messages, *qos, *payload, *window).await,
+        Scenario::FanIn {
+            publishers,
+            messages,
+            qos,
+            payload,
+        } => fan(port, *publishers, 1, *messages, *qos, *payload).await,
+        Scenario::FanOut {
+            subscribers,
+            messages,
+            qos,
+            payload,
+        } => fan(port, 1, *subscribers, *messages, *qos, *payload).await,
+        Scenario::Latency { rate, seconds } => latency(port, *rate, *seconds).await,
+        Scenario::Connections { count } => connections(port, *count, rss).await,
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+async fn stresser(
+    port: u16,
+    clients: usize,
+    messages: usize,
+    qos: QoS,
+    payload: usize,
+    window: usize,
+) -> Result<Measured> {
+    let run = format!("{:x}", rand_id());
+    let mut tasks = Vec::new();
+    // Each client: one connection receiving its own topic, one publishing to it.
+    let mut pairs = Vec::new();
+    for i in 0..clients {
+        let topic = format!("bench/{run}/stress/{i}");
+        let mut subscriber = Client::connect(port, &format!("s-{run}-{i}")).await?;
+        subscriber.subscribe(&topic, qos).await?;
+        let publisher = Client::connect(port, &format!("p-{run}-{i}")).await?;
+        pairs.push((topic, subscriber, publisher));
+    }
+    let start = Instant::now();
+    for (topic, subscriber, publisher) in pairs {
+        tasks.push(tokio::spawn(async move {
+            let receiving = tokio::spawn(client::receive(subscriber, messages, |_| {}));
+            let began = Instant::now();
+            client::publish(publisher, &topic, qos, messages, window, payload, None).await?;
+            let published = began.elapsed();
+            let received = receiving.await??;
+            anyhow::Ok((received, published))
+        }));
+    }
+    let mut received = 0;
+    let mut rates = Vec::new();
+    for task in tasks {
+        let (count, published) = task.await??;
+        received += count;
+        rates.push(messages as f64 / published.as_secs_f64().max(1e-9));
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = rates.iter().copied().fold(0.0, f64::max);
+    let mid = median(&mut rates);
+    Ok(Measured {
+        sent: clients * messages,
+        expected: clients * messages,
+        received,
+        rate: received as f64 / seconds,
+        per_client: Some((min, mid, max)),
+        seconds,
+        ..Measured::default()
+    })
+}
+
+async fn fan(
+    port: u16,
+    publishers: usize,
+    subscribers: usize,
+    messages: usize,
+    qos: QoS,
+    payload: usize,
+) -> Result<Measured> {
+    let run = format!("{:x}", rand_id());
+    let filter = format!("bench/{run}/fan/+");
+    let expected = publishers * messages;
+    let mut receivers = Vec::new();
+    for s in 0..subscribers {
+        let mut subscriber = Client::connect(port, &format!("s-{run}-{s}")).await?;
+        subscriber.subscribe(&filter, qos).await?;
+        receivers.push(subscriber);
+    }
+    let mut senders = Vec::new();
+    for p in 0..publishers {
+        senders.push(Client::connect(port, &format!("p-{run}-{p}")).await?);
+    }
+    let start = Instant::now();
+    let receiving: Vec<_> = receivers
+        .into_iter()
+        .map(|subscriber| tokio::spawn(client::receive(subscriber, expected, |_| {})))
+        .collect();
+    let publishing: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(p, publisher)| {
+            let topic = format!("bench/{run}/fan/{p}");
+            tokio::spawn(async move {
+                client::publish(publisher, &topic, qos, messages, WINDOW, payload, None).await
+            })
+        })
+        .collect();
+    for task in publishing {
+        task.await??;
+    }
+    let mut received = 0;
+    for task in receiving {
+        received += task.await??;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Measured {
+        sent: expected,
+        expected: expected * subscribers,
+        received,
+        rate: received as f64 / seconds,
+        seconds,
+        ..Measured::default()
+    })
+}
+
+async fn latency(port: u16, rate: u32, seconds: u64) -> Result<Measured> {
+    let run = format!("{:x}", rand_id());
+    let topic = format!("bench/{run}/latency");
+    let mut subscriber = Client::connect(port, &format!("s-{run}")).await?;
+    subscriber.subscribe(&topic, QoS::AtMostOnce).await?;
+    let publisher = Client::connect(port, &format!("p-{run}")).await?;
+    let count = usize::try_from(u64::from(rate) * seconds).unwrap_or(usize::MAX);
+    let origin = Instant::now();
+    let samples = std::sync::Arc::new(parking_lot::Mutex::new(Vec::with_capacity(count)));
+    let receiving = tokio::spawn({
+        let samples = samples.clone();
+        client::receive(subscriber, count, move |payload| {
+            if let Some(sent) = client::stamp_of(payload) {
+                let now = u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                samples.lock().push(now.saturating_sub(sent));
+            }
+        })
+    });
+    // Paced: one message per tick.
+    let mut ticks = tokio::time::interval(Duration::from_secs(1) / rate.max(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut publisher = publisher;
+    for _ in 0..count {
+        ticks.tick().await;
+        publish_one(&mut publisher, &topic, origin).await?;
+    }
+    let received = receiving.await??;
+    let mut values: Vec<f64> = samples
+        .lock()
+        .iter()
+        .map(|&ns| ns as f64 / 1000.0)
+        .collect();
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let index = ((values.len() as f64 - 1.0) * q).round() as usize;
+        values.get(index).copied().unwrap_or_default()
+    };
+    Ok(Measured {
+        sent: count,
+        expected: count,
+        received,
+        rate: f64::from(rate),
+        latency_us: Some((at(0.5), at(0.99), at(0.999))),
+        seconds: seconds as f64,
+        ..Measured::default()
+    })
+}
+
+/// Publishes one stamped QoS 0 message (no acknowledgement to wait for).
+async fn publish_one(client: &mut Client, topic: &str, origin: Instant) -> Result<()> {
+    use bytes::BytesMut;
+    use mqtt_packets::{MqttString, Publish};
+    use tokio::io::AsyncWriteExt;
+    let nanos = u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let mut payload = vec![0x5A_u8; 64];
+    if let Some(head) = payload.get_mut(..8) {
+        head.copy_from_slice(&nanos.to_be_bytes());
+    }
+    let publish = Publish::new(MqttString::new(topic)?, payload);
+    let mut out = BytesMut::new();
+    publish.encode(client::PROTOCOL, &mut out)?;
+    client.write.write_all(&out).await?;
+    Ok(())
+}
+
+async fn connections(
+    port: u16,
+    count: usize,
+    rss: &(dyn Fn() -> Option<u64> + Sync),
+) -> Result<Measured> {
+    let run = format!("{:x}", rand_id());
+    // Settle, then measure the broker's memory before and after.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss().unwrap_or_default();
+    let start = Instant::now();
+    let mut open = Vec::with_capacity(count);
+    // Several 127.x source addresses, so one address's ephemeral ports are not the limit.
+    for i in 0..count {
+        let source = std::net::IpAddr::from([127, 0, 1, u8::try_from(i % 200 + 1).unwrap_or(1)]);
+        open.push(Client::connect_from(Some(source), port, &format!("c-{run}-{i}")).await?);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss().unwrap_or_default();
+    let per_connection = after.saturating_sub(before) as f64 / count as f64;
+    drop(open);
+    Ok(Measured {
+        connections: Some((count as f64 / seconds, per_connection)),
+        seconds,
+        ..Measured::default()
+    })
+}
+
+/// A run id, so that topics and client ids of passes never meet.
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    hasher.finish()
+}
