@@ -50,7 +50,8 @@ impl Client {
         stream.set_nodelay(true)?;
         let (read, mut write) = stream.into_split();
         let mut connect = Connect::new(PROTOCOL, MqttString::new(id)?);
-        connect.keep_alive = 0;
+        // Not 0: rumqttd refuses a zero Keep Alive. Runs are far shorter than 1.5 x 300 s.
+        connect.keep_alive = 300;
         let mut out = BytesMut::new();
         Packet::from(connect).encode(PROTOCOL, &mut out)?;
         write.write_all(&out).await?;

@@ -339,11 +339,27 @@ async fn connections(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss().unwrap_or_default();
     let start = Instant::now();
+    // Connects from CONCURRENT tasks at once, so the generator's round trips do not set the
+    // rate; several 127.x source addresses, so one address's ephemeral ports are not the limit.
+    const CONCURRENT: usize = 64;
+    let mut workers = Vec::new();
+    for worker in 0..CONCURRENT {
+        let run = run.clone();
+        workers.push(tokio::spawn(async move {
+            let mut open = Vec::new();
+            let mut i = worker;
+            while i < count {
+                let source =
+                    std::net::IpAddr::from([127, 0, 1, u8::try_from(i % 200 + 1).unwrap_or(1)]);
+                open.push(Client::connect_from(Some(source), port, &format!("c-{run}-{i}")).await?);
+                i += CONCURRENT;
+            }
+            anyhow::Ok(open)
+        }));
+    }
     let mut open = Vec::with_capacity(count);
-    // Several 127.x source addresses, so one address's ephemeral ports are not the limit.
-    for i in 0..count {
-        let source = std::net::IpAddr::from([127, 0, 1, u8::try_from(i % 200 + 1).unwrap_or(1)]);
-        open.push(Client::connect_from(Some(source), port, &format!("c-{run}-{i}")).await?);
+    for worker in workers {
+        open.extend(worker.await??);
     }
     let seconds = start.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
