@@ -159,6 +159,11 @@ pub(crate) async fn receive(
 /// Publishes `count` messages of `payload` bytes to `topic` at `qos`, keeping at most `window`
 /// unacknowledged (QoS 1/2); with `stamp`, the first 8 payload bytes carry the nanoseconds since
 /// it. Returns once every message is acknowledged (QoS 1/2; PUBREL sent for QoS 2) or written.
+///
+/// With a window above 1, messages are coalesced into writes of up to 64 KiB (pipelined). With
+/// a window of 1 (mqtt-stresser's mode: publish, then wait for the token), each message is one
+/// write of its own, finished before the next is encoded; at QoS 1/2 the next message also waits
+/// for the previous one's PUBACK / PUBCOMP.
 pub(crate) async fn publish(
     client: Client,
     topic: &str,
@@ -213,12 +218,17 @@ pub(crate) async fn publish(
             anyhow::Ok(())
         }
     });
+    let window = window.max(1);
+    // One write per message: mqtt-stresser's mode, and stamped messages (stamped at the write).
+    let write_each = window == 1 || stamp.is_some();
     let body = vec![0x5A_u8; payload.max(8)];
     let mut out = BytesMut::with_capacity(128 * 1024);
     for i in 0..count {
         if qos != QoS::AtMostOnce && i >= *acked_rx.borrow() + window {
-            write.lock().await.write_all(&out).await?;
-            out.clear();
+            if !out.is_empty() {
+                write.lock().await.write_all(&out).await?;
+                out.clear();
+            }
             tokio::time::timeout(WAIT, acked_rx.wait_for(|&acked| i < acked + window))
                 .await
                 .context("the window did not open within the wait")??;
@@ -236,12 +246,15 @@ pub(crate) async fn publish(
             message.packet_id = PacketId::new(u16::try_from(i % 65_535 + 1).unwrap_or(1));
         }
         message.encode(PROTOCOL, &mut out)?;
-        if out.len() >= 64 * 1024 || stamp.is_some() {
+        if write_each || out.len() >= 64 * 1024 {
             write.lock().await.write_all(&out).await?;
             out.clear();
         }
     }
-    write.lock().await.write_all(&out).await?;
+    if !out.is_empty() {
+        write.lock().await.write_all(&out).await?;
+    }
+    // Bounded: the acknowledgement task gives up after a quiet wait of its own.
     acks.await??;
     Ok(())
 }

@@ -28,6 +28,7 @@ struct Settings {
     brokers: Vec<Kind>,
 }
 
+/// Reads `--quick`, `--passes N` and `--brokers a,b`.
 fn settings(args: &[String]) -> Result<Settings> {
     let mut settings = Settings {
         quick: false,
@@ -68,6 +69,7 @@ fn settings(args: &[String]) -> Result<Settings> {
     Ok(settings)
 }
 
+/// The scenarios of a run, in table order; `quick` scales the counts down for a one-minute run.
 fn scenarios(quick: bool) -> Vec<Scenario> {
     let scale = |full: usize, quick_count: usize| if quick { quick_count } else { full };
     let mut list = Vec::new();
@@ -87,18 +89,29 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
         payload: 4096,
         window: WINDOW,
     });
-    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+    // Fan-in 10 -> 1 and fan-out 1 -> 10: 64 B at QoS 0, 1 and 2, then 16 B and 4 KiB at QoS 0.
+    // `messages` is per publisher: fan-in moves 10 x that, fan-out delivers 10 x that. QoS 2
+    // (four packets a message, acknowledged one subscriber connection at a time) and 4 KiB
+    // (200 MB per run) carry fewer, so that a slow peer stays within a few seconds a row.
+    let fans = [
+        (QoS::AtMostOnce, 64, scale(20_000, 2_000)),
+        (QoS::AtLeastOnce, 64, scale(20_000, 2_000)),
+        (QoS::ExactlyOnce, 64, scale(10_000, 1_000)),
+        (QoS::AtMostOnce, 16, scale(20_000, 2_000)),
+        (QoS::AtMostOnce, 4096, scale(5_000, 500)),
+    ];
+    for (qos, payload, messages) in fans {
         list.push(Scenario::FanIn {
             publishers: 10,
-            messages: scale(20_000, 2_000),
+            messages,
             qos,
-            payload: 64,
+            payload,
         });
         list.push(Scenario::FanOut {
             subscribers: 10,
-            messages: scale(20_000, 2_000),
+            messages,
             qos,
-            payload: 64,
+            payload,
         });
     }
     list.push(Scenario::Latency {
@@ -108,7 +121,8 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
     list.push(Scenario::Connections {
         count: scale(10_000, 2_000),
     });
-    // mqtt-stresser's own mode: one message at a time per client.
+    // mqtt-stresser's own mode: one message at a time per client (one write each), compared
+    // on the per-client median publish rate.
     let clients: &[usize] = if quick { &[10] } else { &[2, 10, 100] };
     for &clients in clients {
         list.push(Scenario::Stresser {

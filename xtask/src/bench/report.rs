@@ -20,11 +20,15 @@ pub(crate) fn median_pass(mut passes: Vec<(Measured, f64, f64)>) -> Option<(Meas
     passes.into_iter().nth(middle)
 }
 
+/// The figure compared between brokers: p99 latency, connect rate, the per-client median
+/// publish rate (one-at-a-time stresser rows), or else the received rate.
 fn headline(m: &Measured) -> f64 {
     if let Some((_, p99, _)) = m.latency_us {
         p99
     } else if let Some((rate, _)) = m.connections {
         rate
+    } else if let (true, Some((_, median, _))) = (m.per_client_headline, m.per_client) {
+        median
     } else {
         m.rate
     }
@@ -42,10 +46,17 @@ fn figure(m: &Measured) -> String {
     if let Some((rate, kib)) = m.connections {
         return format!("{rate:.0} connects/s, {kib:.2} KiB/conn");
     }
-    let mut text = format!("{:.0} msg/s", m.rate);
-    if let Some((min, median, max)) = m.per_client {
-        let _ = write!(text, " (per client {min:.0}/{median:.0}/{max:.0})");
-    }
+    let mut text = match m.per_client {
+        Some((min, median, max)) if m.per_client_headline => format!(
+            "{median:.0} msg/s median per client (min {min:.0}, max {max:.0}; {:.0} msg/s in all)",
+            m.rate
+        ),
+        Some((min, median, max)) => format!(
+            "{:.0} msg/s (per client {min:.0}/{median:.0}/{max:.0})",
+            m.rate
+        ),
+        None => format!("{:.0} msg/s", m.rate),
+    };
     if m.loss() > 0.0 {
         let _ = write!(
             text,
@@ -58,9 +69,12 @@ fn figure(m: &Measured) -> String {
     text
 }
 
+/// Prints the rows on the terminal, grouped by scenario.
 pub(crate) fn table(rows: &[Row], passes: usize) {
     println!(
-        "\nmedian of {passes} pass(es); per client: publish rate min/median/max; cpu: broker / load generator"
+        "\nmedian of {passes} pass(es); msg/s received in all, except one-at-a-time rows: median \
+         per-client publish rate (as mqtt-stresser reports it); per client: publish rate \
+         min/median/max; cpu: broker / load generator"
     );
     let mut scenario = String::new();
     for row in rows {
@@ -78,18 +92,23 @@ pub(crate) fn table(rows: &[Row], passes: usize) {
     }
 }
 
+/// Writes every row to `path`: the received rate in all (`rate_msg_s`) and the per-client
+/// publish rates (min/median/max) side by side, whichever the table compares.
 pub(crate) fn csv(rows: &[Row], path: &Path) -> Result<()> {
     let mut out = String::from(
-        "scenario,broker,sent,expected,received,loss,rate_msg_s,seconds,p50_us,p99_us,p999_us,\
+        "scenario,broker,sent,expected,received,loss,rate_msg_s,per_client_min_msg_s,\
+         per_client_median_msg_s,per_client_max_msg_s,seconds,p50_us,p99_us,p999_us,\
          connects_s,kib_per_connection,broker_cpu_pct,generator_cpu_pct\n",
     );
     for row in rows {
         let m = &row.measured;
         let (p50, p99, p999) = m.latency_us.unwrap_or_default();
         let (connects, kib) = m.connections.unwrap_or_default();
+        let (client_min, client_median, client_max) = m.per_client.unwrap_or_default();
         let _ = writeln!(
             out,
-            "\"{}\",{},{},{},{},{:.4},{:.0},{:.3},{:.0},{:.0},{:.0},{:.0},{:.3},{:.0},{:.0}",
+            "\"{}\",{},{},{},{},{:.4},{:.0},{:.0},{:.0},{:.0},{:.3},{:.0},{:.0},{:.0},{:.0},{:.3},\
+             {:.0},{:.0}",
             row.scenario,
             row.broker,
             m.sent,
@@ -97,6 +116,9 @@ pub(crate) fn csv(rows: &[Row], path: &Path) -> Result<()> {
             m.received,
             m.loss(),
             m.rate,
+            client_min,
+            client_median,
+            client_max,
             m.seconds,
             p50,
             p99,
@@ -112,7 +134,8 @@ pub(crate) fn csv(rows: &[Row], path: &Path) -> Result<()> {
 }
 
 /// Grouped horizontal bars, one group per scenario, each bar scaled to the group's largest
-/// value (throughput and connect rate: longer is better; latency: p99, shorter is better).
+/// value (throughput, the one-at-a-time rows' per-client median and connect rate: longer is
+/// better; latency: p99, shorter is better).
 pub(crate) fn svg(rows: &[Row], path: &Path) -> Result<()> {
     let colours = ["#2b8a3e", "#1c7ed6", "#e8590c", "#862e9c"];
     let mut brokers: Vec<&str> = Vec::new();
@@ -185,6 +208,7 @@ pub(crate) fn svg(rows: &[Row], path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Escapes text for SVG.
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
