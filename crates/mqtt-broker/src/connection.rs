@@ -58,6 +58,31 @@ where
     if server.inner.closing.load(Ordering::SeqCst) {
         return;
     }
+    // The handshake runs in a future of its own on the heap: its state (the CONNECT, the
+    // authentication exchange, the refusals) is freed when it ends, so the task of a
+    // long-lived connection keeps only what the packet loop needs.
+    let Some((mut connection, reader, writer, buf)) =
+        Box::pin(handshake(&server, stream, connection)).await
+    else {
+        return;
+    };
+    connection.run(reader, writer, buf).await;
+}
+
+/// What the handshake hands to the packet loop: the connection and the stream's halves, with
+/// whatever the client sent after CONNECT already in the buffer.
+type Handshaken<S> = (Connection, ReadHalf<S>, WriteHalf<S>, BytesMut);
+
+/// Reads the CONNECT and accepts or refuses it; `None` when the connection ends here.
+async fn handshake<S>(
+    server: &Server,
+    stream: S,
+    connection: ConnectionInfo,
+) -> Option<Handshaken<S>>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let server = server.clone();
     let (mut reader, mut writer) = tokio::io::split(stream);
     let options = &server.inner.options;
     let mut buf = BytesMut::with_capacity(options.read_buffer_size);
@@ -72,7 +97,7 @@ where
         ) => first,
         () = server.shutdown_signal() => {
             refuse(&server, writer).await;
-            return;
+            return None;
         }
     };
     let connect = match first {
@@ -83,7 +108,7 @@ where
             writer.write_all(&[0x20, 0x02, 0x00, 0x01]).await.ok();
             refuse(&server, writer).await;
             linger(&server, &mut reader).await;
-            return;
+            return None;
         }
         Ok(Err(ReadError::Decode(DecodeError::PacketTooLarge { size, .. })))
             if connect_level(&buf) == Some(5) =>
@@ -99,16 +124,16 @@ where
             .await;
             refuse(&server, writer).await;
             linger(&server, &mut reader).await;
-            return;
+            return None;
         }
         Ok(Ok(Some(other))) => {
             debug!(remote = ?connection.remote, packet = %other.packet_type(), "first packet is not CONNECT");
             refuse(&server, writer).await;
-            return;
+            return None;
         }
         Ok(Ok(None)) => {
             refuse(&server, writer).await;
-            return;
+            return None;
         }
         Ok(Err(error)) => {
             debug!(remote = ?connection.remote, %error, "bad CONNECT");
@@ -116,15 +141,15 @@ where
                 sys::add(&server.inner.info.protocol_errors, 1);
             }
             refuse(&server, writer).await;
-            return;
+            return None;
         }
         Err(_) => {
             debug!(remote = ?connection.remote, "no CONNECT before the connect timeout");
             refuse(&server, writer).await;
-            return;
+            return None;
         }
     };
-    let Some(mut connection) = Connection::accept(
+    let Some(connection) = Connection::accept(
         &server,
         connect,
         connection,
@@ -137,9 +162,9 @@ where
         // A refused CONNECT was answered with a CONNACK: linger so that it is read.
         refuse(&server, writer).await;
         linger(&server, &mut reader).await;
-        return;
+        return None;
     };
-    connection.run(reader, writer, buf).await;
+    Some((connection, reader, writer, buf))
 }
 
 /// The protocol level of a CONNECT whose body is (partly) in `buf`, read without decoding it.
@@ -214,6 +239,32 @@ async fn read_packet<R: AsyncRead + Unpin>(
     }
 }
 
+/// Reads more input into `buf`, growing it by `size` when it is full. While the connection is
+/// idle (nothing buffered, nothing to read yet) the buffer's memory is given back and taken again
+/// when input arrives, so an idle connection holds no read buffer.
+///
+/// Cancel safety: as [`AsyncReadExt::read_buf`]; nothing read is lost if the future is dropped.
+async fn read_more<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    size: usize,
+) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        if buf.capacity() == buf.len() {
+            buf.reserve(size);
+        }
+        let polled = {
+            let read = std::pin::pin!(reader.read_buf(&mut *buf));
+            read.poll(cx)
+        };
+        if polled.is_pending() && buf.is_empty() {
+            *buf = BytesMut::new();
+        }
+        polled
+    })
+    .await
+}
+
 /// A CONNACK for a refused connection, in the client's dialect; `None` when the code has no 3.x
 /// form (the connection is then closed without one).
 async fn send_connack<W: AsyncWrite + Unpin>(writer: &mut W, protocol: Protocol, connack: ConnAck) {
@@ -235,7 +286,8 @@ struct Connection {
     server: Server,
     session: Arc<Session>,
     client: Arc<ClientInfo>,
-    connect: Connect,
+    /// The CONNECT, until the session-established hooks have seen it.
+    connect: Option<Box<Connect>>,
     handle: ConnectionHandle,
     protocol: Protocol,
     keep_alive: u16,
@@ -601,7 +653,7 @@ impl Connection {
                 server: server.clone(),
                 session,
                 client,
-                connect,
+                connect: Some(Box::new(connect)),
                 handle,
                 protocol,
                 keep_alive: 0,
@@ -701,7 +753,7 @@ impl Connection {
             server: server.clone(),
             session,
             client,
-            connect,
+            connect: Some(Box::new(connect)),
             handle,
             protocol,
             keep_alive,
@@ -827,13 +879,15 @@ impl Connection {
             self.handle.clone(),
             writer,
         ));
-        for hook in self
-            .server
-            .inner
-            .hooks
-            .with(HookEvents::ON_SESSION_ESTABLISHED)
-        {
-            hook.on_session_established(&self.client, &self.connect);
+        if let Some(connect) = self.connect.take() {
+            for hook in self
+                .server
+                .inner
+                .hooks
+                .with(HookEvents::ON_SESSION_ESTABLISHED)
+            {
+                hook.on_session_established(&self.client, &connect);
+            }
         }
         let mut reader = reader;
         let end = self.read_loop(&mut reader, buf).await;
@@ -867,7 +921,8 @@ impl Connection {
         );
         let linger = sent_disconnect && self.protocol.is_v5();
         if passive && linger {
-            drain(&mut reader, Duration::from_secs(5)).await;
+            // Boxed (here and below): only while draining, not in every connection's task.
+            Box::pin(drain(&mut reader, Duration::from_secs(5))).await;
         }
         self.finish(end, detached);
         if !passive && linger && !self.server.is_closing() {
@@ -877,7 +932,7 @@ impl Connection {
             // before the client reads it. Discard the client's input until it closes,
             // for a short bounded time; the session is already finished. Not while the
             // server closes, which waits for every connection.
-            drain(&mut reader, LINGER).await;
+            Box::pin(drain(&mut reader, LINGER)).await;
         }
     }
 
@@ -897,14 +952,14 @@ impl Connection {
                     Ok(Some(packet)) => {
                         if let Some(end) = self.handle_packet(packet) {
                             server.deliver(&mut self.staged);
-                            self.release_acks_on_exit().await;
+                            Box::pin(self.release_acks_on_exit()).await;
                             return end;
                         }
                         if let Some(auth) = self.pending_auth.take()
-                            && let Some(end) = self.reauthenticate(auth).await
+                            && let Some(end) = Box::pin(self.reauthenticate(auth)).await
                         {
                             server.deliver(&mut self.staged);
-                            self.release_acks_on_exit().await;
+                            Box::pin(self.release_acks_on_exit()).await;
                             return end;
                         }
                     }
@@ -917,7 +972,7 @@ impl Connection {
                     }
                     Err(error) => {
                         server.deliver(&mut self.staged);
-                        self.release_acks_on_exit().await;
+                        Box::pin(self.release_acks_on_exit()).await;
                         warn!(client_id = %self.client.client_id, %error, "closing on a bad packet");
                         self.close(error.reason_code());
                         return End::Abnormal(error.to_string());
@@ -932,15 +987,13 @@ impl Connection {
                 self.close(ReasonCode::QUOTA_EXCEEDED);
                 return End::Abnormal("too many unsent acknowledgements".into());
             }
-            if buf.capacity() == buf.len() {
-                buf.reserve(options.read_buffer_size);
-            }
+            let size = options.read_buffer_size;
             let read = async {
                 match idle {
-                    Some(idle) => tokio::time::timeout(idle, reader.read_buf(&mut buf))
+                    Some(idle) => tokio::time::timeout(idle, read_more(reader, &mut buf, size))
                         .await
                         .ok(),
-                    None => Some(reader.read_buf(&mut buf).await),
+                    None => Some(read_more(reader, &mut buf, size).await),
                 }
             };
             let result = tokio::select! {
@@ -1612,7 +1665,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 ) {
     const BATCH: usize = 256;
     let inner = &server.inner;
-    let mut buf = BytesMut::with_capacity(inner.options.write_buffer_size.max(1024));
+    let buffer_size = inner.options.write_buffer_size.max(1024);
+    // Allocated when there is something to send, and given back before going idle.
+    let mut buf = BytesMut::new();
     let mut control = Vec::new();
     let mut outgoing = Vec::new();
     let mut dropped = Vec::new();
@@ -1656,6 +1711,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let mut messages = 0u64;
         let mut sent_by_qos = [0u64; 3];
         let mut sent = Vec::new();
+        if progressed && buf.capacity() == 0 {
+            buf.reserve(buffer_size);
+        }
         let items = control
             .drain(..)
             .chain(outgoing.drain(..).map(Control::Outgoing));
@@ -1821,6 +1879,19 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 writer.shutdown().await.ok();
             }
             break;
+        }
+        // Going idle: give back the buffers a burst grew, so an idle connection holds none.
+        if buf.capacity() > 0 {
+            buf = BytesMut::new();
+        }
+        if control.capacity() > 0 {
+            control = Vec::new();
+        }
+        if outgoing.capacity() > 0 {
+            outgoing = Vec::new();
+        }
+        if dropped.capacity() > 0 {
+            dropped = Vec::new();
         }
         handle.wakeup.notified().await;
     }

@@ -136,16 +136,21 @@ impl Listener for Tcp {
                         let connection = ConnectionInfo::new(id.clone(), remote);
                         match tls {
                             None => serve_stream(server, stream, connection, stats).await,
-                            Some(tls) => match tls.accept(stream).await {
-                                Ok((stream, info)) => {
-                                    let connection = connection.with_tls(info);
-                                    serve_stream(server, stream, connection, stats).await;
+                            // Boxed: plain TCP connections' tasks do not carry the size of
+                            // the TLS state.
+                            Some(tls) => Box::pin(async move {
+                                match tls.accept(stream).await {
+                                    Ok((stream, info)) => {
+                                        let connection = connection.with_tls(info);
+                                        serve_stream(server, stream, connection, stats).await;
+                                    }
+                                    Err(reason) => {
+                                        ListenerStats::add(&stats.handshake_failures);
+                                        warn!(listener = %id, remote = ?remote, %reason, "connection closed");
+                                    }
                                 }
-                                Err(reason) => {
-                                    ListenerStats::add(&stats.handshake_failures);
-                                    warn!(listener = %id, remote = ?remote, %reason, "connection closed");
-                                }
-                            },
+                            })
+                            .await,
                         }
                     }
                 },

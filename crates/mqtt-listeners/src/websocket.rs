@@ -204,8 +204,10 @@ impl Listener for WebSocket {
                     let stats = self.stats.clone();
                     async move {
                         let connection = ConnectionInfo::new(id.clone(), remote);
+                        // The handshakes are boxed: a connection's task keeps only the
+                        // size of the stream it serves, not of the upgrade or TLS states.
                         let result = match &config.tls {
-                            None => match upgrade(stream, &config).await {
+                            None => match Box::pin(upgrade(stream, &config)).await {
                                 Ok(stream) => {
                                     let stream = stream.with_stats(stats.clone(), id.clone());
                                     serve_stream(server, stream, connection, stats.clone()).await;
@@ -213,17 +215,20 @@ impl Listener for WebSocket {
                                 }
                                 Err(reason) => Err(reason),
                             },
-                            Some(tls) => match tls.accept(stream).await {
-                                Ok((stream, info)) => match upgrade(stream, &config).await {
-                                    Ok(stream) => {
-                                        let stream = stream.with_stats(stats.clone(), id.clone());
-                                        let connection = connection.with_tls(info);
-                                        serve_stream(server, stream, connection, stats.clone())
-                                            .await;
-                                        Ok(())
+                            Some(tls) => match Box::pin(tls.accept(stream)).await {
+                                Ok((stream, info)) => {
+                                    match Box::pin(upgrade(stream, &config)).await {
+                                        Ok(stream) => {
+                                            let stream =
+                                                stream.with_stats(stats.clone(), id.clone());
+                                            let connection = connection.with_tls(info);
+                                            serve_stream(server, stream, connection, stats.clone())
+                                                .await;
+                                            Ok(())
+                                        }
+                                        Err(reason) => Err(reason),
                                     }
-                                    Err(reason) => Err(reason),
-                                },
+                                }
                                 Err(reason) => Err(reason),
                             },
                         };
