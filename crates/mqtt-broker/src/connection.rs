@@ -2,6 +2,8 @@
 //! task, the only one that touches the socket's write half).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -62,7 +64,7 @@ where
     // authentication exchange, the refusals) is freed when it ends, so the task of a
     // long-lived connection keeps only what the packet loop needs.
     let Some((mut connection, reader, writer, buf)) =
-        Box::pin(handshake(&server, stream, connection)).await
+        boxed_handshake(&server, stream, connection).await
     else {
         return;
     };
@@ -73,16 +75,28 @@ where
 /// whatever the client sent after CONNECT already in the buffer.
 type Handshaken<S> = (Connection, ReadHalf<S>, WriteHalf<S>, BytesMut);
 
+/// [`handshake`] in a box built here, outside the caller's future: a future built inside an
+/// `async fn`, even one moved at once into a box, can still take room in the caller's state.
+fn boxed_handshake<S>(
+    server: &Server,
+    stream: S,
+    connection: ConnectionInfo,
+) -> Pin<Box<impl Future<Output = Option<Handshaken<S>>> + Send>>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    Box::pin(handshake(server.clone(), stream, connection))
+}
+
 /// Reads the CONNECT and accepts or refuses it; `None` when the connection ends here.
 async fn handshake<S>(
-    server: &Server,
+    server: Server,
     stream: S,
     connection: ConnectionInfo,
 ) -> Option<Handshaken<S>>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let server = server.clone();
     let (mut reader, mut writer) = tokio::io::split(stream);
     let options = &server.inner.options;
     let mut buf = BytesMut::with_capacity(options.read_buffer_size);
@@ -891,6 +905,32 @@ impl Connection {
         }
         let mut reader = reader;
         let end = self.read_loop(&mut reader, buf).await;
+        self.boxed_teardown(end, reader, writer_task).await;
+    }
+
+    /// [`Connection::teardown`] in a box built outside `run`'s state (see [`boxed_handshake`]).
+    fn boxed_teardown<R>(
+        &mut self,
+        end: End,
+        reader: ReadHalf<R>,
+        writer_task: tokio::task::JoinHandle<()>,
+    ) -> Pin<Box<impl Future<Output = ()> + Send>>
+    where
+        R: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        Box::pin(self.teardown(end, reader, writer_task))
+    }
+
+    /// After the packet loop: stops the writer, detaches from the session and runs the
+    /// disconnect logic.
+    async fn teardown<R>(
+        &mut self,
+        end: End,
+        mut reader: ReadHalf<R>,
+        writer_task: tokio::task::JoinHandle<()>,
+    ) where
+        R: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
         // Make sure the writer ends: a close reason may already be set (protocol error,
         // takeover); otherwise the client went away and we close silently.
         self.handle.close(Close::Silent);
@@ -921,8 +961,7 @@ impl Connection {
         );
         let linger = sent_disconnect && self.protocol.is_v5();
         if passive && linger {
-            // Boxed (here and below): only while draining, not in every connection's task.
-            Box::pin(drain(&mut reader, Duration::from_secs(5))).await;
+            drain(&mut reader, Duration::from_secs(5)).await;
         }
         self.finish(end, detached);
         if !passive && linger && !self.server.is_closing() {
@@ -932,7 +971,7 @@ impl Connection {
             // before the client reads it. Discard the client's input until it closes,
             // for a short bounded time; the session is already finished. Not while the
             // server closes, which waits for every connection.
-            Box::pin(drain(&mut reader, LINGER)).await;
+            drain(&mut reader, LINGER).await;
         }
     }
 
@@ -952,14 +991,14 @@ impl Connection {
                     Ok(Some(packet)) => {
                         if let Some(end) = self.handle_packet(packet) {
                             server.deliver(&mut self.staged);
-                            Box::pin(self.release_acks_on_exit()).await;
+                            self.boxed_release_acks_on_exit().await;
                             return end;
                         }
                         if let Some(auth) = self.pending_auth.take()
-                            && let Some(end) = Box::pin(self.reauthenticate(auth)).await
+                            && let Some(end) = self.boxed_reauthenticate(auth).await
                         {
                             server.deliver(&mut self.staged);
-                            Box::pin(self.release_acks_on_exit()).await;
+                            self.boxed_release_acks_on_exit().await;
                             return end;
                         }
                     }
@@ -972,7 +1011,7 @@ impl Connection {
                     }
                     Err(error) => {
                         server.deliver(&mut self.staged);
-                        Box::pin(self.release_acks_on_exit()).await;
+                        self.boxed_release_acks_on_exit().await;
                         warn!(client_id = %self.client.client_id, %error, "closing on a bad packet");
                         self.close(error.reason_code());
                         return End::Abnormal(error.to_string());
@@ -1158,6 +1197,19 @@ impl Connection {
         } else {
             self.handle.unsent.lock().append(&mut self.held);
         }
+    }
+
+    /// [`Connection::release_acks_on_exit`] in a box (see [`boxed_handshake`]): it runs once.
+    fn boxed_release_acks_on_exit(&mut self) -> Pin<Box<impl Future<Output = ()> + Send>> {
+        Box::pin(self.release_acks_on_exit())
+    }
+
+    /// [`Connection::reauthenticate`] in a box (see [`boxed_handshake`]): it is rare.
+    fn boxed_reauthenticate(
+        &mut self,
+        packet: mqtt_packets::Auth,
+    ) -> Pin<Box<impl Future<Output = Option<End>> + Send>> {
+        Box::pin(self.reauthenticate(packet))
     }
 
     /// On the way out: the held acknowledgements still go if storage commits in time.

@@ -216,7 +216,9 @@ pub(crate) async fn accept_loop<A, H, F>(
             },
         };
         debug!(listener = %id, remote = ?remote, "accepted");
-        let connection = handle(stream, remote);
+        // Boxed: an `async` block that awaits a future it captured holds it twice (the
+        // capture and the awaited copy), which would double every connection's task.
+        let connection = Box::pin(handle(stream, remote));
         tokio::spawn(async move {
             connection.await;
             drop(permit);

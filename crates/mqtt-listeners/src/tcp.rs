@@ -136,21 +136,9 @@ impl Listener for Tcp {
                         let connection = ConnectionInfo::new(id.clone(), remote);
                         match tls {
                             None => serve_stream(server, stream, connection, stats).await,
-                            // Boxed: plain TCP connections' tasks do not carry the size of
-                            // the TLS state.
-                            Some(tls) => Box::pin(async move {
-                                match tls.accept(stream).await {
-                                    Ok((stream, info)) => {
-                                        let connection = connection.with_tls(info);
-                                        serve_stream(server, stream, connection, stats).await;
-                                    }
-                                    Err(reason) => {
-                                        ListenerStats::add(&stats.handshake_failures);
-                                        warn!(listener = %id, remote = ?remote, %reason, "connection closed");
-                                    }
-                                }
-                            })
-                            .await,
+                            Some(tls) => {
+                                serve_tls(tls, server, stream, connection, stats, remote).await;
+                            }
                         }
                     }
                 },
@@ -163,4 +151,29 @@ impl Listener for Tcp {
     fn close(&self) {
         self.closer.close();
     }
+}
+
+/// The TLS handshake, then the connection, in a box built here: a plain TCP connection's task
+/// then does not carry the size of the TLS states (a future built inside an `async` block takes
+/// room in its state even when it is moved at once into a box).
+fn serve_tls(
+    tls: TlsConfig,
+    server: Server,
+    stream: tokio::net::TcpStream,
+    connection: ConnectionInfo,
+    stats: Arc<ListenerStats>,
+    remote: Option<SocketAddr>,
+) -> std::pin::Pin<Box<impl Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        match tls.accept(stream).await {
+            Ok((stream, info)) => {
+                let connection = connection.with_tls(info);
+                serve_stream(server, stream, connection, stats).await;
+            }
+            Err(reason) => {
+                ListenerStats::add(&stats.handshake_failures);
+                warn!(listener = %connection.listener, remote = ?remote, %reason, "connection closed");
+            }
+        }
+    })
 }
