@@ -15,8 +15,9 @@ pub struct ConnectionInfo {
     pub listener: Arc<str>,
     /// The peer's address, when the transport has one.
     pub remote: Option<SocketAddr>,
-    /// TLS details, when the connection is encrypted.
-    pub tls: Option<TlsInfo>,
+    /// TLS details, when the connection is encrypted (boxed: most connections have none, and
+    /// this struct is kept for every connection).
+    pub tls: Option<Box<TlsInfo>>,
 }
 
 impl ConnectionInfo {
@@ -32,7 +33,7 @@ impl ConnectionInfo {
     /// The same metadata with TLS details.
     pub fn with_tls(self, tls: TlsInfo) -> Self {
         Self {
-            tls: Some(tls),
+            tls: Some(Box::new(tls)),
             ..self
         }
     }

@@ -54,6 +54,7 @@ pub(crate) async fn serve<S>(server: Server, stream: S, connection: ConnectionIn
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    server.start();
     server.inner.live_connections.fetch_add(1, Ordering::SeqCst);
     let _guard = LiveGuard(server.clone());
     sys::add(&server.inner.info.connections_total, 1);
@@ -293,7 +294,7 @@ async fn send_connack<W: AsyncWrite + Unpin>(writer: &mut W, protocol: Protocol,
 type Established = (
     Arc<Session>,
     bool,
-    Option<(Arc<ClientInfo>, mqtt_packets::Will)>,
+    Option<(Arc<ClientInfo>, Box<mqtt_packets::Will>)>,
 );
 
 struct Connection {
@@ -315,7 +316,7 @@ struct Connection {
     /// Enhanced authentication of this connection, for re-authentication.
     auth: EnhancedAuth,
     /// An AUTH packet to handle on the reader's task (its hook is asynchronous).
-    pending_auth: Option<mqtt_packets::Auth>,
+    pending_auth: Option<Box<mqtt_packets::Auth>>,
     /// Whether acknowledgements wait for storage hooks' durability ([`HookEvents::DURABLE`]).
     hold_acks: bool,
     /// PUBACK, PUBREC and PUBCOMP of the current read, released once what they acknowledge is
@@ -864,7 +865,7 @@ impl Connection {
         state.connection = Some(handle.clone());
         state.last_generation = handle.generation;
         state.peer = peer;
-        state.will = connect.will.clone();
+        state.will = connect.will.clone().map(Box::new);
         state.control.clear();
         if persist {
             if !state.persist {
@@ -983,7 +984,7 @@ impl Connection {
         // 1.5 times the Keep Alive without a packet closes the connection [MQTT-3.1.2-22].
         let idle =
             (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
-        let kill = self.handle.kill.clone();
+        let shared = self.handle.shared();
         let control_limit = options.capabilities.maximum_client_writes_pending.max(1024);
         loop {
             loop {
@@ -995,7 +996,7 @@ impl Connection {
                             return end;
                         }
                         if let Some(auth) = self.pending_auth.take()
-                            && let Some(end) = self.boxed_reauthenticate(auth).await
+                            && let Some(end) = self.boxed_reauthenticate(*auth).await
                         {
                             server.deliver(&mut self.staged);
                             self.boxed_release_acks_on_exit().await;
@@ -1037,7 +1038,7 @@ impl Connection {
             };
             let result = tokio::select! {
                 result = read => result,
-                () = kill.notified() => return End::Killed,
+                () = shared.kill.notified() => return End::Killed,
             };
             match result {
                 None => {
@@ -1160,10 +1161,10 @@ impl Connection {
         if self.held.is_empty() {
             return None;
         }
-        let kill = self.handle.kill.clone();
+        let shared = self.handle.shared();
         let durable = tokio::select! {
             result = self.server.inner.hooks.durable() => result,
-            () = kill.notified() => {
+            () = shared.kill.notified() => {
                 self.held.clear();
                 return Some(End::Killed);
             }
@@ -1380,7 +1381,7 @@ impl Connection {
             }
             Packet::Auth(auth) if self.auth.method.is_some() => {
                 // Re-authentication: handled on the reader's task (see `read_loop`).
-                self.pending_auth = Some(auth);
+                self.pending_auth = Some(Box::new(auth));
                 None
             }
             Packet::Auth(_) => {

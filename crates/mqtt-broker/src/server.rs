@@ -80,7 +80,7 @@ pub(crate) struct Inner {
 #[derive(Debug)]
 pub(crate) struct Detached {
     /// A Will to publish now.
-    pub(crate) will_now: Option<(Will, Arc<ClientInfo>)>,
+    pub(crate) will_now: Option<(Box<Will>, Arc<ClientInfo>)>,
     /// The Session Expiry Interval in force.
     pub(crate) expiry: u32,
     /// The delay of a Will left in the session.
@@ -204,12 +204,17 @@ impl Server {
     ///
     /// Cancel safety: dropping the future drops the connection as if the network had failed
     /// (the Will is published); prefer [`Server::close`].
-    pub async fn serve_connection<S>(&self, stream: S, connection: ConnectionInfo)
+    pub fn serve_connection<S>(
+        &self,
+        stream: S,
+        connection: ConnectionInfo,
+    ) -> impl Future<Output = ()> + Send + use<S>
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        self.start();
-        crate::connection::serve(self.clone(), stream, connection).await;
+        // Not an `async fn`: a wrapper future would keep its own copy of the arguments for as
+        // long as the connection lasts. `serve` calls `start` when first polled.
+        crate::connection::serve(self.clone(), stream, connection)
     }
 
     /// Accepts connections from `listener` until [`Server::close`], serving each on its own task.
@@ -746,8 +751,8 @@ impl Server {
     }
 
     /// Publishes a Will (after `on_will`), as its client [MQTT-3.1.2-8].
-    pub(crate) fn publish_will(&self, client: &ClientInfo, will: Will) {
-        let mut will = Some(will);
+    pub(crate) fn publish_will(&self, client: &ClientInfo, will: Box<Will>) {
+        let mut will = Some(*will);
         for hook in self.inner.hooks.with(HookEvents::ON_WILL) {
             will = will.and_then(|will| hook.on_will(client, will));
         }
@@ -871,7 +876,7 @@ impl Server {
         &self,
         session: &Arc<Session>,
         generation: u64,
-    ) -> Option<Option<(Will, Arc<ClientInfo>)>> {
+    ) -> Option<Option<(Box<Will>, Arc<ClientInfo>)>> {
         let inner = &self.inner;
         let mut sessions = inner.sessions.lock();
         let mut state = session.state.lock();
@@ -1312,7 +1317,7 @@ impl Server {
             info.connection = ConnectionInfo::new("restored", None);
             state.client = Some(Arc::new(info));
             state.inbound_qos2 = stored.inbound_qos2.into_iter().collect();
-            state.will = stored.will;
+            state.will = stored.will.map(Box::new);
             if rewrite_deadline && expires_in.is_some() {
                 // Its client was connected when the server stopped: the expiry clock starts now,
                 // and the record says so (another restart must not restart the clock).

@@ -38,17 +38,32 @@ impl SubscriptionInfo for SubscriptionEntry {
 pub(crate) struct ConnectionHandle {
     /// Increases with every connection of the server; tells a stale connection from the current.
     pub(crate) generation: u64,
+    /// What the connection's tasks and the rest of the server share (one allocation).
+    shared: Arc<HandleShared>,
+}
+
+/// The shared part of a [`ConnectionHandle`].
+#[derive(Debug, Default)]
+pub(crate) struct HandleShared {
     /// Wakes the writer: new packets to send, or the connection is closing.
-    pub(crate) wakeup: Arc<Notify>,
+    pub(crate) wakeup: Notify,
     /// Set when a wakeup is pending, so that a burst of messages costs one notification.
-    pub(crate) wake_pending: Arc<AtomicBool>,
+    pub(crate) wake_pending: AtomicBool,
     /// Stops the reader (takeover, server close, administrative disconnect).
-    pub(crate) kill: Arc<Notify>,
+    pub(crate) kill: Notify,
     /// How the connection is to be closed, once it is.
-    pub(crate) close: Arc<Mutex<Option<Close>>>,
+    pub(crate) close: Mutex<Option<Close>>,
     /// Acks queued but not yet written when the connection left its session: the writer
     /// still sends them before the DISCONNECT (a PUBREC for a message already accepted).
-    pub(crate) unsent: Arc<Mutex<Vec<Packet>>>,
+    pub(crate) unsent: Mutex<Vec<Packet>>,
+}
+
+impl std::ops::Deref for ConnectionHandle {
+    type Target = HandleShared;
+
+    fn deref(&self) -> &HandleShared {
+        &self.shared
+    }
 }
 
 /// How the server ends a connection.
@@ -66,12 +81,13 @@ impl ConnectionHandle {
     pub(crate) fn new(generation: u64) -> Self {
         Self {
             generation,
-            wakeup: Arc::new(Notify::new()),
-            wake_pending: Arc::new(AtomicBool::new(false)),
-            kill: Arc::new(Notify::new()),
-            close: Arc::new(Mutex::new(None)),
-            unsent: Arc::new(Mutex::new(Vec::new())),
+            shared: Arc::default(),
         }
+    }
+
+    /// The shared part, for a task that waits on it without borrowing the handle.
+    pub(crate) fn shared(&self) -> Arc<HandleShared> {
+        self.shared.clone()
     }
 
     /// Asks the connection to end; the first reason given wins.
@@ -134,7 +150,7 @@ pub(crate) struct SessionState {
     /// Acks and control packets for the writer, in order.
     pub(crate) control: VecDeque<Control>,
     /// The Will of the current connection.
-    pub(crate) will: Option<Will>,
+    pub(crate) will: Option<Box<Will>>,
     /// The generation of the last connection that took this session.
     pub(crate) last_generation: u64,
     /// Whether storage hooks mirror this session (it outlives its connection and a hook

@@ -262,7 +262,7 @@ pub(crate) fn stored_client(
     if disconnected && state.expiry_interval != u32::MAX {
         stored.expires_at_unix = Some(unix_now() + u64::from(state.expiry_interval));
     }
-    stored.will.clone_from(&state.will);
+    stored.will = state.will.as_deref().cloned();
     stored.inbound_qos2 = state.inbound_qos2.iter().copied().collect();
     stored.inbound_qos2.sort_unstable();
     stored

@@ -21,7 +21,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub struct ListenerStats {
     /// Connections accepted (including those refused later by a handshake or a limit).
     pub accepted: AtomicU64,
-    /// Connections open now (after their handshake).
+    /// Connections open now (from their accept, TLS and WebSocket handshakes included).
     pub active: AtomicU64,
     /// Connections closed at once because the listener's maximum was reached.
     pub refused: AtomicU64,
@@ -218,26 +218,15 @@ pub(crate) async fn accept_loop<A, H, F>(
         debug!(listener = %id, remote = ?remote, "accepted");
         // Boxed: an `async` block that awaits a future it captured holds it twice (the
         // capture and the awaited copy), which would double every connection's task.
+        let active = ActiveGuard::new(stats.clone());
         let connection = Box::pin(handle(stream, remote));
         tokio::spawn(async move {
             connection.await;
             drop(permit);
+            drop(active);
         });
     }
     info!(listener = %id, "closed");
-}
-
-/// Serves one established stream, counting it as active while it lasts.
-pub(crate) async fn serve_stream<S>(
-    server: mqtt_broker::Server,
-    stream: S,
-    connection: mqtt_broker::ConnectionInfo,
-    stats: Arc<ListenerStats>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let _active = ActiveGuard::new(stats);
-    server.serve_connection(stream, connection).await;
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use tokio::net::ToSocketAddrs;
 use tracing::debug;
 
-use crate::accept::{ActiveGuard, Closer, Limits, ListenerStats, accept_loop};
+use crate::accept::{Closer, Limits, ListenerStats, accept_loop};
 use crate::metrics::{ListenerFigures, prometheus_text, sysinfo_json};
 use crate::{Listener, ListenerError, ListenerStatsSnapshot, ServeFuture};
 
@@ -355,7 +355,6 @@ impl Listener for HttpStats {
                 &self.stats,
                 |stream, remote| {
                     let state = state.clone();
-                    let active = ActiveGuard::new(self.stats.clone());
                     let closed = crate::accept::until_closed(self.closer.closed(), state.server.clone());
                     let id = self.id.clone();
                     let service = service_fn(move |request: Request<Incoming>| {
@@ -364,7 +363,6 @@ impl Listener for HttpStats {
                     });
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     async move {
-                        let _active = active;
                         let mut connection = std::pin::pin!(connection);
                         let result = tokio::select! {
                             result = connection.as_mut() => result,

@@ -7,7 +7,7 @@ use mqtt_broker::{ConnectionInfo, Server};
 use tokio::net::ToSocketAddrs;
 use tracing::warn;
 
-use crate::accept::{Closer, Limits, ListenerStats, accept_loop, serve_stream};
+use crate::accept::{Closer, Limits, ListenerStats, accept_loop};
 use crate::{Listener, ListenerError, ListenerStatsSnapshot, ServeFuture, TlsConfig};
 
 /// Settings of a [`Tcp`] listener.
@@ -135,7 +135,7 @@ impl Listener for Tcp {
                     async move {
                         let connection = ConnectionInfo::new(id.clone(), remote);
                         match tls {
-                            None => serve_stream(server, stream, connection, stats).await,
+                            None => server.serve_connection(stream, connection).await,
                             Some(tls) => {
                                 serve_tls(tls, server, stream, connection, stats, remote).await;
                             }
@@ -168,7 +168,7 @@ fn serve_tls(
         match tls.accept(stream).await {
             Ok((stream, info)) => {
                 let connection = connection.with_tls(info);
-                serve_stream(server, stream, connection, stats).await;
+                server.serve_connection(stream, connection).await;
             }
             Err(reason) => {
                 ListenerStats::add(&stats.handshake_failures);

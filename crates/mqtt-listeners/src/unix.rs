@@ -7,7 +7,7 @@ use std::sync::Arc;
 use mqtt_broker::{ConnectionInfo, Server};
 use tracing::{info, warn};
 
-use crate::accept::{Closer, Limits, ListenerStats, accept_loop, serve_stream};
+use crate::accept::{Closer, Limits, ListenerStats, accept_loop};
 use crate::{Listener, ListenerError, ListenerStatsSnapshot, ServeFuture};
 
 /// Settings of a [`UnixSocket`] listener.
@@ -168,7 +168,7 @@ impl Listener for UnixSocket {
                 |stream, remote| {
                     let server = server.clone();
                     let connection = ConnectionInfo::new(self.id.clone(), remote);
-                    serve_stream(server, stream, connection, self.stats.clone())
+                    server.serve_connection(stream, connection)
                 },
             )
             .await;

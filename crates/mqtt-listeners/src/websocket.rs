@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
 use tracing::warn;
 
-use crate::accept::{Closer, Limits, ListenerStats, accept_loop, serve_stream};
+use crate::accept::{Closer, Limits, ListenerStats, accept_loop};
 use crate::{Listener, ListenerError, ListenerStatsSnapshot, ServeFuture, TlsConfig, WsByteStream};
 
 /// The WebSocket subprotocols accepted, in order of preference: `mqtt` (MQTT 3.1.1 and 5.0)
@@ -210,7 +210,7 @@ impl Listener for WebSocket {
                             None => match Box::pin(upgrade(stream, &config)).await {
                                 Ok(stream) => {
                                     let stream = stream.with_stats(stats.clone(), id.clone());
-                                    serve_stream(server, stream, connection, stats.clone()).await;
+                                    server.serve_connection(stream, connection).await;
                                     Ok(())
                                 }
                                 Err(reason) => Err(reason),
@@ -222,8 +222,7 @@ impl Listener for WebSocket {
                                             let stream =
                                                 stream.with_stats(stats.clone(), id.clone());
                                             let connection = connection.with_tls(info);
-                                            serve_stream(server, stream, connection, stats.clone())
-                                                .await;
+                                            server.serve_connection(stream, connection).await;
                                             Ok(())
                                         }
                                         Err(reason) => Err(reason),
