@@ -1903,34 +1903,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
         let close = handle.close.lock().clone();
         if let Some(close) = close {
-            let disconnect = match &close {
-                Close::Silent => None,
-                Close::Disconnect(code) => Some(Disconnect::new(*code)),
-                Close::Redirect(code, reference) => {
-                    let mut disconnect = Disconnect::new(*code);
-                    disconnect.properties.server_reference = Some(reference.clone());
-                    Some(disconnect)
-                }
-            };
-            if let Some(disconnect) = disconnect
-                && protocol.is_v5()
-            {
-                let mut out = BytesMut::new();
-                if disconnect.encode(protocol, &mut out).is_ok() {
-                    writer.write_all(&out).await.ok();
-                    writer.flush().await.ok();
-                    sys::add(&inner.info.bytes_sent, out.len() as u64);
-                }
-            }
-            if !inner
-                .options
-                .capabilities
-                .compatibilities
-                .passive_client_disconnect
-                || matches!(close, Close::Silent)
-            {
-                writer.shutdown().await.ok();
-            }
+            boxed_close_writer(inner, &mut writer, protocol, close).await;
             break;
         }
         // Going idle: give back the buffers a burst grew, so an idle connection holds none.
@@ -1947,5 +1920,54 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             dropped = Vec::new();
         }
         handle.wakeup.notified().await;
+    }
+}
+
+/// [`close_writer`] in a box built here, outside the writer's future (see [`boxed_handshake`]):
+/// it runs once, and the writer's future lasts as long as the connection.
+fn boxed_close_writer<'a, W: AsyncWrite + Unpin>(
+    inner: &'a crate::server::Inner,
+    writer: &'a mut W,
+    protocol: Protocol,
+    close: Close,
+) -> Pin<Box<impl Future<Output = ()> + 'a>> {
+    Box::pin(close_writer(inner, writer, protocol, close))
+}
+
+/// Ends the write half: the DISCONNECT the close asks for (v5 only), then the shutdown (unless
+/// the client is left to close first).
+async fn close_writer<W: AsyncWrite + Unpin>(
+    inner: &crate::server::Inner,
+    writer: &mut W,
+    protocol: Protocol,
+    close: Close,
+) {
+    let disconnect = match &close {
+        Close::Silent => None,
+        Close::Disconnect(code) => Some(Disconnect::new(*code)),
+        Close::Redirect(code, reference) => {
+            let mut disconnect = Disconnect::new(*code);
+            disconnect.properties.server_reference = Some(reference.clone());
+            Some(disconnect)
+        }
+    };
+    if let Some(disconnect) = disconnect
+        && protocol.is_v5()
+    {
+        let mut out = BytesMut::new();
+        if disconnect.encode(protocol, &mut out).is_ok() {
+            writer.write_all(&out).await.ok();
+            writer.flush().await.ok();
+            sys::add(&inner.info.bytes_sent, out.len() as u64);
+        }
+    }
+    if !inner
+        .options
+        .capabilities
+        .compatibilities
+        .passive_client_disconnect
+        || matches!(close, Close::Silent)
+    {
+        writer.shutdown().await.ok();
     }
 }

@@ -88,6 +88,15 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// What a connection holds while it lasts: its place under the listener's connection limit and
+/// its count in [`ListenerStats::active`]. The listener's handler keeps it in the connection's
+/// future.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    _active: ActiveGuard,
+}
+
 /// The close signal of a listener: [`Closer::close`] ends its accept loop, before or during
 /// `serve`.
 #[derive(Debug)]
@@ -172,7 +181,7 @@ pub(crate) async fn accept_loop<A, H, F>(
     handle: H,
 ) where
     A: Accept,
-    H: Fn(A::Stream, Option<SocketAddr>) -> F,
+    H: Fn(A::Stream, Option<SocketAddr>, Admission) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
     let permits = limits
@@ -216,15 +225,13 @@ pub(crate) async fn accept_loop<A, H, F>(
             },
         };
         debug!(listener = %id, remote = ?remote, "accepted");
-        // Boxed: an `async` block that awaits a future it captured holds it twice (the
-        // capture and the awaited copy), which would double every connection's task.
-        let active = ActiveGuard::new(stats.clone());
-        let connection = Box::pin(handle(stream, remote));
-        tokio::spawn(async move {
-            connection.await;
-            drop(permit);
-            drop(active);
-        });
+        let admission = Admission {
+            _permit: permit,
+            _active: ActiveGuard::new(stats.clone()),
+        };
+        // Spawned as it is: wrapping it in an `async` block that awaits it would hold it twice
+        // (the capture and the awaited copy).
+        tokio::spawn(handle(stream, remote, admission));
     }
     info!(listener = %id, "closed");
 }
@@ -260,7 +267,7 @@ mod tests {
             closed,
             &limits,
             &stats,
-            |(), _| async {},
+            |(), _, _| async {},
         )
         .await;
         // 5 + 10 + 20 + ... + 640 ms, then one per second: about a dozen tries in 3 s.
@@ -284,7 +291,7 @@ mod tests {
             closer.closed(),
             &limits,
             &stats,
-            |(), _| async {},
+            |(), _, _| async {},
         )
         .await;
     }

@@ -127,12 +127,13 @@ impl Listener for Tcp {
                 closed,
                 &limits,
                 &self.stats,
-                |stream, remote| {
+                |stream, remote, admission| {
                     let server = server.clone();
                     let id = self.id.clone();
                     let tls = self.config.tls.clone();
                     let stats = self.stats.clone();
                     async move {
+                        let _admission = admission;
                         let connection = ConnectionInfo::new(id.clone(), remote);
                         match tls {
                             None => server.serve_connection(stream, connection).await,

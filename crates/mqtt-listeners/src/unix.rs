@@ -165,10 +165,13 @@ impl Listener for UnixSocket {
                 crate::accept::until_closed(self.closer.closed(), server.clone()),
                 &limits,
                 &self.stats,
-                |stream, remote| {
+                |stream, remote, admission| {
                     let server = server.clone();
                     let connection = ConnectionInfo::new(self.id.clone(), remote);
-                    server.serve_connection(stream, connection)
+                    async move {
+                        let _admission = admission;
+                        server.serve_connection(stream, connection).await;
+                    }
                 },
             )
             .await;
