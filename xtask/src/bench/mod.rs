@@ -26,14 +26,18 @@ struct Settings {
     quick: bool,
     passes: usize,
     brokers: Vec<Kind>,
+    /// Only the scenarios whose name contains one of these.
+    only: Vec<String>,
 }
 
-/// Reads `--quick`, `--passes N` and `--brokers a,b`.
+/// Reads `--quick`, `--passes N`, `--brokers a,b` and `--only TEXT` (repeatable: scenarios whose
+/// name contains one of the texts, e.g. `--only "fan-out" --only idle`).
 fn settings(args: &[String]) -> Result<Settings> {
     let mut settings = Settings {
         quick: false,
         passes: 3,
         brokers: vec![Kind::Mochi, Kind::Mosquitto, Kind::Rumqttd],
+        only: Vec::new(),
     };
     let mut passes_given = false;
     let mut args = args.iter();
@@ -48,6 +52,9 @@ fn settings(args: &[String]) -> Result<Settings> {
                     .filter(|&n: &usize| n > 0)
                     .context("--passes needs a number above 0")?;
             }
+            "--only" => settings
+                .only
+                .push(args.next().context("--only needs a text")?.clone()),
             "--brokers" => {
                 let list = args.next().context("--brokers needs a list")?;
                 settings.brokers = list
@@ -204,7 +211,13 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<()> {
     for kind in &brokers {
         println!("{}: {}", kind.name(), kind.configuration());
     }
-    let list = scenarios(settings.quick);
+    let list: Vec<Scenario> = scenarios(settings.quick)
+        .into_iter()
+        .filter(|scenario| {
+            let name = scenario.name();
+            settings.only.is_empty() || settings.only.iter().any(|only| name.contains(only))
+        })
+        .collect();
     let total = list.len() * brokers.len() * settings.passes;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
