@@ -988,27 +988,26 @@ impl Connection {
         let control_limit = options.capabilities.maximum_client_writes_pending.max(1024);
         loop {
             loop {
-                match decode(&mut buf, &context) {
-                    Ok(Some(packet)) => {
-                        if let Some(end) = self.handle_packet(packet) {
-                            server.deliver(&mut self.staged);
-                            self.boxed_release_acks_on_exit().await;
-                            return end;
-                        }
-                        if let Some(auth) = self.pending_auth.take()
-                            && let Some(end) = self.boxed_reauthenticate(*auth).await
-                        {
-                            server.deliver(&mut self.staged);
-                            self.boxed_release_acks_on_exit().await;
-                            return end;
-                        }
-                    }
+                // The decoded packet is handled before any await, so that it takes no room in
+                // this future's state (which lasts as long as the connection).
+                let step = match decode(&mut buf, &context) {
+                    Ok(Some(packet)) => Ok(Some(self.handle_packet(packet))),
+                    Ok(None) => Ok(None),
+                    Err(error) => Err(error),
+                };
+                match step {
                     Ok(None) => {
                         server.deliver(&mut self.staged);
                         if let Some(end) = self.release_acks().await {
                             return end;
                         }
                         break;
+                    }
+                    Ok(Some(None)) => {}
+                    Ok(Some(Some(end))) => {
+                        server.deliver(&mut self.staged);
+                        self.boxed_release_acks_on_exit().await;
+                        return end;
                     }
                     Err(error) => {
                         server.deliver(&mut self.staged);
@@ -1017,6 +1016,13 @@ impl Connection {
                         self.close(error.reason_code());
                         return End::Abnormal(error.to_string());
                     }
+                }
+                if let Some(auth) = self.pending_auth.take()
+                    && let Some(end) = self.boxed_reauthenticate(*auth).await
+                {
+                    server.deliver(&mut self.staged);
+                    self.boxed_release_acks_on_exit().await;
+                    return end;
                 }
             }
             // A client that sends requests but does not read the answers (PINGRESP, acks) is
