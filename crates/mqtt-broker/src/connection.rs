@@ -50,44 +50,42 @@ enum End {
     Killed,
 }
 
-pub(crate) async fn serve<S>(server: Server, stream: S, connection: ConnectionInfo)
+/// Serves one connection: the handshake, then the packet loop and the writer.
+///
+/// Memory: an idle connection's future is kept small. The handshake (CONNECT, authentication,
+/// refusals) runs in a box of its own, freed when it ends; rare paths (teardown, re-authentication,
+/// the writer's close) are boxed by plain functions, because a future built inside an `async fn`
+/// takes room in its state even when it is moved at once into a box; and nothing large is held
+/// across an await of the packet loop.
+pub(crate) fn serve<S>(
+    server: Server,
+    stream: S,
+    connection: ConnectionInfo,
+) -> impl Future<Output = ()> + Send + use<S>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    server.start();
-    server.inner.live_connections.fetch_add(1, Ordering::SeqCst);
-    let _guard = LiveGuard(server.clone());
-    sys::add(&server.inner.info.connections_total, 1);
-    if server.inner.closing.load(Ordering::SeqCst) {
-        return;
+    // Built here rather than inside the `async` block, which would otherwise keep the
+    // arguments for as long as the connection lasts.
+    let handshake = Box::pin(handshake(server.clone(), stream, connection));
+    async move {
+        server.start();
+        server.inner.live_connections.fetch_add(1, Ordering::SeqCst);
+        let _guard = LiveGuard(server.clone());
+        sys::add(&server.inner.info.connections_total, 1);
+        if server.inner.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some((mut connection, reader, writer, buf)) = handshake.await else {
+            return;
+        };
+        connection.run(reader, writer, buf).await;
     }
-    // The handshake runs in a future of its own on the heap: its state (the CONNECT, the
-    // authentication exchange, the refusals) is freed when it ends, so the task of a
-    // long-lived connection keeps only what the packet loop needs.
-    let Some((mut connection, reader, writer, buf)) =
-        boxed_handshake(&server, stream, connection).await
-    else {
-        return;
-    };
-    connection.run(reader, writer, buf).await;
 }
 
 /// What the handshake hands to the packet loop: the connection and the stream's halves, with
 /// whatever the client sent after CONNECT already in the buffer.
 type Handshaken<S> = (Connection, ReadHalf<S>, WriteHalf<S>, BytesMut);
-
-/// [`handshake`] in a box built here, outside the caller's future: a future built inside an
-/// `async fn`, even one moved at once into a box, can still take room in the caller's state.
-fn boxed_handshake<S>(
-    server: &Server,
-    stream: S,
-    connection: ConnectionInfo,
-) -> Pin<Box<impl Future<Output = Option<Handshaken<S>>> + Send>>
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    Box::pin(handshake(server.clone(), stream, connection))
-}
 
 /// Reads the CONNECT and accepts or refuses it; `None` when the connection ends here.
 async fn handshake<S>(
@@ -909,7 +907,7 @@ impl Connection {
         self.boxed_teardown(end, reader, writer_task).await;
     }
 
-    /// [`Connection::teardown`] in a box built outside `run`'s state (see [`boxed_handshake`]).
+    /// [`Connection::teardown`] in a box built outside `run`'s state (see [`serve`]).
     fn boxed_teardown<R>(
         &mut self,
         end: End,
@@ -1206,12 +1204,12 @@ impl Connection {
         }
     }
 
-    /// [`Connection::release_acks_on_exit`] in a box (see [`boxed_handshake`]): it runs once.
+    /// [`Connection::release_acks_on_exit`] in a box (see [`serve`]): it runs once.
     fn boxed_release_acks_on_exit(&mut self) -> Pin<Box<impl Future<Output = ()> + Send>> {
         Box::pin(self.release_acks_on_exit())
     }
 
-    /// [`Connection::reauthenticate`] in a box (see [`boxed_handshake`]): it is rare.
+    /// [`Connection::reauthenticate`] in a box (see [`serve`]): it is rare.
     fn boxed_reauthenticate(
         &mut self,
         packet: mqtt_packets::Auth,
@@ -1929,7 +1927,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     }
 }
 
-/// [`close_writer`] in a box built here, outside the writer's future (see [`boxed_handshake`]):
+/// [`close_writer`] in a box built here, outside the writer's future (see [`serve`]):
 /// it runs once, and the writer's future lasts as long as the connection.
 fn boxed_close_writer<'a, W: AsyncWrite + Unpin>(
     inner: &'a crate::server::Inner,

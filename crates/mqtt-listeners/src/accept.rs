@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, info, warn};
 
@@ -89,8 +90,7 @@ impl Drop for ActiveGuard {
 }
 
 /// What a connection holds while it lasts: its place under the listener's connection limit and
-/// its count in [`ListenerStats::active`]. The listener's handler keeps it in the connection's
-/// future.
+/// its count in [`ListenerStats::active`].
 #[derive(Debug)]
 pub(crate) struct Admission {
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -181,7 +181,7 @@ pub(crate) async fn accept_loop<A, H, F>(
     handle: H,
 ) where
     A: Accept,
-    H: Fn(A::Stream, Option<SocketAddr>, Admission) -> F,
+    H: Fn(A::Stream, Option<SocketAddr>) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
     let permits = limits
@@ -229,9 +229,9 @@ pub(crate) async fn accept_loop<A, H, F>(
             _permit: permit,
             _active: ActiveGuard::new(stats.clone()),
         };
-        // Spawned as it is: wrapping it in an `async` block that awaits it would hold it twice
-        // (the capture and the awaited copy).
-        tokio::spawn(handle(stream, remote, admission));
+        // `map`, not an `async` block that awaits the connection's future: that would hold the
+        // future twice (the capture and the awaited copy).
+        tokio::spawn(handle(stream, remote).map(move |()| drop(admission)));
     }
     info!(listener = %id, "closed");
 }
@@ -267,7 +267,7 @@ mod tests {
             closed,
             &limits,
             &stats,
-            |(), _, _| async {},
+            |(), _| async {},
         )
         .await;
         // 5 + 10 + 20 + ... + 640 ms, then one per second: about a dozen tries in 3 s.
@@ -291,7 +291,7 @@ mod tests {
             closer.closed(),
             &limits,
             &stats,
-            |(), _, _| async {},
+            |(), _| async {},
         )
         .await;
     }

@@ -353,7 +353,7 @@ impl Listener for HttpStats {
                 crate::accept::until_closed(self.closer.closed(), state.server.clone()),
                 &limits,
                 &self.stats,
-                |stream, remote, admission| {
+                |stream, remote| {
                     let state = state.clone();
                     let closed = crate::accept::until_closed(self.closer.closed(), state.server.clone());
                     let id = self.id.clone();
@@ -363,7 +363,6 @@ impl Listener for HttpStats {
                     });
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     async move {
-                        let _admission = admission;
                         let mut connection = std::pin::pin!(connection);
                         let result = tokio::select! {
                             result = connection.as_mut() => result,

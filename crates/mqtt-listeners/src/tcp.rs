@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures_util::future::Either;
 use mqtt_broker::{ConnectionInfo, Server};
 use tokio::net::ToSocketAddrs;
 use tracing::warn;
@@ -127,20 +128,20 @@ impl Listener for Tcp {
                 closed,
                 &limits,
                 &self.stats,
-                |stream, remote, admission| {
-                    let server = server.clone();
-                    let id = self.id.clone();
-                    let tls = self.config.tls.clone();
-                    let stats = self.stats.clone();
-                    async move {
-                        let _admission = admission;
-                        let connection = ConnectionInfo::new(id.clone(), remote);
-                        match tls {
-                            None => server.serve_connection(stream, connection).await,
-                            Some(tls) => {
-                                serve_tls(tls, server, stream, connection, stats, remote).await;
-                            }
-                        }
+                |stream, remote| {
+                    // The future is chosen here rather than in an `async` block, which would
+                    // keep its captures for as long as the connection lasts.
+                    let connection = ConnectionInfo::new(self.id.clone(), remote);
+                    match self.config.tls.clone() {
+                        None => Either::Left(server.serve_connection(stream, connection)),
+                        Some(tls) => Either::Right(serve_tls(
+                            tls,
+                            server.clone(),
+                            stream,
+                            connection,
+                            self.stats.clone(),
+                            remote,
+                        )),
                     }
                 },
             )

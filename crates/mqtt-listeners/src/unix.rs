@@ -165,13 +165,9 @@ impl Listener for UnixSocket {
                 crate::accept::until_closed(self.closer.closed(), server.clone()),
                 &limits,
                 &self.stats,
-                |stream, remote, admission| {
-                    let server = server.clone();
+                |stream, remote| {
                     let connection = ConnectionInfo::new(self.id.clone(), remote);
-                    async move {
-                        let _admission = admission;
-                        server.serve_connection(stream, connection).await;
-                    }
+                    server.serve_connection(stream, connection)
                 },
             )
             .await;

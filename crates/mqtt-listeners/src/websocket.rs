@@ -197,13 +197,12 @@ impl Listener for WebSocket {
                 crate::accept::until_closed(self.closer.closed(), server.clone()),
                 &limits,
                 &self.stats,
-                |stream, remote, admission| {
+                |stream, remote| {
                     let server = server.clone();
                     let id = self.id.clone();
                     let config = self.config.clone();
                     let stats = self.stats.clone();
                     async move {
-                        let _admission = admission;
                         let connection = ConnectionInfo::new(id.clone(), remote);
                         // The handshakes are boxed: a connection's task keeps only the
                         // size of the stream it serves, not of the upgrade or TLS states.
