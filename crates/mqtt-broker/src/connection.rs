@@ -305,14 +305,14 @@ struct Connection {
     protocol: Protocol,
     keep_alive: u16,
     /// Inbound topic aliases, for this connection only [MQTT-3.3.2-7].
-    aliases: HashMap<u16, MqttString>,
+    aliases: Option<Box<HashMap<u16, MqttString>>>,
     /// Whether the CONNECT had Session Expiry 0, for the DISCONNECT rule (§3.14.2.2.2).
     connect_expiry_zero: bool,
     /// Deliveries of the PUBLISH packets decoded from the current read, handed to the
     /// subscribers' queues together before the next read.
     staged: Vec<(Arc<Session>, crate::message::Delivery)>,
     /// Enhanced authentication of this connection, for re-authentication.
-    auth: EnhancedAuth,
+    auth: Option<Box<EnhancedAuth>>,
     /// An AUTH packet to handle on the reader's task (its hook is asynchronous).
     pending_auth: Option<Box<mqtt_packets::Auth>>,
     /// Whether acknowledgements wait for storage hooks' durability ([`HookEvents::DURABLE`]).
@@ -670,10 +670,10 @@ impl Connection {
                 handle,
                 protocol,
                 keep_alive: 0,
-                aliases: HashMap::new(),
+                aliases: None,
                 connect_expiry_zero: requested_expiry == 0,
                 staged: Vec::new(),
-                auth,
+                auth: auth.method.is_some().then(|| Box::new(auth)),
                 pending_auth: None,
                 hold_acks: false,
                 held: Vec::new(),
@@ -770,10 +770,10 @@ impl Connection {
             handle,
             protocol,
             keep_alive,
-            aliases: HashMap::new(),
+            aliases: None,
             connect_expiry_zero,
             staged: Vec::new(),
-            auth,
+            auth: auth.method.is_some().then(|| Box::new(auth)),
             pending_auth: None,
             hold_acks: inner.hooks.provides(HookEvents::DURABLE),
             held: Vec::new(),
@@ -880,31 +880,39 @@ impl Connection {
         Some((session, present, old_will))
     }
 
-    async fn run<R, W>(&mut self, reader: ReadHalf<R>, writer: WriteHalf<W>, buf: BytesMut)
+    fn run<R, W>(
+        &mut self,
+        reader: ReadHalf<R>,
+        writer: WriteHalf<W>,
+        buf: BytesMut,
+    ) -> impl Future<Output = ()> + Send
     where
         R: AsyncRead + AsyncWrite + Send + Unpin + 'static,
         W: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let writer_task = tokio::spawn(write_loop(
-            self.server.clone(),
-            self.session.clone(),
-            self.client.clone(),
-            self.handle.clone(),
-            writer,
-        ));
-        if let Some(connect) = self.connect.take() {
-            for hook in self
-                .server
-                .inner
-                .hooks
-                .with(HookEvents::ON_SESSION_ESTABLISHED)
-            {
-                hook.on_session_established(&self.client, &connect);
+        // An `async` block rather than an `async fn` (see `write_loop`).
+        async move {
+            let writer_task = tokio::spawn(write_loop(
+                self.server.clone(),
+                self.session.clone(),
+                self.client.clone(),
+                self.handle.clone(),
+                writer,
+            ));
+            if let Some(connect) = self.connect.take() {
+                for hook in self
+                    .server
+                    .inner
+                    .hooks
+                    .with(HookEvents::ON_SESSION_ESTABLISHED)
+                {
+                    hook.on_session_established(&self.client, &connect);
+                }
             }
+            let mut reader = reader;
+            let end = self.read_loop(&mut reader, buf).await;
+            self.boxed_teardown(end, reader, writer_task).await;
         }
-        let mut reader = reader;
-        let end = self.read_loop(&mut reader, buf).await;
-        self.boxed_teardown(end, reader, writer_task).await;
     }
 
     /// [`Connection::teardown`] in a box built outside `run`'s state (see [`serve`]).
@@ -974,85 +982,92 @@ impl Connection {
         }
     }
 
-    async fn read_loop<R: AsyncRead + Unpin>(&mut self, reader: &mut R, mut buf: BytesMut) -> End {
-        let server = self.server.clone();
-        let options = &server.inner.options;
-        let context = DecodeContext::new(self.protocol)
-            .with_maximum_packet_size(options.capabilities.maximum_packet_size);
-        // 1.5 times the Keep Alive without a packet closes the connection [MQTT-3.1.2-22].
-        let idle =
-            (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
-        let shared = self.handle.shared();
-        let control_limit = options.capabilities.maximum_client_writes_pending.max(1024);
-        loop {
+    fn read_loop<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        mut buf: BytesMut,
+    ) -> impl Future<Output = End> {
+        // An `async` block rather than an `async fn` (see `write_loop`).
+        async move {
+            let server = self.server.clone();
+            let options = &server.inner.options;
+            let context = DecodeContext::new(self.protocol)
+                .with_maximum_packet_size(options.capabilities.maximum_packet_size);
+            // 1.5 times the Keep Alive without a packet closes the connection [MQTT-3.1.2-22].
+            let idle = (self.keep_alive > 0)
+                .then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
+            let shared = self.handle.shared();
+            let control_limit = options.capabilities.maximum_client_writes_pending.max(1024);
             loop {
-                // The decoded packet is handled before any await, so that it takes no room in
-                // this future's state (which lasts as long as the connection).
-                let step = match decode(&mut buf, &context) {
-                    Ok(Some(packet)) => Ok(Some(self.handle_packet(packet))),
-                    Ok(None) => Ok(None),
-                    Err(error) => Err(error),
-                };
-                match step {
-                    Ok(None) => {
-                        server.deliver(&mut self.staged);
-                        if let Some(end) = self.release_acks().await {
+                loop {
+                    // The decoded packet is handled before any await, so that it takes no room in
+                    // this future's state (which lasts as long as the connection).
+                    let step = match decode(&mut buf, &context) {
+                        Ok(Some(packet)) => Ok(Some(self.handle_packet(packet))),
+                        Ok(None) => Ok(None),
+                        Err(error) => Err(error),
+                    };
+                    match step {
+                        Ok(None) => {
+                            server.deliver(&mut self.staged);
+                            if let Some(end) = self.release_acks().await {
+                                return end;
+                            }
+                            break;
+                        }
+                        Ok(Some(None)) => {}
+                        Ok(Some(Some(end))) => {
+                            server.deliver(&mut self.staged);
+                            self.boxed_release_acks_on_exit().await;
                             return end;
                         }
-                        break;
+                        Err(error) => {
+                            server.deliver(&mut self.staged);
+                            self.boxed_release_acks_on_exit().await;
+                            warn!(client_id = %self.client.client_id, %error, "closing on a bad packet");
+                            self.close(error.reason_code());
+                            return End::Abnormal(error.to_string());
+                        }
                     }
-                    Ok(Some(None)) => {}
-                    Ok(Some(Some(end))) => {
+                    if let Some(auth) = self.pending_auth.take()
+                        && let Some(end) = self.boxed_reauthenticate(*auth).await
+                    {
                         server.deliver(&mut self.staged);
                         self.boxed_release_acks_on_exit().await;
                         return end;
                     }
-                    Err(error) => {
-                        server.deliver(&mut self.staged);
-                        self.boxed_release_acks_on_exit().await;
-                        warn!(client_id = %self.client.client_id, %error, "closing on a bad packet");
-                        self.close(error.reason_code());
-                        return End::Abnormal(error.to_string());
+                }
+                // A client that sends requests but does not read the answers (PINGRESP, acks) is
+                // closed before its unsent answers grow without bound.
+                let unsent = self.session.state.lock().control.len();
+                if unsent > control_limit {
+                    warn!(client_id = %self.client.client_id, unsent, "client does not read its acknowledgements");
+                    self.close(ReasonCode::QUOTA_EXCEEDED);
+                    return End::Abnormal("too many unsent acknowledgements".into());
+                }
+                let size = options.read_buffer_size;
+                let read = async {
+                    match idle {
+                        Some(idle) => tokio::time::timeout(idle, read_more(reader, &mut buf, size))
+                            .await
+                            .ok(),
+                        None => Some(read_more(reader, &mut buf, size).await),
                     }
+                };
+                let result = tokio::select! {
+                    result = read => result,
+                    () = shared.kill.notified() => return End::Killed,
+                };
+                match result {
+                    None => {
+                        info!(client_id = %self.client.client_id, "keep alive timeout");
+                        self.close(ReasonCode::KEEP_ALIVE_TIMEOUT);
+                        return End::Abnormal("keep alive timeout".into());
+                    }
+                    Some(Ok(0)) => return End::Abnormal("connection closed by the client".into()),
+                    Some(Ok(read)) => sys::add(&self.server.inner.info.bytes_received, read as u64),
+                    Some(Err(error)) => return End::Abnormal(format!("read error: {error}")),
                 }
-                if let Some(auth) = self.pending_auth.take()
-                    && let Some(end) = self.boxed_reauthenticate(*auth).await
-                {
-                    server.deliver(&mut self.staged);
-                    self.boxed_release_acks_on_exit().await;
-                    return end;
-                }
-            }
-            // A client that sends requests but does not read the answers (PINGRESP, acks) is
-            // closed before its unsent answers grow without bound.
-            let unsent = self.session.state.lock().control.len();
-            if unsent > control_limit {
-                warn!(client_id = %self.client.client_id, unsent, "client does not read its acknowledgements");
-                self.close(ReasonCode::QUOTA_EXCEEDED);
-                return End::Abnormal("too many unsent acknowledgements".into());
-            }
-            let size = options.read_buffer_size;
-            let read = async {
-                match idle {
-                    Some(idle) => tokio::time::timeout(idle, read_more(reader, &mut buf, size))
-                        .await
-                        .ok(),
-                    None => Some(read_more(reader, &mut buf, size).await),
-                }
-            };
-            let result = tokio::select! {
-                result = read => result,
-                () = shared.kill.notified() => return End::Killed,
-            };
-            match result {
-                None => {
-                    info!(client_id = %self.client.client_id, "keep alive timeout");
-                    self.close(ReasonCode::KEEP_ALIVE_TIMEOUT);
-                    return End::Abnormal("keep alive timeout".into());
-                }
-                Some(Ok(0)) => return End::Abnormal("connection closed by the client".into()),
-                Some(Ok(read)) => sys::add(&self.server.inner.info.bytes_received, read as u64),
-                Some(Err(error)) => return End::Abnormal(format!("read error: {error}")),
             }
         }
     }
@@ -1061,7 +1076,7 @@ impl Connection {
     /// method must be the one of CONNECT. Success is AUTH 0x00, failure DISCONNECT.
     async fn reauthenticate(&mut self, packet: mqtt_packets::Auth) -> Option<End> {
         let server = self.server.clone();
-        let method = self.auth.method.clone()?;
+        let method = self.auth.as_ref()?.method.clone()?;
         if packet.properties.authentication_method.as_ref() != Some(&method) {
             // A different method is a protocol error (§3.15).
             self.close(ReasonCode::PROTOCOL_ERROR);
@@ -1071,11 +1086,15 @@ impl Connection {
         }
         let step = match packet.reason_code {
             ReasonCode::RE_AUTHENTICATE => {
-                self.auth.state = None;
-                self.auth.reauthenticating = true;
+                if let Some(auth) = self.auth.as_deref_mut() {
+                    auth.state = None;
+                    auth.reauthenticating = true;
+                }
                 crate::hooks::AuthStep::Reauthenticate
             }
-            ReasonCode::CONTINUE_AUTHENTICATION if self.auth.reauthenticating => {
+            ReasonCode::CONTINUE_AUTHENTICATION
+                if self.auth.as_ref().is_some_and(|auth| auth.reauthenticating) =>
+            {
                 crate::hooks::AuthStep::Continue
             }
             _ => {
@@ -1084,6 +1103,7 @@ impl Connection {
             }
         };
         let data = packet.properties.authentication_data.clone();
+        let auth = self.auth.as_deref_mut()?;
         let outcome = server
             .inner
             .hooks
@@ -1092,8 +1112,8 @@ impl Connection {
                 &method,
                 data.as_ref(),
                 step,
-                &mut self.auth.state,
-                &mut self.auth.hook,
+                &mut auth.state,
+                &mut auth.hook,
             )
             .await;
         let reply = |reason_code: ReasonCode, data: Option<bytes::Bytes>| {
@@ -1111,8 +1131,10 @@ impl Connection {
                 None
             }
             AuthOutcome::Success(data) => {
-                self.auth.reauthenticating = false;
-                self.auth.state = None;
+                if let Some(auth) = self.auth.as_deref_mut() {
+                    auth.reauthenticating = false;
+                    auth.state = None;
+                }
                 self.send(reply(ReasonCode::SUCCESS, data));
                 None
             }
@@ -1383,7 +1405,7 @@ impl Connection {
                 self.close(ReasonCode::PROTOCOL_ERROR);
                 Some(End::Abnormal("second CONNECT".into()))
             }
-            Packet::Auth(auth) if self.auth.method.is_some() => {
+            Packet::Auth(auth) if self.auth.is_some() => {
                 // Re-authentication: handled on the reader's task (see `read_loop`).
                 self.pending_auth = Some(Box::new(auth));
                 None
@@ -1470,7 +1492,11 @@ impl Connection {
                 return Some(End::Abnormal("topic alias above the maximum".into()));
             }
             if publish.topic.is_empty() {
-                match self.aliases.get(&alias.get()) {
+                match self
+                    .aliases
+                    .as_ref()
+                    .and_then(|aliases| aliases.get(&alias.get()))
+                {
                     Some(topic) => publish.topic = topic.clone(),
                     None => {
                         self.close(ReasonCode::PROTOCOL_ERROR);
@@ -1482,7 +1508,9 @@ impl Connection {
                 // the read buffer it came from alive.
                 let topic = MqttString::new(publish.topic.as_str())
                     .unwrap_or_else(|_| publish.topic.clone());
-                self.aliases.insert(alias.get(), topic);
+                self.aliases
+                    .get_or_insert_with(Box::default)
+                    .insert(alias.get(), topic);
             }
         }
         let qos = publish.qos;
@@ -1713,217 +1741,225 @@ fn persist_flow(
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
+fn write_loop<W: AsyncWrite + Unpin>(
     server: Server,
     session: Arc<Session>,
     client: Arc<ClientInfo>,
     handle: ConnectionHandle,
     mut writer: W,
-) {
-    const BATCH: usize = 256;
-    let inner = &server.inner;
-    let buffer_size = inner.options.write_buffer_size.max(1024);
-    // Allocated when there is something to send, and given back before going idle.
-    let mut buf = BytesMut::new();
-    let mut control = Vec::new();
-    let mut outgoing = Vec::new();
-    let mut dropped = Vec::new();
-    let protocol = client.protocol;
-    let encode_hooks = inner.hooks.provides(HookEvents::ON_PACKET_ENCODE);
-    // Outbound topic aliases belong to this connection only [MQTT-3.3.2-7].
-    let mut aliases: Option<OutboundAliases> = None;
-    let sent_hooks = inner.hooks.provides(HookEvents::ON_PACKET_SENT);
-    loop {
-        // Clear before draining: a message queued after this point wakes us again.
-        handle.wake_pending.store(false, Ordering::Release);
-        let now = Instant::now();
-        // Once the connection is closing, only control packets already queued still go out,
-        // then the DISCONNECT: a busy queue must not keep a closing connection open.
-        let closing = handle.close.lock().is_some();
-        let (peer, current) = {
-            let mut state = session.state.lock();
-            let current = state.last_generation == handle.generation && state.connection.is_some();
-            if current {
-                control.extend(state.control.drain(..));
-                if !closing {
-                    let window = state.peer.window;
-                    state
-                        .outbound
-                        .next_batch(now, window, BATCH, &mut outgoing, &mut dropped);
-                    if state.persist {
-                        persist_flow(&server, &client.client_id, &outgoing, &dropped);
-                    }
-                }
-            }
-            (state.peer, current)
-        };
-        if !current {
-            // Left the session while closing: what was queued before still goes out.
-            control.extend(handle.unsent.lock().drain(..).map(Control::Packet));
-        }
-        // Whether this round took anything: if so, more may be waiting (a full batch, or window
-        // slots freed by dropped messages), so go round again before sleeping.
-        let progressed = !control.is_empty() || !outgoing.is_empty() || !dropped.is_empty();
-        let mut packets = 0u64;
-        let mut messages = 0u64;
-        let mut sent_by_qos = [0u64; 3];
-        let mut sent = Vec::new();
-        if progressed && buf.capacity() == 0 {
-            buf.reserve(buffer_size);
-        }
-        let items = control
-            .drain(..)
-            .chain(outgoing.drain(..).map(Control::Outgoing));
-        for item in items {
-            let (packet, publish_id) = match item {
-                Control::Packet(packet) => (packet, None),
-                Control::Outgoing(Outgoing::PubRel {
-                    packet_id,
-                    reason_code,
-                }) => (PubRel::with_reason(packet_id, reason_code).into(), None),
-                Control::Outgoing(Outgoing::Publish {
-                    packet_id,
-                    delivery,
-                    dup,
-                }) => {
-                    let publish = delivery.to_publish(packet_id, dup, now);
-                    (Packet::Publish(publish), packet_id)
-                }
-            };
-            let mut packet = packet;
-            if encode_hooks {
-                for hook in inner.hooks.with(HookEvents::ON_PACKET_ENCODE) {
-                    packet = hook.on_packet_encode(&client, packet);
-                }
-            }
-            if !peer.request_problem_information {
-                strip_problem_information(&mut packet);
-            }
-            // Reason strings and user properties go first when a packet is too large
-            // [MQTT-3.4.2-2] [MQTT-3.4.2-3] (and the same rule for every ack).
-            if packet.encoded_len(protocol) > peer.maximum_packet_size as usize {
-                strip_problem_information(&mut packet);
-            }
-            // An outbound topic alias, planned now and recorded only if the packet is sent.
-            let mut alias_plan = None;
-            if let Packet::Publish(publish) = &mut packet
-                && protocol.is_v5()
-                && peer.topic_alias_maximum > 0
-            {
-                let aliases =
-                    aliases.get_or_insert_with(|| OutboundAliases::new(peer.topic_alias_maximum));
-                let plan = aliases.plan(&publish.topic);
-                let topic = publish.topic.clone();
-                OutboundAliases::apply(plan, publish);
-                alias_plan = Some((plan, topic));
-            }
-            // Never send a packet larger than the client's Maximum Packet Size: drop it as if
-            // delivered [MQTT-3.1.2-24] [MQTT-3.1.2-25].
-            if packet.encoded_len(protocol) > peer.maximum_packet_size as usize {
-                if let (Packet::Publish(publish), Some((_, topic))) = (&mut packet, &alias_plan) {
-                    publish.topic = topic.clone();
-                    publish.properties.topic_alias = None;
-                }
-                if let Packet::Publish(publish) = &packet {
-                    if let Some(id) = publish_id {
-                        let (seq, persist) = {
-                            let mut state = session.state.lock();
-                            (state.outbound.forget(id), state.persist)
-                        };
-                        if persist && let Some(seq) = seq {
-                            inner.hooks.storage(&StorageEvent::MessageRemoved {
-                                client_id: &client.client_id,
-                                seq,
-                                qos: publish.qos,
-                            });
+) -> impl Future<Output = ()> {
+    // An `async` block rather than an `async fn`, whose arguments would stay in the future
+    // beside the locals they are moved into, for as long as the connection lasts.
+    async move {
+        const BATCH: usize = 256;
+        let inner = &server.inner;
+        let buffer_size = inner.options.write_buffer_size.max(1024);
+        // Allocated when there is something to send, and given back before going idle.
+        let mut buf = BytesMut::new();
+        let mut control = Vec::new();
+        let mut outgoing = Vec::new();
+        let mut dropped = Vec::new();
+        let protocol = client.protocol;
+        let encode_hooks = inner.hooks.provides(HookEvents::ON_PACKET_ENCODE);
+        // Outbound topic aliases belong to this connection only [MQTT-3.3.2-7].
+        let mut aliases: Option<Box<OutboundAliases>> = None;
+        let sent_hooks = inner.hooks.provides(HookEvents::ON_PACKET_SENT);
+        loop {
+            // Clear before draining: a message queued after this point wakes us again.
+            handle.wake_pending.store(false, Ordering::Release);
+            let now = Instant::now();
+            // Once the connection is closing, only control packets already queued still go out,
+            // then the DISCONNECT: a busy queue must not keep a closing connection open.
+            let closing = handle.close.lock().is_some();
+            let (peer, current) = {
+                let mut state = session.state.lock();
+                let current =
+                    state.last_generation == handle.generation && state.connection.is_some();
+                if current {
+                    control.extend(state.control.drain(..));
+                    if !closing {
+                        let window = state.peer.window;
+                        state
+                            .outbound
+                            .next_batch(now, window, BATCH, &mut outgoing, &mut dropped);
+                        if state.persist {
+                            persist_flow(&server, &client.client_id, &outgoing, &dropped);
                         }
                     }
-                    server.dropped(&client.client_id, publish, DropReason::TooLargeForClient);
                 }
-                continue;
+                (state.peer, current)
+            };
+            if !current {
+                // Left the session while closing: what was queued before still goes out.
+                control.extend(handle.unsent.lock().drain(..).map(Control::Packet));
             }
-            if let Err(error) = packet.encode(protocol, &mut buf) {
-                warn!(client_id = %client.client_id, %error, "cannot encode packet");
-                continue;
+            // Whether this round took anything: if so, more may be waiting (a full batch, or window
+            // slots freed by dropped messages), so go round again before sleeping.
+            let progressed = !control.is_empty() || !outgoing.is_empty() || !dropped.is_empty();
+            let mut packets = 0u64;
+            let mut messages = 0u64;
+            let mut sent_by_qos = [0u64; 3];
+            let mut sent = Vec::new();
+            if progressed && buf.capacity() == 0 {
+                buf.reserve(buffer_size);
             }
-            if let Some((plan, topic)) = alias_plan
-                && let Some(aliases) = aliases.as_mut()
-            {
-                aliases.commit(plan, &topic);
-                // Hooks see the full topic.
-                if let Packet::Publish(publish) = &mut packet {
-                    publish.topic = topic;
+            let items = control
+                .drain(..)
+                .chain(outgoing.drain(..).map(Control::Outgoing));
+            for item in items {
+                let (packet, publish_id) = match item {
+                    Control::Packet(packet) => (packet, None),
+                    Control::Outgoing(Outgoing::PubRel {
+                        packet_id,
+                        reason_code,
+                    }) => (PubRel::with_reason(packet_id, reason_code).into(), None),
+                    Control::Outgoing(Outgoing::Publish {
+                        packet_id,
+                        delivery,
+                        dup,
+                    }) => {
+                        let publish = delivery.to_publish(packet_id, dup, now);
+                        (Packet::Publish(publish), packet_id)
+                    }
+                };
+                let mut packet = packet;
+                if encode_hooks {
+                    for hook in inner.hooks.with(HookEvents::ON_PACKET_ENCODE) {
+                        packet = hook.on_packet_encode(&client, packet);
+                    }
                 }
-            }
-            packets += 1;
-            if let Packet::Publish(publish) = &packet {
-                messages += 1;
-                if let Some(count) = sent_by_qos.get_mut(usize::from(publish.qos.as_u8())) {
-                    *count += 1;
+                if !peer.request_problem_information {
+                    strip_problem_information(&mut packet);
                 }
-                if publish.qos > QoS::AtMostOnce && inner.hooks.provides(HookEvents::ON_QOS_PUBLISH)
+                // Reason strings and user properties go first when a packet is too large
+                // [MQTT-3.4.2-2] [MQTT-3.4.2-3] (and the same rule for every ack).
+                if packet.encoded_len(protocol) > peer.maximum_packet_size as usize {
+                    strip_problem_information(&mut packet);
+                }
+                // An outbound topic alias, planned now and recorded only if the packet is sent.
+                let mut alias_plan = None;
+                if let Packet::Publish(publish) = &mut packet
+                    && protocol.is_v5()
+                    && peer.topic_alias_maximum > 0
                 {
-                    for hook in inner.hooks.with(HookEvents::ON_QOS_PUBLISH) {
-                        hook.on_qos_publish(&client.client_id, publish, u32::from(publish.dup));
+                    let aliases = aliases.get_or_insert_with(|| {
+                        Box::new(OutboundAliases::new(peer.topic_alias_maximum))
+                    });
+                    let plan = aliases.plan(&publish.topic);
+                    let topic = publish.topic.clone();
+                    OutboundAliases::apply(plan, publish);
+                    alias_plan = Some((plan, topic));
+                }
+                // Never send a packet larger than the client's Maximum Packet Size: drop it as if
+                // delivered [MQTT-3.1.2-24] [MQTT-3.1.2-25].
+                if packet.encoded_len(protocol) > peer.maximum_packet_size as usize {
+                    if let (Packet::Publish(publish), Some((_, topic))) = (&mut packet, &alias_plan)
+                    {
+                        publish.topic = topic.clone();
+                        publish.properties.topic_alias = None;
+                    }
+                    if let Packet::Publish(publish) = &packet {
+                        if let Some(id) = publish_id {
+                            let (seq, persist) = {
+                                let mut state = session.state.lock();
+                                (state.outbound.forget(id), state.persist)
+                            };
+                            if persist && let Some(seq) = seq {
+                                inner.hooks.storage(&StorageEvent::MessageRemoved {
+                                    client_id: &client.client_id,
+                                    seq,
+                                    qos: publish.qos,
+                                });
+                            }
+                        }
+                        server.dropped(&client.client_id, publish, DropReason::TooLargeForClient);
+                    }
+                    continue;
+                }
+                if let Err(error) = packet.encode(protocol, &mut buf) {
+                    warn!(client_id = %client.client_id, %error, "cannot encode packet");
+                    continue;
+                }
+                if let Some((plan, topic)) = alias_plan
+                    && let Some(aliases) = aliases.as_mut()
+                {
+                    aliases.commit(plan, &topic);
+                    // Hooks see the full topic.
+                    if let Packet::Publish(publish) = &mut packet {
+                        publish.topic = topic;
+                    }
+                }
+                packets += 1;
+                if let Packet::Publish(publish) = &packet {
+                    messages += 1;
+                    if let Some(count) = sent_by_qos.get_mut(usize::from(publish.qos.as_u8())) {
+                        *count += 1;
+                    }
+                    if publish.qos > QoS::AtMostOnce
+                        && inner.hooks.provides(HookEvents::ON_QOS_PUBLISH)
+                    {
+                        for hook in inner.hooks.with(HookEvents::ON_QOS_PUBLISH) {
+                            hook.on_qos_publish(&client.client_id, publish, u32::from(publish.dup));
+                        }
+                    }
+                }
+                if sent_hooks {
+                    sent.push(packet);
+                }
+            }
+            for (delivery, reason) in dropped.drain(..) {
+                let publish = delivery.to_publish(None, false, now);
+                if reason == DropReason::PacketIdsExhausted {
+                    for hook in inner.hooks.with(HookEvents::ON_PACKET_ID_EXHAUSTED) {
+                        hook.on_packet_id_exhausted(&client.client_id, &publish);
+                    }
+                }
+                server.dropped(&client.client_id, &publish, reason);
+            }
+            if !buf.is_empty() {
+                let len = buf.len();
+                if writer.write_all(&buf).await.is_err() || writer.flush().await.is_err() {
+                    handle.close(Close::Silent);
+                    break;
+                }
+                buf.clear();
+                sys::add(&inner.info.bytes_sent, len as u64);
+                sys::add(&inner.info.packets_sent, packets);
+                sys::add(&inner.info.messages_sent, messages);
+                for (counter, count) in inner.info.messages_sent_by_qos.iter().zip(sent_by_qos) {
+                    if count > 0 {
+                        sys::add(counter, count);
+                    }
+                }
+                for packet in &sent {
+                    for hook in inner.hooks.with(HookEvents::ON_PACKET_SENT) {
+                        hook.on_packet_sent(&client, packet, len);
                     }
                 }
             }
-            if sent_hooks {
-                sent.push(packet);
+            if progressed && current && !closing {
+                continue;
             }
-        }
-        for (delivery, reason) in dropped.drain(..) {
-            let publish = delivery.to_publish(None, false, now);
-            if reason == DropReason::PacketIdsExhausted {
-                for hook in inner.hooks.with(HookEvents::ON_PACKET_ID_EXHAUSTED) {
-                    hook.on_packet_id_exhausted(&client.client_id, &publish);
-                }
-            }
-            server.dropped(&client.client_id, &publish, reason);
-        }
-        if !buf.is_empty() {
-            let len = buf.len();
-            if writer.write_all(&buf).await.is_err() || writer.flush().await.is_err() {
-                handle.close(Close::Silent);
+            let close = handle.close.lock().clone();
+            if let Some(close) = close {
+                boxed_close_writer(inner, &mut writer, protocol, close).await;
                 break;
             }
-            buf.clear();
-            sys::add(&inner.info.bytes_sent, len as u64);
-            sys::add(&inner.info.packets_sent, packets);
-            sys::add(&inner.info.messages_sent, messages);
-            for (counter, count) in inner.info.messages_sent_by_qos.iter().zip(sent_by_qos) {
-                if count > 0 {
-                    sys::add(counter, count);
-                }
+            // Going idle: give back the buffers a burst grew, so an idle connection holds none.
+            if buf.capacity() > 0 {
+                buf = BytesMut::new();
             }
-            for packet in &sent {
-                for hook in inner.hooks.with(HookEvents::ON_PACKET_SENT) {
-                    hook.on_packet_sent(&client, packet, len);
-                }
+            if control.capacity() > 0 {
+                control = Vec::new();
             }
+            if outgoing.capacity() > 0 {
+                outgoing = Vec::new();
+            }
+            if dropped.capacity() > 0 {
+                dropped = Vec::new();
+            }
+            handle.wakeup.notified().await;
         }
-        if progressed && current && !closing {
-            continue;
-        }
-        let close = handle.close.lock().clone();
-        if let Some(close) = close {
-            boxed_close_writer(inner, &mut writer, protocol, close).await;
-            break;
-        }
-        // Going idle: give back the buffers a burst grew, so an idle connection holds none.
-        if buf.capacity() > 0 {
-            buf = BytesMut::new();
-        }
-        if control.capacity() > 0 {
-            control = Vec::new();
-        }
-        if outgoing.capacity() > 0 {
-            outgoing = Vec::new();
-        }
-        if dropped.capacity() > 0 {
-            dropped = Vec::new();
-        }
-        handle.wakeup.notified().await;
     }
 }
 
