@@ -1776,7 +1776,9 @@ fn write_loop<W: AsyncWrite + Unpin>(
                 let current =
                     state.last_generation == handle.generation && state.connection.is_some();
                 if current {
-                    control.extend(state.control.drain(..));
+                    // Taken rather than drained, so that the session does not keep the queue's
+                    // capacity (a kilobyte for the CONNACK alone) while the connection idles.
+                    control.extend(std::mem::take(&mut state.control));
                     if !closing {
                         let window = state.peer.window;
                         state
@@ -1784,6 +1786,9 @@ fn write_loop<W: AsyncWrite + Unpin>(
                             .next_batch(now, window, BATCH, &mut outgoing, &mut dropped);
                         if state.persist {
                             persist_flow(&server, &client.client_id, &outgoing, &dropped);
+                        }
+                        if outgoing.is_empty() {
+                            state.outbound.release_idle_memory();
                         }
                     }
                 }

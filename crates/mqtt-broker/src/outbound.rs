@@ -392,6 +392,20 @@ impl Outbound {
     }
 
     /// Drops everything; returns the identifiers that were in flight.
+    /// Gives back the memory a burst left in queues that are now empty, so that a connection
+    /// that goes quiet holds none of it.
+    pub(crate) fn release_idle_memory(&mut self) {
+        if self.pending.is_empty() && self.pending.capacity() > 0 {
+            self.pending = VecDeque::new();
+        }
+        if self.deferred.is_empty() && self.deferred.capacity() > 0 {
+            self.deferred = VecDeque::new();
+        }
+        if self.inflight.is_empty() && self.inflight.capacity() > 0 {
+            self.inflight = HashMap::new();
+        }
+    }
+
     pub(crate) fn clear(&mut self) -> Vec<u16> {
         self.pending.clear();
         self.pending_bytes = 0;
