@@ -56,6 +56,8 @@ fn main() -> ExitCode {
     init_logging(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Named, so that the broker's threads stand out in `top -H`, `perf` and the like.
+        .thread_name("mochi-worker")
         .build()
     {
         Ok(runtime) => runtime,

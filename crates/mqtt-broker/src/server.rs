@@ -671,6 +671,12 @@ impl Server {
         };
         let check_acl = inner.hooks.provides(HookEvents::ON_ACL_CHECK);
         let mut dropped: Vec<(ClientId, Delivery, DropReason)> = Vec::new();
+        // Grouped by session (a stable sort keeps each session's deliveries in order
+        // [MQTT-4.6.0-6]): a read batch of fan-out publishes then locks each subscriber's session,
+        // checks its ACL and wakes its writer once, not once per message.
+        if staged.len() > 2 {
+            staged.sort_by_key(|(session, _)| Arc::as_ptr(session) as usize);
+        }
         let mut staged = staged.drain(..).peekable();
         while let Some((session, delivery)) = staged.next() {
             if let Some(sink) = &session.inline_sink {
