@@ -320,6 +320,18 @@ struct Connection {
     /// PUBACK, PUBREC and PUBCOMP of the current read, released once what they acknowledge is
     /// durable.
     held: Vec<Packet>,
+    /// Packets and messages received in the current read (see [`Counters`]).
+    counters: Counters,
+}
+
+/// What a connection received during one read, added to the server's counters when the read
+/// has been handled: the shared counters, written per packet from every core, would bounce
+/// between the cores' caches.
+#[derive(Debug, Default)]
+struct Counters {
+    packets: u64,
+    /// PUBLISH packets by QoS.
+    messages: [u64; 3],
 }
 
 /// The enhanced authentication of one connection.
@@ -677,6 +689,7 @@ impl Connection {
                 pending_auth: None,
                 hold_acks: false,
                 held: Vec::new(),
+                counters: Counters::default(),
             });
         }
 
@@ -777,6 +790,7 @@ impl Connection {
             pending_auth: None,
             hold_acks: inner.hooks.provides(HookEvents::DURABLE),
             held: Vec::new(),
+            counters: Counters::default(),
         })
     }
 
@@ -1010,6 +1024,7 @@ impl Connection {
                     match step {
                         Ok(None) => {
                             server.deliver(&mut self.staged);
+                            self.flush_counters();
                             if let Some(end) = self.release_acks().await {
                                 return end;
                             }
@@ -1018,11 +1033,13 @@ impl Connection {
                         Ok(Some(None)) => {}
                         Ok(Some(Some(end))) => {
                             server.deliver(&mut self.staged);
+                            self.flush_counters();
                             self.boxed_release_acks_on_exit().await;
                             return end;
                         }
                         Err(error) => {
                             server.deliver(&mut self.staged);
+                            self.flush_counters();
                             self.boxed_release_acks_on_exit().await;
                             warn!(client_id = %self.client.client_id, %error, "closing on a bad packet");
                             self.close(error.reason_code());
@@ -1033,6 +1050,7 @@ impl Connection {
                         && let Some(end) = self.boxed_reauthenticate(*auth).await
                     {
                         server.deliver(&mut self.staged);
+                        self.flush_counters();
                         self.boxed_release_acks_on_exit().await;
                         return end;
                     }
@@ -1250,14 +1268,32 @@ impl Connection {
         }
     }
 
+    /// Adds what this read received to the server's counters.
+    fn flush_counters(&mut self) {
+        let counters = std::mem::take(&mut self.counters);
+        let info = &self.server.inner.info;
+        if counters.packets > 0 {
+            sys::add(&info.packets_received, counters.packets);
+        }
+        let messages: u64 = counters.messages.iter().sum();
+        if messages > 0 {
+            sys::add(&info.messages_received, messages);
+            for (counter, count) in info.messages_received_by_qos.iter().zip(counters.messages) {
+                if count > 0 {
+                    sys::add(counter, count);
+                }
+            }
+        }
+    }
+
     /// Handles one packet; `Some` ends the connection.
     fn handle_packet(&mut self, packet: Packet) -> Option<End> {
-        let server = self.server.clone();
-        let inner = &server.inner;
-        sys::add(&inner.info.packets_received, 1);
+        // No clone of the server here: its reference count is shared by every connection, and
+        // bumping it per packet makes the cores fight over one cache line.
+        self.counters.packets += 1;
         let mut packet = packet;
-        if inner.hooks.provides(HookEvents::ON_PACKET_READ) {
-            for hook in inner.hooks.with(HookEvents::ON_PACKET_READ) {
+        if self.server.inner.hooks.provides(HookEvents::ON_PACKET_READ) {
+            for hook in self.server.inner.hooks.with(HookEvents::ON_PACKET_READ) {
                 match hook.on_packet_read(&self.client, packet) {
                     Ok(next) => packet = next,
                     Err(code) => {
@@ -1270,7 +1306,9 @@ impl Connection {
                 }
             }
         }
-        let processed = inner
+        let processed = self
+            .server
+            .inner
             .hooks
             .provides(HookEvents::ON_PACKET_PROCESSED)
             .then(|| packet.clone());
@@ -1296,13 +1334,16 @@ impl Connection {
                         && let Some(seq) = seq
                     {
                         if outcome == PubRecOutcome::Dropped {
-                            inner.hooks.storage(&StorageEvent::MessageRemoved {
-                                client_id: &self.client.client_id,
-                                seq,
-                                qos: QoS::ExactlyOnce,
-                            });
+                            self.server
+                                .inner
+                                .hooks
+                                .storage(&StorageEvent::MessageRemoved {
+                                    client_id: &self.client.client_id,
+                                    seq,
+                                    qos: QoS::ExactlyOnce,
+                                });
                         } else {
-                            inner.hooks.storage(&StorageEvent::MessageFlow {
+                            self.server.inner.hooks.storage(&StorageEvent::MessageFlow {
                                 client_id: &self.client.client_id,
                                 seq,
                                 flow: StoredFlow::Released(rec.packet_id.get()),
@@ -1314,7 +1355,7 @@ impl Connection {
                 match outcome {
                     PubRecOutcome::Release => self.send(PubRel::new(rec.packet_id).into()),
                     PubRecOutcome::Dropped => {
-                        for hook in inner.hooks.with(HookEvents::ON_QOS_DROPPED) {
+                        for hook in self.server.inner.hooks.with(HookEvents::ON_QOS_DROPPED) {
                             hook.on_qos_dropped(&self.client.client_id, rec.packet_id.get());
                         }
                         self.session.state.lock().wake_writer();
@@ -1347,10 +1388,13 @@ impl Connection {
                     )
                 };
                 if known && persist {
-                    inner.hooks.storage(&StorageEvent::InboundQos2Released {
-                        client_id: &self.client.client_id,
-                        packet_id: rel.packet_id.get(),
-                    });
+                    self.server
+                        .inner
+                        .hooks
+                        .storage(&StorageEvent::InboundQos2Released {
+                            client_id: &self.client.client_id,
+                            packet_id: rel.packet_id.get(),
+                        });
                 }
                 let code = if known {
                     ReasonCode::SUCCESS
@@ -1428,7 +1472,12 @@ impl Connection {
                 Some(End::Abnormal(why)) => Some(why.as_str()),
                 _ => None,
             };
-            for hook in inner.hooks.with(HookEvents::ON_PACKET_PROCESSED) {
+            for hook in self
+                .server
+                .inner
+                .hooks
+                .with(HookEvents::ON_PACKET_PROCESSED)
+            {
                 hook.on_packet_processed(&self.client, &packet, error);
             }
         }
@@ -1459,13 +1508,12 @@ impl Connection {
     fn handle_publish(&mut self, publish: Publish) -> Option<End> {
         let inner = &self.server.inner;
         let caps = &inner.options.capabilities;
-        sys::add(&inner.info.messages_received, 1);
-        if let Some(counter) = inner
-            .info
-            .messages_received_by_qos
-            .get(usize::from(publish.qos.as_u8()))
+        if let Some(count) = self
+            .counters
+            .messages
+            .get_mut(usize::from(publish.qos.as_u8()))
         {
-            sys::add(counter, 1);
+            *count += 1;
         }
         let mut publish = publish;
         if publish.qos > caps.maximum_qos {

@@ -5,7 +5,11 @@
 //! Inbound QoS 2 state (client packet ids awaiting PUBREL) lives elsewhere: the two id spaces
 //! never touch (§2.2.1).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+/// Maps keyed by packet id: a fast hash, since one is looked up for every acknowledgement (the
+/// ids are bounded by the window, so a flood of colliding keys is bounded too).
+type HashMap<K, V> = foldhash::HashMap<K, V>;
 
 use mqtt_packets::{PacketId, QoS, ReasonCode};
 use tokio::time::Instant;
@@ -402,7 +406,7 @@ impl Outbound {
             self.deferred = VecDeque::new();
         }
         if self.inflight.is_empty() && self.inflight.capacity() > 0 {
-            self.inflight = HashMap::new();
+            self.inflight = HashMap::default();
         }
     }
 

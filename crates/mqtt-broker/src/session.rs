@@ -1,6 +1,6 @@
 //! Session state: what the server keeps for a client id across connections (§4.1).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -146,7 +146,7 @@ pub(crate) struct SessionState {
     pub(crate) subscriptions: HashMap<String, (SubscriptionOptions, Option<NonZeroU32>)>,
     pub(crate) outbound: Outbound,
     /// Client packet ids of QoS 2 messages acknowledged with PUBREC, awaiting PUBREL.
-    pub(crate) inbound_qos2: HashSet<u16>,
+    pub(crate) inbound_qos2: foldhash::HashSet<u16>,
     /// Acks and control packets for the writer, in order.
     pub(crate) control: VecDeque<Control>,
     /// The Will of the current connection.
@@ -202,7 +202,7 @@ impl Session {
                 },
                 subscriptions: HashMap::new(),
                 outbound: Outbound::default(),
-                inbound_qos2: HashSet::new(),
+                inbound_qos2: foldhash::HashSet::default(),
                 control: VecDeque::new(),
                 will: None,
                 last_generation: 0,
