@@ -326,12 +326,14 @@ struct Connection {
 
 /// What a connection received during one read, added to the server's counters when the read
 /// has been handled: the shared counters, written per packet from every core, would bounce
-/// between the cores' caches.
+/// between the cores' caches. Also whether the read's acknowledgements call for the writer.
 #[derive(Debug, Default)]
 struct Counters {
     packets: u64,
     /// PUBLISH packets by QoS.
     messages: [u64; 3],
+    /// Whether acknowledgements freed room in the send window (the writer is woken once).
+    wake_writer: bool,
 }
 
 /// The enhanced authentication of one connection.
@@ -1190,12 +1192,12 @@ impl Connection {
 
     /// Sends an acknowledgement of a PUBLISH or PUBREL: at once, or once storage hooks made
     /// what it acknowledges durable (see [`Self::release_acks`]).
+    /// Queues PUBACK, PUBREC or PUBCOMP: held until the read is handled, then queued together
+    /// (one session lock and one writer wake per read, in the order of the packets they answer),
+    /// after storage
+    /// hooks made what they acknowledge durable when acknowledgements wait for them.
     fn send_ack(&mut self, packet: Packet) {
-        if self.hold_acks {
-            self.held.push(packet);
-        } else {
-            self.send(packet);
-        }
+        self.held.push(packet);
     }
 
     /// Waits until storage hooks committed what the held acknowledgements acknowledge, then
@@ -1203,6 +1205,10 @@ impl Connection {
     /// storage failed (the acknowledgements are not sent, so the client sends again).
     async fn release_acks(&mut self) -> Option<End> {
         if self.held.is_empty() {
+            return None;
+        }
+        if !self.hold_acks {
+            self.push_held();
             return None;
         }
         let shared = self.handle.shared();
@@ -1262,15 +1268,23 @@ impl Connection {
         if self.held.is_empty() {
             return;
         }
+        if !self.hold_acks {
+            self.push_held();
+            return;
+        }
         match tokio::time::timeout(LINGER, self.server.inner.hooks.durable()).await {
             Ok(Ok(())) => self.push_held(),
             _ => self.held.clear(),
         }
     }
 
-    /// Adds what this read received to the server's counters.
+    /// After a read is handled: adds what it received to the server's counters, and wakes the
+    /// writer if acknowledgements opened the send window.
     fn flush_counters(&mut self) {
         let counters = std::mem::take(&mut self.counters);
+        if counters.wake_writer {
+            self.session.state.lock().wake_writer();
+        }
         let info = &self.server.inner.info;
         if counters.packets > 0 {
             sys::add(&info.packets_received, counters.packets);
@@ -1496,9 +1510,10 @@ impl Connection {
             });
     }
 
-    fn completed(&self, packet_id: PacketId, known: bool) {
+    fn completed(&mut self, packet_id: PacketId, known: bool) {
         if known {
-            self.session.state.lock().wake_writer();
+            // The window has room again: the writer is woken once, after the whole read.
+            self.counters.wake_writer = true;
             for hook in self.server.inner.hooks.with(HookEvents::ON_QOS_COMPLETE) {
                 hook.on_qos_complete(&self.client.client_id, packet_id.get());
             }
