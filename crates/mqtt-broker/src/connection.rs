@@ -1194,8 +1194,8 @@ impl Connection {
     /// what it acknowledges durable (see [`Self::release_acks`]).
     /// Queues PUBACK, PUBREC or PUBCOMP: held until the read is handled, then queued together
     /// (one session lock and one writer wake per read, in the order of the packets they answer),
-    /// after storage
-    /// hooks made what they acknowledge durable when acknowledgements wait for them.
+    /// after storage hooks made what they acknowledge durable when acknowledgements wait for
+    /// them.
     fn send_ack(&mut self, packet: Packet) {
         self.held.push(packet);
     }
