@@ -1025,6 +1025,12 @@ impl Connection {
                     };
                     match step {
                         Ok(None) => {
+                            if !self.hold_acks {
+                                // The publisher's acknowledgements go first, so that it can
+                                // send more while this read's messages are handed on (they
+                                // are the server's to deliver from here).
+                                self.push_held();
+                            }
                             server.deliver(&mut self.staged);
                             self.flush_counters();
                             if let Some(end) = self.release_acks().await {
