@@ -65,10 +65,10 @@ fn connect_all(addr: std::net::SocketAddr, count: usize, base: usize) -> Vec<std
 
 /// Waits until the live heap stops changing (the broker finished its work for the last
 /// connections), bounded.
-fn settle() -> (isize, isize, usize) {
+fn settle(runtime: &tokio::runtime::Runtime) -> (isize, isize, usize) {
     let mut last = live();
     for _ in 0..50 {
-        std::thread::sleep(Duration::from_millis(100));
+        runtime.block_on(tokio::time::sleep(Duration::from_millis(100)));
         let now = live();
         if now.0 == last.0 {
             return now;
@@ -100,11 +100,11 @@ fn main() {
     // Warm up: the first connections grow the registry, the runtime's slabs and the
     // allocator's thread caches; measure the step from a first batch to the full count.
     let warm = connect_all(addr, count / 10, 0);
-    let before = settle();
+    let before = settle(&runtime);
     let started = Instant::now();
     let rest = connect_all(addr, count - count / 10, count / 10);
     let elapsed = started.elapsed();
-    let after = settle();
+    let after = settle(&runtime);
     let added = (rest.len()) as f64;
     let bytes = (after.0 - before.0) as f64 / added;
     let blocks = (after.1 - before.1) as f64 / added;

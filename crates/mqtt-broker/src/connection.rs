@@ -305,6 +305,7 @@ struct Connection {
     protocol: Protocol,
     keep_alive: u16,
     /// Inbound topic aliases, for this connection only [MQTT-3.3.2-7].
+    #[allow(clippy::box_collection)] // 8 bytes per connection until a client uses an alias.
     aliases: Option<Box<HashMap<u16, MqttString>>>,
     /// Whether the CONNECT had Session Expiry 0, for the DISCONNECT rule (§3.14.2.2.2).
     connect_expiry_zero: bool,
@@ -896,6 +897,7 @@ impl Connection {
         Some((session, present, old_will))
     }
 
+    #[allow(clippy::manual_async_fn)] // An `async fn` would hold its arguments twice.
     fn run<R, W>(
         &mut self,
         reader: ReadHalf<R>,
@@ -998,6 +1000,7 @@ impl Connection {
         }
     }
 
+    #[allow(clippy::manual_async_fn)] // An `async fn` would hold its arguments twice.
     fn read_loop<R: AsyncRead + Unpin>(
         &mut self,
         reader: &mut R,
@@ -1810,6 +1813,7 @@ fn persist_flow(
     }
 }
 
+#[allow(clippy::manual_async_fn)] // An `async fn` would hold its arguments twice.
 fn write_loop<W: AsyncWrite + Unpin>(
     server: Server,
     session: Arc<Session>,
