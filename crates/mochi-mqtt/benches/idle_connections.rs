@@ -4,7 +4,8 @@
 //! counting allocator (over the system allocator: the counts do not depend on it). It counts what the broker keeps per connection (tasks,
 //! buffers, session), not allocator overhead; `cargo xtask bench` reports the process RSS.
 //!
-//! `cargo bench -p mochi-mqtt --bench idle_connections` (`-- 5000` for another count).
+//! `cargo bench -p mochi-mqtt --bench idle_connections` (5,000 connections; `-- 8000` for another
+//! count: both ends of each connection are in this process, so it needs two descriptors each).
 
 #![allow(
     missing_docs,
@@ -68,7 +69,7 @@ fn connect_all(addr: std::net::SocketAddr, count: usize, base: usize) -> Vec<std
 fn settle(runtime: &tokio::runtime::Runtime) -> (isize, isize, usize) {
     let mut last = live();
     for _ in 0..50 {
-        runtime.block_on(tokio::time::sleep(Duration::from_millis(100)));
+        runtime.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
         let now = live();
         if now.0 == last.0 {
             return now;
@@ -82,7 +83,7 @@ fn main() {
     let count: usize = std::env::args()
         .skip(1)
         .find_map(|arg| arg.parse().ok())
-        .unwrap_or(10_000);
+        .unwrap_or(5_000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
