@@ -1057,6 +1057,10 @@ impl Connection {
                             return End::Abnormal(error.to_string());
                         }
                     }
+                    if self.pending_auth.is_some() && !self.hold_acks {
+                        // The acknowledgements so far do not wait for the hook's answer.
+                        self.push_held();
+                    }
                     if let Some(auth) = self.pending_auth.take()
                         && let Some(end) = self.boxed_reauthenticate(*auth).await
                     {
@@ -1180,7 +1184,12 @@ impl Connection {
 
     /// Ends the connection with this code: DISCONNECT for v5, a plain close for 3.x. Malformed
     /// packets and protocol errors (the codes of §4.13.1) are counted.
-    fn close(&self, code: ReasonCode) {
+    fn close(&mut self, code: ReasonCode) {
+        if !self.hold_acks {
+            // Acknowledgements of packets already accepted in this read go before the
+            // DISCONNECT: the writer stops taking control packets once the connection closes.
+            self.push_held();
+        }
         if matches!(
             code.value(),
             0x81 | 0x82 | 0x93 | 0x94 | 0x95 | 0x9A | 0x9B | 0x9E | 0xA1 | 0xA2
@@ -1199,8 +1208,6 @@ impl Connection {
         self.session.state.lock().send(packet);
     }
 
-    /// Sends an acknowledgement of a PUBLISH or PUBREL: at once, or once storage hooks made
-    /// what it acknowledges durable (see [`Self::release_acks`]).
     /// Queues PUBACK, PUBREC or PUBCOMP: held until the read is handled, then queued together
     /// (one session lock and one writer wake per read, in the order of the packets they answer),
     /// after storage hooks made what they acknowledge durable when acknowledgements wait for
@@ -1309,26 +1316,34 @@ impl Connection {
         }
     }
 
+    /// Runs the `on_packet_read` hooks, which may change the packet or refuse it (with the
+    /// reason code and the refusing hook's id).
+    fn read_hooks(&self, packet: Packet) -> Result<Packet, (ReasonCode, String)> {
+        let hooks = &self.server.inner.hooks;
+        if !hooks.provides(HookEvents::ON_PACKET_READ) {
+            return Ok(packet);
+        }
+        let mut packet = packet;
+        for hook in hooks.with(HookEvents::ON_PACKET_READ) {
+            packet = hook
+                .on_packet_read(&self.client, packet)
+                .map_err(|code| (code, hook.id().to_owned()))?;
+        }
+        Ok(packet)
+    }
+
     /// Handles one packet; `Some` ends the connection.
     fn handle_packet(&mut self, packet: Packet) -> Option<End> {
         // No clone of the server here: its reference count is shared by every connection, and
         // bumping it per packet makes the cores fight over one cache line.
         self.counters.packets += 1;
-        let mut packet = packet;
-        if self.server.inner.hooks.provides(HookEvents::ON_PACKET_READ) {
-            for hook in self.server.inner.hooks.with(HookEvents::ON_PACKET_READ) {
-                match hook.on_packet_read(&self.client, packet) {
-                    Ok(next) => packet = next,
-                    Err(code) => {
-                        self.close(code);
-                        return Some(End::Abnormal(format!(
-                            "packet refused by hook {}",
-                            hook.id()
-                        )));
-                    }
-                }
+        let packet = match self.read_hooks(packet) {
+            Ok(packet) => packet,
+            Err((code, hook)) => {
+                self.close(code);
+                return Some(End::Abnormal(format!("packet refused by hook {hook}")));
             }
-        }
+        };
         let processed = self
             .server
             .inner

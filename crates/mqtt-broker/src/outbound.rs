@@ -395,7 +395,6 @@ impl Outbound {
         taken
     }
 
-    /// Drops everything; returns the identifiers that were in flight.
     /// Gives back the memory a burst left in queues that are now empty, so that a connection
     /// that goes quiet holds none of it.
     pub(crate) fn release_idle_memory(&mut self) {
@@ -410,6 +409,7 @@ impl Outbound {
         }
     }
 
+    /// Drops everything; returns the identifiers that were in flight.
     pub(crate) fn clear(&mut self) -> Vec<u16> {
         self.pending.clear();
         self.pending_bytes = 0;

@@ -235,7 +235,7 @@ impl Server {
                     stream.set_nodelay(true).ok();
                     let server = self.clone();
                     let connection = ConnectionInfo::new(id.clone(), Some(remote));
-                    tokio::spawn(async move { server.serve_connection(stream, connection).await });
+                    tokio::spawn(server.serve_connection(stream, connection));
                 }
                 Err(error) => {
                     // EMFILE and friends: back off instead of spinning.

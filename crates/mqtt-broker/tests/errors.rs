@@ -314,3 +314,33 @@ async fn malformed_connect_is_closed() {
         other => panic!("unexpected answer {other:?}"),
     }
 }
+
+/// Packets accepted before a protocol error in the same read are still acknowledged, before the
+/// DISCONNECT: a QoS 1 and a QoS 2 PUBLISH, then a PUBLISH with a subscription identifier, all
+/// in one write. The client must learn that the first two were taken [MQTT-4.3.2-4]
+/// [MQTT-4.3.3-8] (and the subscriber gets them).
+#[tokio::test]
+async fn acks_of_a_read_go_out_before_a_protocol_error_in_it() {
+    let (_server, addr) = support::start().await;
+    let mut subscriber = Raw::v5(addr, "acks-sub").await;
+    subscriber.subscribe("acks/t", QoS::AtLeastOnce).await;
+    let mut raw = Raw::v5(addr, "acks-pub").await;
+    let mut bytes = bytes::BytesMut::new();
+    let first = publish("acks/t", b"one", QoS::AtLeastOnce, false, 1);
+    let second = publish("acks/t", b"two", QoS::ExactlyOnce, false, 2);
+    let mut bad = publish("acks/t", b"x", QoS::AtMostOnce, false, 0);
+    bad.properties
+        .subscription_identifiers
+        .push(NonZeroU32::new(1).unwrap());
+    for packet in [Packet::from(first), second.into(), bad.into()] {
+        packet.encode(Protocol::V5, &mut bytes).unwrap();
+    }
+    raw.send_bytes(&bytes).await;
+    let puback = raw.expect_puback().await;
+    assert_eq!(puback.packet_id.get(), 1);
+    let pubrec = raw.expect_pubrec().await;
+    assert_eq!(pubrec.packet_id.get(), 2);
+    raw.expect_disconnect(ReasonCode::PROTOCOL_ERROR).await;
+    assert_eq!(subscriber.expect_publish().await.payload.as_ref(), b"one");
+    assert_eq!(subscriber.expect_publish().await.payload.as_ref(), b"two");
+}
