@@ -1391,14 +1391,16 @@ impl Connection {
                     outcome
                 };
                 match outcome {
-                    PubRecOutcome::Release => self.send(PubRel::new(rec.packet_id).into()),
+                    // Queued with the read's acknowledgements, in the order of the PUBRECs
+                    // [MQTT-4.6.0-4] [MQTT-4.6.0-5].
+                    PubRecOutcome::Release => self.send_ack(PubRel::new(rec.packet_id).into()),
                     PubRecOutcome::Dropped => {
                         for hook in self.server.inner.hooks.with(HookEvents::ON_QOS_DROPPED) {
                             hook.on_qos_dropped(&self.client.client_id, rec.packet_id.get());
                         }
                         self.session.state.lock().wake_writer();
                     }
-                    PubRecOutcome::Unknown => self.send(
+                    PubRecOutcome::Unknown => self.send_ack(
                         PubRel::with_reason(rec.packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)
                             .into(),
                     ),
