@@ -11,8 +11,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use mqtt_packets::{
     ConnAck, ConnAckProperties, Connect, DecodeContext, DecodeError, Disconnect, MqttString,
-    Packet, PacketId, PayloadFormatIndicator, Protocol, PubAck, PubComp, PubRec, PubRel, Publish,
-    QoS, ReasonCode, SubAck, UnsubAck, decode,
+    Packet, PacketId, PayloadFormatIndicator, Protocol, PubRel, Publish, QoS, ReasonCode, SubAck,
+    UnsubAck, decode,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::Instant;
@@ -22,7 +22,7 @@ use crate::alias::OutboundAliases;
 use crate::hooks::{AuthOutcome, DropReason, HookEvents};
 use crate::outbound::{Outgoing, PubRecOutcome};
 use crate::server::PublishOutcome;
-use crate::session::{Close, ConnectionHandle, Control, PeerLimits, Session};
+use crate::session::{Ack, Close, ConnectionHandle, Control, PeerLimits, Session};
 use crate::storage::{StorageEvent, StoredFlow};
 use crate::sys;
 use crate::{ClientInfo, ConnectionInfo, Server};
@@ -320,7 +320,7 @@ struct Connection {
     hold_acks: bool,
     /// PUBACK, PUBREC and PUBCOMP of the current read, released once what they acknowledge is
     /// durable.
-    held: Vec<Packet>,
+    held: Vec<Ack>,
     /// Packets and messages received in the current read (see [`Counters`]).
     counters: Counters,
 }
@@ -673,7 +673,7 @@ impl Connection {
                 let mut state = session.state.lock();
                 state
                     .control
-                    .push_front(Control::Packet(Packet::ConnAck(refusal)));
+                    .push_front(Control::packet(Packet::ConnAck(refusal)));
                 state.wake_writer();
             }
             handle.close(Close::Silent);
@@ -765,7 +765,7 @@ impl Connection {
             let mut state = session.state.lock();
             state
                 .control
-                .push_front(Control::Packet(Packet::ConnAck(connack)));
+                .push_front(Control::packet(Packet::ConnAck(connack)));
             // Resend what was in flight, in order [MQTT-4.4.0-1].
             if session_present {
                 let window = state.peer.window;
@@ -1212,8 +1212,8 @@ impl Connection {
     /// (one session lock and one writer wake per read, in the order of the packets they answer),
     /// after storage hooks made what they acknowledge durable when acknowledgements wait for
     /// them.
-    fn send_ack(&mut self, packet: Packet) {
-        self.held.push(packet);
+    fn send_ack(&mut self, ack: Ack) {
+        self.held.push(ack);
     }
 
     /// Waits until storage hooks committed what the held acknowledgements acknowledge, then
@@ -1257,12 +1257,13 @@ impl Connection {
             .as_ref()
             .is_some_and(|connection| connection.generation == self.handle.generation);
         if current {
-            for packet in self.held.drain(..) {
-                state.control.push_back(Control::Packet(packet));
-            }
+            state.control.extend(self.held.drain(..).map(Control::Ack));
             state.wake_writer();
         } else {
-            self.handle.unsent.lock().append(&mut self.held);
+            self.handle
+                .unsent
+                .lock()
+                .extend(self.held.drain(..).map(Control::Ack));
         }
     }
 
@@ -1299,7 +1300,10 @@ impl Connection {
     fn flush_counters(&mut self) {
         let counters = std::mem::take(&mut self.counters);
         if counters.wake_writer {
-            self.session.state.lock().wake_writer();
+            let state = self.session.state.lock();
+            if state.outbound.has_queued() {
+                state.wake_writer();
+            }
         }
         let info = &self.server.inner.info;
         if counters.packets > 0 {
@@ -1393,17 +1397,19 @@ impl Connection {
                 match outcome {
                     // Queued with the read's acknowledgements, in the order of the PUBRECs
                     // [MQTT-4.6.0-4] [MQTT-4.6.0-5].
-                    PubRecOutcome::Release => self.send_ack(PubRel::new(rec.packet_id).into()),
+                    PubRecOutcome::Release => {
+                        self.send_ack(Ack::pubrel(rec.packet_id, ReasonCode::SUCCESS));
+                    }
                     PubRecOutcome::Dropped => {
                         for hook in self.server.inner.hooks.with(HookEvents::ON_QOS_DROPPED) {
                             hook.on_qos_dropped(&self.client.client_id, rec.packet_id.get());
                         }
                         self.session.state.lock().wake_writer();
                     }
-                    PubRecOutcome::Unknown => self.send_ack(
-                        PubRel::with_reason(rec.packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)
-                            .into(),
-                    ),
+                    PubRecOutcome::Unknown => self.send_ack(Ack::pubrel(
+                        rec.packet_id,
+                        ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+                    )),
                 }
                 None
             }
@@ -1441,7 +1447,7 @@ impl Connection {
                 } else {
                     ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
                 };
-                self.send_ack(PubComp::with_reason(rel.packet_id, code).into());
+                self.send_ack(Ack::pubcomp(rel.packet_id, code));
                 None
             }
             Packet::Subscribe(subscribe) => {
@@ -1538,7 +1544,8 @@ impl Connection {
 
     fn completed(&mut self, packet_id: PacketId, known: bool) {
         if known {
-            // The window has room again: the writer is woken once, after the whole read.
+            // The window has room again: the writer is woken once, after the whole read, if
+            // messages wait for it.
             self.counters.wake_writer = true;
             for hook in self.server.inner.hooks.with(HookEvents::ON_QOS_COMPLETE) {
                 hook.on_qos_complete(&self.client.client_id, packet_id.get());
@@ -1616,13 +1623,13 @@ impl Connection {
                 } else {
                     ReasonCode::SUCCESS
                 };
-                let packet: Packet = if qos == QoS::AtLeastOnce {
-                    PubAck::with_reason(id, code).into()
+                let ack = if qos == QoS::AtLeastOnce {
+                    Ack::puback(id, code)
                 } else {
-                    PubRec::with_reason(id, code).into()
+                    Ack::pubrec(id, code)
                 };
                 // In order with the other acknowledgements [MQTT-4.6.0-2].
-                self.send_ack(packet);
+                self.send_ack(ack);
             }
             return None;
         }
@@ -1634,7 +1641,7 @@ impl Connection {
                 drop(state);
                 // A resend before PUBREL: acknowledge again, deliver once [MQTT-4.3.3-9]; held
                 // like the first PUBREC until what it acknowledges is durable.
-                self.send_ack(PubRec::new(id).into());
+                self.send_ack(Ack::pubrec(id, ReasonCode::SUCCESS));
                 return None;
             }
             if state.inbound_qos2.len() >= usize::from(caps.receive_maximum) {
@@ -1665,7 +1672,7 @@ impl Connection {
         };
         let id = packet_id?;
         if qos == QoS::AtLeastOnce {
-            self.send_ack(PubAck::with_reason(id, code).into());
+            self.send_ack(Ack::puback(id, code));
         } else {
             if !code.is_error() {
                 let mut state = self.session.state.lock();
@@ -1678,7 +1685,7 @@ impl Connection {
                     });
                 }
             }
-            self.send_ack(PubRec::with_reason(id, code).into());
+            self.send_ack(Ack::pubrec(id, code));
         }
         None
     }
@@ -1854,6 +1861,7 @@ fn write_loop<W: AsyncWrite + Unpin>(
         // Outbound topic aliases belong to this connection only [MQTT-3.3.2-7].
         let mut aliases: Option<Box<OutboundAliases>> = None;
         let sent_hooks = inner.hooks.provides(HookEvents::ON_PACKET_SENT);
+        let qos_publish_hooks = inner.hooks.provides(HookEvents::ON_QOS_PUBLISH);
         loop {
             // Clear before draining: a message queued after this point wakes us again.
             handle.wake_pending.store(false, Ordering::Release);
@@ -1886,7 +1894,7 @@ fn write_loop<W: AsyncWrite + Unpin>(
             };
             if !current {
                 // Left the session while closing: what was queued before still goes out.
-                control.extend(handle.unsent.lock().drain(..).map(Control::Packet));
+                control.extend(handle.unsent.lock().drain(..));
             }
             // Whether this round took anything: if so, more may be waiting (a full batch, or window
             // slots freed by dropped messages), so go round again before sleeping.
@@ -1898,12 +1906,52 @@ fn write_loop<W: AsyncWrite + Unpin>(
             if progressed && buf.capacity() == 0 {
                 buf.reserve(buffer_size);
             }
+            // Packets that no hook sees are encoded without building a `Packet`: acks from
+            // their few bytes, and messages (when no alias replaces their topic) straight from
+            // the shared message.
+            let direct_acks = !encode_hooks && !sent_hooks;
+            let direct = direct_acks
+                && !qos_publish_hooks
+                && !(protocol.is_v5() && peer.topic_alias_maximum > 0);
             let items = control
                 .drain(..)
                 .chain(outgoing.drain(..).map(Control::Outgoing));
             for item in items {
+                if direct
+                    && let Control::Outgoing(Outgoing::Publish {
+                        packet_id,
+                        delivery,
+                        dup,
+                    }) = &item
+                    && let Some(publish) =
+                        delivery.as_publish_ref(*packet_id, *dup, protocol.is_v5())
+                    && publish.encoded_len(protocol) <= peer.maximum_packet_size as usize
+                {
+                    if let Err(error) = publish.encode(protocol, &mut buf) {
+                        warn!(client_id = %client.client_id, %error, "cannot encode packet");
+                        continue;
+                    }
+                    packets += 1;
+                    messages += 1;
+                    if let Some(count) = sent_by_qos.get_mut(usize::from(delivery.qos.as_u8())) {
+                        *count += 1;
+                    }
+                    continue;
+                }
+                if direct_acks
+                    && let Control::Ack(ack) = &item
+                    && ack.encoded_len(protocol) <= peer.maximum_packet_size as usize
+                {
+                    if let Err(error) = ack.encode(protocol, &mut buf) {
+                        warn!(client_id = %client.client_id, %error, "cannot encode packet");
+                        continue;
+                    }
+                    packets += 1;
+                    continue;
+                }
                 let (packet, publish_id) = match item {
-                    Control::Packet(packet) => (packet, None),
+                    Control::Ack(ack) => (ack.into_packet(), None),
+                    Control::Packet(packet) => (*packet, None),
                     Control::Outgoing(Outgoing::PubRel {
                         packet_id,
                         reason_code,

@@ -4,7 +4,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mqtt_packets::{MqttString, PacketId, Publish, PublishProperties, QoS};
+use mqtt_packets::{MqttString, PacketId, Publish, PublishProperties, PublishRef, QoS};
 use mqtt_topics::ClientId;
 use tokio::time::Instant;
 
@@ -88,6 +88,35 @@ impl Delivery {
             properties,
         }
     }
+
+    /// This delivery as a borrowed PUBLISH, when nothing in it is made for this subscriber: at
+    /// MQTT 3.x always (no properties go out), at MQTT 5 when it carries no Message Expiry
+    /// Interval to count down and no Subscription Identifiers. Encoding it then touches no
+    /// reference count of the shared message. `None`: build it with [`Delivery::to_publish`].
+    pub(crate) fn as_publish_ref(
+        &self,
+        packet_id: Option<PacketId>,
+        dup: bool,
+        v5: bool,
+    ) -> Option<PublishRef<'_>> {
+        let message = &self.message;
+        let per_subscriber = message.expires_at.is_some()
+            || message.properties.message_expiry_interval.is_some()
+            || !message.properties.subscription_identifiers.is_empty()
+            || !self.subscription_identifiers.is_empty();
+        if v5 && per_subscriber {
+            return None;
+        }
+        Some(PublishRef {
+            dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &message.topic,
+            packet_id,
+            payload: &message.payload,
+            properties: &message.properties,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -95,6 +124,67 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    fn delivery(message: Message, subscription_identifiers: Vec<NonZeroU32>) -> Delivery {
+        Delivery {
+            message: Arc::new(message),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            subscription_identifiers,
+            shared: None,
+            seq: 0,
+        }
+    }
+
+    fn encoded(publish: &Publish, protocol: mqtt_packets::Protocol) -> bytes::BytesMut {
+        let mut out = bytes::BytesMut::new();
+        publish.encode(protocol, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn borrowed_publish_encodes_as_the_owned_one() {
+        use mqtt_packets::Protocol;
+        let now = Instant::now();
+        let properties = PublishProperties {
+            content_type: Some(MqttString::from_static("text/plain")),
+            ..PublishProperties::default()
+        };
+        let message = Message {
+            topic: MqttString::from_static("a/b"),
+            payload: Bytes::from_static(b"hello"),
+            qos: QoS::ExactlyOnce,
+            retain: true,
+            properties,
+            publisher: None,
+            expires_at: None,
+        };
+        let plain = delivery(message.clone(), Vec::new());
+        let id = PacketId::new(7);
+        for protocol in [Protocol::V3_1, Protocol::V3_1_1, Protocol::V5] {
+            let borrowed = plain.as_publish_ref(id, true, protocol.is_v5()).unwrap();
+            let mut out = bytes::BytesMut::new();
+            borrowed.encode(protocol, &mut out).unwrap();
+            assert_eq!(out, encoded(&plain.to_publish(id, true, now), protocol));
+            assert_eq!(borrowed.encoded_len(protocol), out.len());
+        }
+        // Made for each subscriber at MQTT 5: the identifiers of its subscriptions
+        // [MQTT-3.3.4-4], the expiry counted down [MQTT-3.3.2-6]. At 3.x neither goes out.
+        let identified = delivery(message.clone(), vec![NonZeroU32::MIN]);
+        assert!(identified.as_publish_ref(id, false, true).is_none());
+        let mut expiring = message;
+        expiring.expires_at = Some(now + Duration::from_secs(5));
+        expiring.properties.message_expiry_interval = Some(5);
+        let expiring = delivery(expiring, Vec::new());
+        assert!(expiring.as_publish_ref(id, false, true).is_none());
+        let borrowed = expiring.as_publish_ref(id, false, false).unwrap();
+        let mut out = bytes::BytesMut::new();
+        borrowed.encode(Protocol::V3_1_1, &mut out).unwrap();
+        assert_eq!(
+            out,
+            encoded(&expiring.to_publish(id, false, now), Protocol::V3_1_1)
+        );
+    }
 
     #[test]
     fn expiry_counts_down_mqtt_3_3_2_6() {

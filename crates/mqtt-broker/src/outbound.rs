@@ -441,6 +441,12 @@ impl Outbound {
         self.inflight.len()
     }
 
+    /// Whether messages wait to go into flight (queued, or resends deferred at reconnect): only
+    /// then does an acknowledgement that frees the window give the writer something to do.
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.pending.is_empty() || !self.deferred.is_empty()
+    }
+
     pub(crate) fn pending_len(&self) -> usize {
         self.pending.len()
     }

@@ -842,8 +842,8 @@ impl Server {
         if let Some(connection) = connection {
             let mut unsent = connection.unsent.lock();
             for control in state.control.drain(..) {
-                if let crate::session::Control::Packet(packet) = control {
-                    unsent.push(packet);
+                if !matches!(control, crate::session::Control::Outgoing(_)) {
+                    unsent.push(control);
                 }
             }
         }

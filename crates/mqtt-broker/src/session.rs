@@ -5,7 +5,11 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mqtt_packets::{MqttString, Packet, Protocol, ReasonCode, SubscriptionOptions, Will};
+use bytes::BytesMut;
+use mqtt_packets::{
+    AckProperties, EncodeError, MqttString, Packet, PacketId, Protocol, PubAck, PubComp, PubRec,
+    PubRel, ReasonCode, SubscriptionOptions, Will,
+};
 use mqtt_topics::{ClientId, SubscriptionInfo};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
@@ -55,7 +59,7 @@ pub(crate) struct HandleShared {
     pub(crate) close: Mutex<Option<Close>>,
     /// Acks queued but not yet written when the connection left its session: the writer
     /// still sends them before the DISCONNECT (a PUBREC for a message already accepted).
-    pub(crate) unsent: Mutex<Vec<Packet>>,
+    pub(crate) unsent: Mutex<Vec<Control>>,
 }
 
 impl std::ops::Deref for ConnectionHandle {
@@ -112,12 +116,140 @@ impl ConnectionHandle {
 
 /// A packet for the writer that is not a new delivery.
 #[derive(Debug, Clone)]
-#[allow(clippy::large_enum_variant)] // Boxing would allocate for every ack.
 pub(crate) enum Control {
-    /// An ack or control packet, written as is.
-    Packet(Packet),
+    /// PUBACK, PUBREC, PUBREL or PUBCOMP without properties: most of the control traffic, a
+    /// few bytes in the queues rather than a whole [`Packet`].
+    Ack(Ack),
+    /// Any other control packet (CONNACK, SUBACK, PINGRESP, ...), written as is.
+    Packet(Box<Packet>),
     /// A resend of an inflight message after reconnect, or a PUBREL.
     Outgoing(Outgoing),
+}
+
+impl Control {
+    /// A packet for the writer's queue: acknowledgements without properties as [`Control::Ack`],
+    /// anything else boxed.
+    pub(crate) fn packet(packet: Packet) -> Self {
+        let ack = |kind, packet_id, reason_code, properties: &AckProperties| {
+            properties.is_empty().then_some(Ack {
+                kind,
+                packet_id,
+                reason_code,
+            })
+        };
+        let small = match &packet {
+            Packet::PubAck(p) => ack(AckKind::PubAck, p.packet_id, p.reason_code, &p.properties),
+            Packet::PubRec(p) => ack(AckKind::PubRec, p.packet_id, p.reason_code, &p.properties),
+            Packet::PubRel(p) => ack(AckKind::PubRel, p.packet_id, p.reason_code, &p.properties),
+            Packet::PubComp(p) => ack(AckKind::PubComp, p.packet_id, p.reason_code, &p.properties),
+            _ => None,
+        };
+        match small {
+            Some(ack) => Self::Ack(ack),
+            None => Self::Packet(Box::new(packet)),
+        }
+    }
+}
+
+/// Which acknowledgement an [`Ack`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // The packets' names.
+pub(crate) enum AckKind {
+    PubAck,
+    PubRec,
+    PubRel,
+    PubComp,
+}
+
+/// An acknowledgement of the QoS 1 and 2 flows without properties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ack {
+    pub(crate) kind: AckKind,
+    pub(crate) packet_id: PacketId,
+    pub(crate) reason_code: ReasonCode,
+}
+
+impl Ack {
+    /// PUBACK with this reason code.
+    pub(crate) fn puback(packet_id: PacketId, reason_code: ReasonCode) -> Self {
+        Self {
+            kind: AckKind::PubAck,
+            packet_id,
+            reason_code,
+        }
+    }
+
+    /// PUBREC with this reason code.
+    pub(crate) fn pubrec(packet_id: PacketId, reason_code: ReasonCode) -> Self {
+        Self {
+            kind: AckKind::PubRec,
+            packet_id,
+            reason_code,
+        }
+    }
+
+    /// PUBREL with this reason code.
+    pub(crate) fn pubrel(packet_id: PacketId, reason_code: ReasonCode) -> Self {
+        Self {
+            kind: AckKind::PubRel,
+            packet_id,
+            reason_code,
+        }
+    }
+
+    /// PUBCOMP with this reason code.
+    pub(crate) fn pubcomp(packet_id: PacketId, reason_code: ReasonCode) -> Self {
+        Self {
+            kind: AckKind::PubComp,
+            packet_id,
+            reason_code,
+        }
+    }
+
+    /// The packet, for hooks and the general encoding path.
+    pub(crate) fn into_packet(self) -> Packet {
+        let Self {
+            kind,
+            packet_id,
+            reason_code,
+        } = self;
+        match kind {
+            AckKind::PubAck => PubAck::with_reason(packet_id, reason_code).into(),
+            AckKind::PubRec => PubRec::with_reason(packet_id, reason_code).into(),
+            AckKind::PubRel => PubRel::with_reason(packet_id, reason_code).into(),
+            AckKind::PubComp => PubComp::with_reason(packet_id, reason_code).into(),
+        }
+    }
+
+    /// The number of bytes [`Ack::encode`] writes.
+    pub(crate) fn encoded_len(self, protocol: Protocol) -> usize {
+        let Self {
+            kind,
+            packet_id,
+            reason_code,
+        } = self;
+        match kind {
+            AckKind::PubAck => PubAck::with_reason(packet_id, reason_code).encoded_len(protocol),
+            AckKind::PubRec => PubRec::with_reason(packet_id, reason_code).encoded_len(protocol),
+            AckKind::PubRel => PubRel::with_reason(packet_id, reason_code).encoded_len(protocol),
+            AckKind::PubComp => PubComp::with_reason(packet_id, reason_code).encoded_len(protocol),
+        }
+    }
+
+    /// Appends the packet as spoken at `protocol`, without building a [`Packet`].
+    pub(crate) fn encode(self, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
+        let Self {
+            kind,
+            packet_id,
+            reason_code,
+        } = self;
+        match kind {
+            AckKind::PubAck => PubAck::with_reason(packet_id, reason_code).encode(protocol, out),
+            AckKind::PubRec => PubRec::with_reason(packet_id, reason_code).encode(protocol, out),
+            AckKind::PubRel => PubRel::with_reason(packet_id, reason_code).encode(protocol, out),
+            AckKind::PubComp => PubComp::with_reason(packet_id, reason_code).encode(protocol, out),
+        }
+    }
 }
 
 /// Per-connection limits the client set in CONNECT.
@@ -161,7 +293,7 @@ pub(crate) struct SessionState {
 impl SessionState {
     /// Queues a control packet and wakes the writer.
     pub(crate) fn send(&mut self, packet: Packet) {
-        self.control.push_back(Control::Packet(packet));
+        self.control.push_back(Control::packet(packet));
         self.wake_writer();
     }
 
@@ -222,5 +354,56 @@ impl Session {
 
     pub(crate) fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mqtt_packets::{MqttString, SubAck};
+
+    use super::*;
+
+    fn encoded(packet: &Packet, protocol: Protocol) -> BytesMut {
+        let mut out = BytesMut::new();
+        packet.encode(protocol, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn acks_without_properties_are_queued_small_and_encode_the_same() {
+        let id = PacketId::new(9).unwrap();
+        let packets: [Packet; 4] = [
+            PubAck::with_reason(id, ReasonCode::NO_MATCHING_SUBSCRIBERS).into(),
+            PubRec::new(id).into(),
+            PubRel::with_reason(id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND).into(),
+            PubComp::new(id).into(),
+        ];
+        for packet in packets {
+            let Control::Ack(ack) = Control::packet(packet.clone()) else {
+                panic!("{packet:?} is not queued as an Ack");
+            };
+            assert_eq!(ack.into_packet(), packet);
+            for protocol in [Protocol::V3_1_1, Protocol::V5] {
+                let mut out = BytesMut::new();
+                ack.encode(protocol, &mut out).unwrap();
+                assert_eq!(out, encoded(&packet, protocol));
+                assert_eq!(ack.encoded_len(protocol), out.len());
+            }
+        }
+    }
+
+    #[test]
+    fn acks_with_properties_and_other_packets_are_queued_whole() {
+        let id = PacketId::new(9).unwrap();
+        let mut ack = PubAck::with_reason(id, ReasonCode::NOT_AUTHORIZED);
+        ack.properties.reason_string = Some(MqttString::from_static("no"));
+        let with_properties = Packet::from(ack);
+        let suback = Packet::from(SubAck::new(id, vec![ReasonCode::GRANTED_QOS_1]));
+        for packet in [with_properties, suback] {
+            match Control::packet(packet.clone()) {
+                Control::Packet(queued) => assert_eq!(*queued, packet),
+                other => panic!("{packet:?} queued as {other:?}"),
+            }
+        }
     }
 }

@@ -104,7 +104,7 @@ pub use properties::{
     SubscriptionIdentifier, UnsubscribeProperties, WillProperties,
 };
 pub use protocol::Protocol;
-pub use publish::Publish;
+pub use publish::{Publish, PublishRef};
 pub use qos::QoS;
 pub use reason_code::ReasonCode;
 pub use string::{InvalidString, MAX_STRING_LEN, MqttString, UserProperty};

@@ -159,12 +159,12 @@ pub(crate) trait Body {
     fn encode_body(&self, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError>;
 }
 
-fn packet_len(body: &dyn Body, protocol: Protocol) -> usize {
+pub(crate) fn packet_len(body: &dyn Body, protocol: Protocol) -> usize {
     let len = body.body_len(protocol);
     1 + variable_byte_integer_len(len) + len
 }
 
-fn encode_packet(
+pub(crate) fn encode_packet(
     body: &dyn Body,
     protocol: Protocol,
     out: &mut BytesMut,

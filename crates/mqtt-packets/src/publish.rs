@@ -124,11 +124,105 @@ impl Body for Publish {
     }
 
     fn flags(&self) -> u8 {
+        self.as_ref().flags()
+    }
+
+    fn body_len(&self, protocol: Protocol) -> usize {
+        self.as_ref().body_len(protocol)
+    }
+
+    fn encode_body(&self, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
+        self.as_ref().encode_body(protocol, out)
+    }
+}
+
+/// A PUBLISH packet borrowed from its parts, to encode without building an owned [`Publish`]:
+/// how a server writes one shared message to many subscribers without touching the reference
+/// counts of its topic and payload for each of them.
+///
+/// It encodes exactly as the [`Publish`] with the same fields does.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use mqtt_packets::{MqttString, Protocol, Publish, PublishProperties, PublishRef, QoS};
+///
+/// let topic = MqttString::new("sensors/1")?;
+/// let properties = PublishProperties::default();
+/// let borrowed = PublishRef {
+///     dup: false,
+///     qos: QoS::AtMostOnce,
+///     retain: false,
+///     topic: &topic,
+///     packet_id: None,
+///     payload: b"21.5",
+///     properties: &properties,
+/// };
+/// let mut out = BytesMut::new();
+/// borrowed.encode(Protocol::V5, &mut out)?;
+/// let mut owned = BytesMut::new();
+/// Publish::new(topic.clone(), &b"21.5"[..]).encode(Protocol::V5, &mut owned)?;
+/// assert_eq!(out, owned);
+/// assert_eq!(borrowed.encoded_len(Protocol::V5), out.len());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRef<'a> {
+    /// DUP: this is a resend [MQTT-3.3.1-1]. Always false at QoS 0.
+    pub dup: bool,
+    /// The QoS of this delivery.
+    pub qos: QoS,
+    /// RETAIN.
+    pub retain: bool,
+    /// The Topic Name. Empty only when a Topic Alias stands for it (MQTT 5).
+    pub topic: &'a MqttString,
+    /// The Packet Identifier: present exactly when `qos` is 1 or 2 [MQTT-2.2.1-2].
+    pub packet_id: Option<PacketId>,
+    /// The payload; may be empty.
+    pub payload: &'a [u8],
+    /// PUBLISH properties (MQTT 5 only).
+    pub properties: &'a PublishProperties,
+}
+
+impl Publish {
+    /// This packet, borrowed.
+    pub fn as_ref(&self) -> PublishRef<'_> {
+        PublishRef {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &self.topic,
+            packet_id: self.packet_id,
+            payload: &self.payload,
+            properties: &self.properties,
+        }
+    }
+}
+
+impl PublishRef<'_> {
+    /// Appends this packet, fixed header included, as spoken at `protocol` (properties only at
+    /// MQTT 5). On error `out` is left as it was.
+    pub fn encode(&self, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
+        crate::packet::encode_packet(self, protocol, out)
+    }
+
+    /// The number of bytes [`Self::encode`] writes, computed without encoding: the size to
+    /// compare with the peer's Maximum Packet Size [MQTT-3.1.2-24].
+    pub fn encoded_len(&self, protocol: Protocol) -> usize {
+        crate::packet::packet_len(self, protocol)
+    }
+}
+
+impl Body for PublishRef<'_> {
+    fn packet_type(&self) -> PacketType {
+        PacketType::Publish
+    }
+
+    fn flags(&self) -> u8 {
         (u8::from(self.dup) << 3) | (self.qos.as_u8() << 1) | u8::from(self.retain)
     }
 
     fn body_len(&self, protocol: Protocol) -> usize {
-        data::string_len(&self.topic)
+        data::string_len(self.topic)
             + if self.packet_id.is_some() { 2 } else { 0 }
             + if protocol.is_v5() {
                 self.properties.block_len()
@@ -139,7 +233,7 @@ impl Body for Publish {
     }
 
     fn encode_body(&self, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
-        data::put_string(out, &self.topic, "topic name")?;
+        data::put_string(out, self.topic, "topic name")?;
         match (self.qos, self.packet_id) {
             (QoS::AtMostOnce, None) => {}
             (QoS::AtLeastOnce | QoS::ExactlyOnce, Some(id)) => out.put_u16(id.get()),
@@ -150,7 +244,7 @@ impl Body for Publish {
         if protocol.is_v5() {
             self.properties.encode(out)?;
         }
-        out.put_slice(&self.payload);
+        out.put_slice(self.payload);
         Ok(())
     }
 }
