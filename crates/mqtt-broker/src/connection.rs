@@ -1336,11 +1336,131 @@ impl Connection {
         Ok(packet)
     }
 
+    /// PUBACK: ends a QoS 1 flow of ours.
+    fn on_puback(&mut self, packet_id: PacketId) {
+        let (delivery, persist) = {
+            let mut state = self.session.state.lock();
+            (state.outbound.puback(packet_id), state.persist)
+        };
+        if persist && let Some(delivery) = &delivery {
+            self.message_removed(delivery.seq, delivery.qos);
+        }
+        self.completed(packet_id, delivery.is_some());
+    }
+
+    /// PUBREC: the first answer to a QoS 2 message of ours; answered with PUBREL.
+    fn on_pubrec(&mut self, packet_id: PacketId, reason_code: ReasonCode) {
+        let outcome = {
+            let mut state = self.session.state.lock();
+            let (outcome, seq) = state.outbound.pubrec(packet_id, reason_code);
+            // Under the session lock, so that it cannot land after a takeover ended it.
+            if state.persist
+                && let Some(seq) = seq
+            {
+                if outcome == PubRecOutcome::Dropped {
+                    self.server
+                        .inner
+                        .hooks
+                        .storage(&StorageEvent::MessageRemoved {
+                            client_id: &self.client.client_id,
+                            seq,
+                            qos: QoS::ExactlyOnce,
+                        });
+                } else {
+                    self.server.inner.hooks.storage(&StorageEvent::MessageFlow {
+                        client_id: &self.client.client_id,
+                        seq,
+                        flow: StoredFlow::Released(packet_id.get()),
+                    });
+                }
+            }
+            outcome
+        };
+        match outcome {
+            // Queued with the read's acknowledgements, in the order of the PUBRECs
+            // [MQTT-4.6.0-4] [MQTT-4.6.0-5].
+            PubRecOutcome::Release => {
+                self.send_ack(Ack::pubrel(packet_id, ReasonCode::SUCCESS));
+            }
+            PubRecOutcome::Dropped => {
+                for hook in self.server.inner.hooks.with(HookEvents::ON_QOS_DROPPED) {
+                    hook.on_qos_dropped(&self.client.client_id, packet_id.get());
+                }
+                self.session.state.lock().wake_writer();
+            }
+            PubRecOutcome::Unknown => self.send_ack(Ack::pubrel(
+                packet_id,
+                ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+            )),
+        }
+    }
+
+    /// PUBCOMP: ends a QoS 2 flow of ours.
+    fn on_pubcomp(&mut self, packet_id: PacketId) {
+        let (seq, persist) = {
+            let mut state = self.session.state.lock();
+            (state.outbound.pubcomp(packet_id), state.persist)
+        };
+        if persist && let Some(seq) = seq {
+            self.message_removed(seq, QoS::ExactlyOnce);
+        }
+        self.completed(packet_id, seq.is_some());
+    }
+
+    /// PUBREL: ends an inbound QoS 2 flow; an unknown id is answered 0x92 [MQTT-3.7.2-1].
+    fn on_pubrel(&mut self, packet_id: PacketId) {
+        let (known, persist) = {
+            let mut state = self.session.state.lock();
+            (state.inbound_qos2.remove(&packet_id.get()), state.persist)
+        };
+        if known && persist {
+            self.server
+                .inner
+                .hooks
+                .storage(&StorageEvent::InboundQos2Released {
+                    client_id: &self.client.client_id,
+                    packet_id: packet_id.get(),
+                });
+        }
+        let code = if known {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        self.send_ack(Ack::pubcomp(packet_id, code));
+    }
+
     /// Handles one packet; `Some` ends the connection.
     fn handle_packet(&mut self, packet: Packet) -> Option<End> {
         // No clone of the server here: its reference count is shared by every connection, and
         // bumping it per packet makes the cores fight over one cache line.
         self.counters.packets += 1;
+        let hooks = &self.server.inner.hooks;
+        if !hooks.provides(HookEvents::ON_PACKET_READ)
+            && !hooks.provides(HookEvents::ON_PACKET_PROCESSED)
+        {
+            // The acknowledgements of the QoS flows, most of what a busy connection reads, are
+            // handled in place: a `Packet` is large, and the general path below moves it.
+            match &packet {
+                Packet::PubAck(ack) => {
+                    self.on_puback(ack.packet_id);
+                    return None;
+                }
+                Packet::PubRec(rec) => {
+                    self.on_pubrec(rec.packet_id, rec.reason_code);
+                    return None;
+                }
+                Packet::PubComp(comp) => {
+                    self.on_pubcomp(comp.packet_id);
+                    return None;
+                }
+                Packet::PubRel(rel) => {
+                    self.on_pubrel(rel.packet_id);
+                    return None;
+                }
+                _ => {}
+            }
+        }
         let packet = match self.read_hooks(packet) {
             Ok(packet) => packet,
             Err((code, hook)) => {
@@ -1357,97 +1477,19 @@ impl Connection {
         let end = match packet {
             Packet::Publish(publish) => self.handle_publish(publish),
             Packet::PubAck(ack) => {
-                let (delivery, persist) = {
-                    let mut state = self.session.state.lock();
-                    (state.outbound.puback(ack.packet_id), state.persist)
-                };
-                if persist && let Some(delivery) = &delivery {
-                    self.message_removed(delivery.seq, delivery.qos);
-                }
-                self.completed(ack.packet_id, delivery.is_some());
+                self.on_puback(ack.packet_id);
                 None
             }
             Packet::PubRec(rec) => {
-                let outcome = {
-                    let mut state = self.session.state.lock();
-                    let (outcome, seq) = state.outbound.pubrec(rec.packet_id, rec.reason_code);
-                    // Under the session lock, so that it cannot land after a takeover ended it.
-                    if state.persist
-                        && let Some(seq) = seq
-                    {
-                        if outcome == PubRecOutcome::Dropped {
-                            self.server
-                                .inner
-                                .hooks
-                                .storage(&StorageEvent::MessageRemoved {
-                                    client_id: &self.client.client_id,
-                                    seq,
-                                    qos: QoS::ExactlyOnce,
-                                });
-                        } else {
-                            self.server.inner.hooks.storage(&StorageEvent::MessageFlow {
-                                client_id: &self.client.client_id,
-                                seq,
-                                flow: StoredFlow::Released(rec.packet_id.get()),
-                            });
-                        }
-                    }
-                    outcome
-                };
-                match outcome {
-                    // Queued with the read's acknowledgements, in the order of the PUBRECs
-                    // [MQTT-4.6.0-4] [MQTT-4.6.0-5].
-                    PubRecOutcome::Release => {
-                        self.send_ack(Ack::pubrel(rec.packet_id, ReasonCode::SUCCESS));
-                    }
-                    PubRecOutcome::Dropped => {
-                        for hook in self.server.inner.hooks.with(HookEvents::ON_QOS_DROPPED) {
-                            hook.on_qos_dropped(&self.client.client_id, rec.packet_id.get());
-                        }
-                        self.session.state.lock().wake_writer();
-                    }
-                    PubRecOutcome::Unknown => self.send_ack(Ack::pubrel(
-                        rec.packet_id,
-                        ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
-                    )),
-                }
+                self.on_pubrec(rec.packet_id, rec.reason_code);
                 None
             }
             Packet::PubComp(comp) => {
-                let (seq, persist) = {
-                    let mut state = self.session.state.lock();
-                    (state.outbound.pubcomp(comp.packet_id), state.persist)
-                };
-                if persist && let Some(seq) = seq {
-                    self.message_removed(seq, QoS::ExactlyOnce);
-                }
-                self.completed(comp.packet_id, seq.is_some());
+                self.on_pubcomp(comp.packet_id);
                 None
             }
             Packet::PubRel(rel) => {
-                // Ends the inbound QoS 2 flow; an unknown id is answered 0x92 [MQTT-3.7.2-1].
-                let (known, persist) = {
-                    let mut state = self.session.state.lock();
-                    (
-                        state.inbound_qos2.remove(&rel.packet_id.get()),
-                        state.persist,
-                    )
-                };
-                if known && persist {
-                    self.server
-                        .inner
-                        .hooks
-                        .storage(&StorageEvent::InboundQos2Released {
-                            client_id: &self.client.client_id,
-                            packet_id: rel.packet_id.get(),
-                        });
-                }
-                let code = if known {
-                    ReasonCode::SUCCESS
-                } else {
-                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
-                };
-                self.send_ack(Ack::pubcomp(rel.packet_id, code));
+                self.on_pubrel(rel.packet_id);
                 None
             }
             Packet::Subscribe(subscribe) => {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use mqtt_packets::{
     Connect, DecodeContext, MqttString, Packet, PacketId, Protocol, PubAck, PubComp, PubRec,
     PubRel, Publish, QoS, Subscribe, Subscription, decode,
@@ -104,37 +104,125 @@ impl Client {
     }
 }
 
+/// A packet of the broker's stream, read only as far as the load generator needs: the hot
+/// loops count messages and answer acknowledgements without building a [`Packet`] for each, so
+/// that decoding does not take CPU from the broker under test (the full decoder is used for
+/// CONNACK and SUBACK).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Frame {
+    /// PUBLISH: its QoS, packet identifier (QoS 1/2) and where its payload lies in the buffer.
+    Publish {
+        qos: u8,
+        packet_id: Option<PacketId>,
+        payload: std::ops::Range<usize>,
+    },
+    PubAck,
+    PubRec(PacketId),
+    PubRel(PacketId),
+    PubComp,
+    /// Any other packet.
+    Other,
+}
+
+/// The first packet in `buf` (an MQTT 3.1.1 stream) and its length, or `None` when it is not
+/// all there yet.
+pub(crate) fn frame(buf: &[u8]) -> Result<Option<(Frame, usize)>> {
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    // The Remaining Length: up to four bytes of seven bits each.
+    let mut length = 0usize;
+    let mut header = 1;
+    loop {
+        let Some(&byte) = buf.get(header) else {
+            return Ok(None);
+        };
+        length |= usize::from(byte & 0x7F) << (7 * (header - 1));
+        header += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        if header > 4 {
+            bail!("malformed remaining length from the broker");
+        }
+    }
+    let total = header + length;
+    let Some(body) = buf.get(header..total) else {
+        return Ok(None);
+    };
+    let id = |at: usize| -> Result<PacketId> {
+        let bytes: [u8; 2] = body
+            .get(at..at + 2)
+            .and_then(|bytes| bytes.try_into().ok())
+            .context("truncated packet from the broker")?;
+        PacketId::new(u16::from_be_bytes(bytes)).context("packet identifier 0 from the broker")
+    };
+    let frame = match first >> 4 {
+        3 => {
+            let qos = (first >> 1) & 0x03;
+            let topic = usize::from(u16::from_be_bytes([
+                *body.first().context("truncated PUBLISH")?,
+                *body.get(1).context("truncated PUBLISH")?,
+            ]));
+            let (packet_id, start) = if qos == 0 {
+                (None, 2 + topic)
+            } else {
+                (Some(id(2 + topic)?), 4 + topic)
+            };
+            if start > length {
+                bail!("truncated PUBLISH from the broker");
+            }
+            Frame::Publish {
+                qos,
+                packet_id,
+                payload: header + start..total,
+            }
+        }
+        4 => Frame::PubAck,
+        5 => Frame::PubRec(id(0)?),
+        6 => Frame::PubRel(id(0)?),
+        7 => Frame::PubComp,
+        _ => Frame::Other,
+    };
+    Ok(Some((frame, total)))
+}
+
 /// Counts PUBLISH packets on `client` until `expected` arrived (acknowledging QoS 1/2), or the
 /// wait runs out; calls `each` with every payload. Returns the count.
 pub(crate) async fn receive(
     mut client: Client,
     expected: usize,
-    mut each: impl FnMut(&Bytes) + Send,
+    mut each: impl FnMut(&[u8]) + Send,
 ) -> Result<usize> {
-    let context = DecodeContext::new(PROTOCOL);
+    use bytes::Buf as _;
     let mut received = 0;
     let mut acks = BytesMut::new();
     while received < expected {
-        while let Some(packet) = decode(&mut client.buf, &context)? {
-            match packet {
-                Packet::Publish(publish) => {
+        while let Some((frame, len)) = frame(&client.buf)? {
+            match frame {
+                Frame::Publish {
+                    qos,
+                    packet_id,
+                    payload,
+                } => {
                     received += 1;
-                    each(&publish.payload);
-                    match (publish.qos, publish.packet_id) {
-                        (QoS::AtLeastOnce, Some(id)) => {
-                            Packet::from(PubAck::new(id)).encode(PROTOCOL, &mut acks)?;
+                    each(client.buf.get(payload).unwrap_or_default());
+                    match (qos, packet_id) {
+                        (1, Some(id)) => {
+                            PubAck::new(id).encode(PROTOCOL, &mut acks)?;
                         }
-                        (QoS::ExactlyOnce, Some(id)) => {
-                            Packet::from(PubRec::new(id)).encode(PROTOCOL, &mut acks)?;
+                        (2, Some(id)) => {
+                            PubRec::new(id).encode(PROTOCOL, &mut acks)?;
                         }
                         _ => {}
                     }
                 }
-                Packet::PubRel(rel) => {
-                    Packet::from(PubComp::new(rel.packet_id)).encode(PROTOCOL, &mut acks)?;
+                Frame::PubRel(id) => {
+                    PubComp::new(id).encode(PROTOCOL, &mut acks)?;
                 }
                 _ => {}
             }
+            client.buf.advance(len);
         }
         if !acks.is_empty() {
             client.write.write_all(&acks).await?;
@@ -184,18 +272,17 @@ pub(crate) async fn publish(
     let acks = tokio::spawn({
         let write = write.clone();
         async move {
-            let context = DecodeContext::new(PROTOCOL);
+            use bytes::Buf as _;
             let mut acked = 0usize;
             let mut rels = BytesMut::new();
             while acked < count && qos != QoS::AtMostOnce {
-                while let Some(packet) = decode(&mut buf, &context)? {
-                    match packet {
-                        Packet::PubAck(_) | Packet::PubComp(_) => acked += 1,
-                        Packet::PubRec(rec) => {
-                            Packet::from(PubRel::new(rec.packet_id)).encode(PROTOCOL, &mut rels)?;
-                        }
+                while let Some((frame, len)) = frame(&buf)? {
+                    match frame {
+                        Frame::PubAck | Frame::PubComp => acked += 1,
+                        Frame::PubRec(id) => PubRel::new(id).encode(PROTOCOL, &mut rels)?,
                         _ => {}
                     }
+                    buf.advance(len);
                 }
                 acked_tx.send_replace(acked);
                 if !rels.is_empty() {
@@ -221,7 +308,7 @@ pub(crate) async fn publish(
     let window = window.max(1);
     // One write per message: mqtt-stresser's mode, and stamped messages (stamped at the write).
     let write_each = window == 1 || stamp.is_some();
-    let body = vec![0x5A_u8; payload.max(8)];
+    let template = Template::new(topic, qos, payload)?;
     let mut out = BytesMut::with_capacity(128 * 1024);
     for i in 0..count {
         if qos != QoS::AtMostOnce && i >= *acked_rx.borrow() + window {
@@ -233,19 +320,12 @@ pub(crate) async fn publish(
                 .await
                 .context("the window did not open within the wait")??;
         }
-        let mut bytes = body.clone();
-        if let Some(start) = stamp {
-            let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            if let Some(head) = bytes.get_mut(..8) {
-                head.copy_from_slice(&nanos.to_be_bytes());
-            }
-        }
-        let mut message = Publish::new(topic.clone(), bytes);
-        message.qos = qos;
-        if qos != QoS::AtMostOnce {
-            message.packet_id = PacketId::new(u16::try_from(i % 65_535 + 1).unwrap_or(1));
-        }
-        message.encode(PROTOCOL, &mut out)?;
+        let id = (qos != QoS::AtMostOnce)
+            .then(|| PacketId::new(u16::try_from(i % 65_535 + 1).unwrap_or(1)))
+            .flatten();
+        let nanos =
+            stamp.map(|start| u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        template.append(&mut out, id, nanos);
         if write_each || out.len() >= 64 * 1024 {
             write.lock().await.write_all(&out).await?;
             out.clear();
@@ -259,8 +339,114 @@ pub(crate) async fn publish(
     Ok(())
 }
 
+/// A PUBLISH encoded once with the codec; each copy gets its packet identifier and stamp
+/// patched in, so that encoding takes as little CPU as possible from the broker under test.
+struct Template {
+    encoded: BytesMut,
+    /// Where the payload starts; the packet identifier (QoS 1/2) is the two bytes before it.
+    payload_at: usize,
+}
+
+impl Template {
+    fn new(topic: MqttString, qos: QoS, payload: usize) -> Result<Self> {
+        let mut message = Publish::new(topic, vec![0x5A_u8; payload.max(8)]);
+        message.qos = qos;
+        if qos != QoS::AtMostOnce {
+            message.packet_id = Some(PacketId::MIN);
+        }
+        let mut encoded = BytesMut::new();
+        message.encode(PROTOCOL, &mut encoded)?;
+        let payload_at = encoded.len() - message.payload.len();
+        Ok(Self {
+            encoded,
+            payload_at,
+        })
+    }
+
+    /// Appends a copy with this packet identifier (QoS 1/2) and, if given, the nanoseconds
+    /// stamped in the first 8 payload bytes.
+    fn append(&self, out: &mut BytesMut, id: Option<PacketId>, nanos: Option<u64>) {
+        let start = out.len();
+        out.extend_from_slice(&self.encoded);
+        let at = start + self.payload_at;
+        if let Some(id) = id
+            && let Some(field) = out.get_mut(at - 2..at)
+        {
+            field.copy_from_slice(&id.get().to_be_bytes());
+        }
+        if let Some(nanos) = nanos
+            && let Some(head) = out.get_mut(at..at + 8)
+        {
+            head.copy_from_slice(&nanos.to_be_bytes());
+        }
+    }
+}
+
 /// The nanoseconds stamped in a payload by [`publish`].
-pub(crate) fn stamp_of(payload: &Bytes) -> Option<u64> {
+pub(crate) fn stamp_of(payload: &[u8]) -> Option<u64> {
     let head: [u8; 8] = payload.get(..8)?.try_into().ok()?;
     Some(u64::from_be_bytes(head))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(packet: impl Into<Packet>) -> BytesMut {
+        let mut out = BytesMut::new();
+        packet.into().encode(PROTOCOL, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn frames_read_what_the_codec_wrote() {
+        let id = PacketId::new(300).unwrap();
+        let mut publish = Publish::new(MqttString::new("a/b").unwrap(), vec![7u8; 200]);
+        publish.qos = QoS::AtLeastOnce;
+        publish.packet_id = Some(id);
+        let mut stream = encoded(publish);
+        stream.extend_from_slice(&encoded(PubRel::new(id)));
+        stream.extend_from_slice(&encoded(PubAck::new(id)));
+        let (first, len) = frame(&stream).unwrap().unwrap();
+        let Frame::Publish {
+            qos: 1,
+            packet_id: Some(got),
+            payload,
+        } = first
+        else {
+            panic!("{first:?}");
+        };
+        assert_eq!(got, id);
+        assert_eq!(&stream[payload], &[7u8; 200][..]);
+        let rest = &stream[len..];
+        let (second, len2) = frame(rest).unwrap().unwrap();
+        assert_eq!(second, Frame::PubRel(id));
+        assert_eq!(frame(&rest[len2..]).unwrap().unwrap().0, Frame::PubAck);
+        // Not all there yet.
+        assert_eq!(frame(&stream[..len - 1]).unwrap(), None);
+        assert_eq!(frame(&stream[..1]).unwrap(), None);
+    }
+
+    #[test]
+    fn template_copies_decode_with_their_id_and_stamp() {
+        let topic = MqttString::new("bench/t").unwrap();
+        let template = Template::new(topic.clone(), QoS::ExactlyOnce, 64).unwrap();
+        let mut out = BytesMut::new();
+        template.append(&mut out, PacketId::new(513), Some(42));
+        template.append(&mut out, PacketId::new(7), None);
+        let context = DecodeContext::new(PROTOCOL);
+        for (id, stamp) in [(513, Some(42)), (7, None)] {
+            let Some(Packet::Publish(publish)) = decode(&mut out, &context).unwrap() else {
+                panic!("not a PUBLISH");
+            };
+            assert_eq!(publish.topic, topic);
+            assert_eq!(publish.qos, QoS::ExactlyOnce);
+            assert_eq!(publish.packet_id, PacketId::new(id));
+            assert_eq!(publish.payload.len(), 64);
+            if let Some(stamp) = stamp {
+                assert_eq!(stamp_of(&publish.payload), Some(stamp));
+            }
+        }
+        assert!(out.is_empty());
+    }
 }
