@@ -236,11 +236,6 @@ async fn fan(
 ) -> Result<Measured> {
     let run = format!("{:x}", rand_id());
     let filter = format!("bench/{run}/fan/+");
-    let messages = messages
-        * std::env::var("BSCALE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
     let expected = publishers * messages;
     let mut receivers = Vec::new();
     for s in 0..subscribers {
