@@ -1950,7 +1950,8 @@ fn write_loop<W: AsyncWrite + Unpin>(
             }
             // Packets that no hook sees are encoded without building a `Packet`: acks from
             // their few bytes, and messages (when no alias replaces their topic) straight from
-            // the shared message.
+            // the shared message. The session lock is not held meanwhile: publishers queueing
+            // to this session would wait for it.
             let direct_acks = !encode_hooks && !sent_hooks;
             let direct = direct_acks
                 && !qos_publish_hooks

@@ -227,9 +227,11 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<()> {
     let mut done = 0;
     let started = Instant::now();
     for scenario in &list {
-        for &kind in &brokers {
-            let mut passes = Vec::new();
-            for pass in 0..settings.passes {
+        // Passes alternate between the brokers, so that a slow spell of the machine (a shared
+        // VM is noisy) falls on all of them rather than on one broker's passes.
+        let mut passes: Vec<Vec<(Measured, f64, f64)>> = vec![Vec::new(); brokers.len()];
+        for pass in 0..settings.passes {
+            for (&kind, results) in brokers.iter().zip(passes.iter_mut()) {
                 progress(
                     done,
                     total,
@@ -247,7 +249,7 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<()> {
                 drop(broker);
                 done += 1;
                 match measured {
-                    Ok(measured) => passes.push((measured, broker_cpu, generator_cpu)),
+                    Ok(measured) => results.push((measured, broker_cpu, generator_cpu)),
                     Err(error) => println!(
                         "\n{} on {}: failed: {error:#}",
                         scenario.name(),
@@ -255,7 +257,9 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<()> {
                     ),
                 }
             }
-            if let Some((measured, broker_cpu, generator_cpu)) = report::median_pass(passes) {
+        }
+        for (&kind, results) in brokers.iter().zip(passes) {
+            if let Some((measured, broker_cpu, generator_cpu)) = report::median_pass(results) {
                 rows.push(Row {
                     scenario: scenario.name(),
                     broker: kind.name(),
