@@ -1899,12 +1899,13 @@ fn write_loop<W: AsyncWrite + Unpin>(
         let mut outgoing = Vec::new();
         let mut dropped = Vec::new();
         let protocol = client.protocol;
-        let encode_hooks = inner.hooks.provides(HookEvents::ON_PACKET_ENCODE);
         // Outbound topic aliases belong to this connection only [MQTT-3.3.2-7].
         let mut aliases: Option<Box<OutboundAliases>> = None;
-        let sent_hooks = inner.hooks.provides(HookEvents::ON_PACKET_SENT);
-        let qos_publish_hooks = inner.hooks.provides(HookEvents::ON_QOS_PUBLISH);
         loop {
+            // Read each round: a hook may be added while the connection lasts.
+            let encode_hooks = inner.hooks.provides(HookEvents::ON_PACKET_ENCODE);
+            let sent_hooks = inner.hooks.provides(HookEvents::ON_PACKET_SENT);
+            let qos_publish_hooks = inner.hooks.provides(HookEvents::ON_QOS_PUBLISH);
             // Clear before draining: a message queued after this point wakes us again.
             handle.wake_pending.store(false, Ordering::Release);
             let now = Instant::now();

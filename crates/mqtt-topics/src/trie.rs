@@ -125,7 +125,8 @@ impl<V> Node<V> {
 /// The subscriptions that match one topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Matches<V> {
-    /// Non-shared subscriptions, grouped by client (sorted by client id).
+    /// Non-shared subscriptions, grouped by client (each client's entries together; sorted by
+    /// client id when more than one trie node matched).
     subscribers: Vec<(ClientId, V)>,
     /// One chosen member per matching shared subscription.
     shared: Vec<SharedMatch<V>>,
@@ -228,6 +229,9 @@ impl<V> Matches<V> {
 
 struct Collector<'p, V> {
     matches: Matches<V>,
+    /// How many nodes contributed non-shared subscribers: with one, each client is there once
+    /// (a node keys them by client) and no sort is needed to group them.
+    sources: usize,
     strategy: &'p ShareStrategy,
     publisher: Option<&'p str>,
     eligible: &'p dyn Fn(&str, &V) -> bool,
@@ -235,6 +239,7 @@ struct Collector<'p, V> {
 
 impl<V: Clone> Collector<'_, V> {
     fn add(&mut self, subscribers: &Subscribers<V>) {
+        self.sources += usize::from(!subscribers.clients.is_empty());
         for (client_id, value) in &subscribers.clients {
             self.matches
                 .subscribers
@@ -501,6 +506,7 @@ impl<V: Clone> SubscriptionTrie<V> {
     ) -> Matches<V> {
         let mut out = Collector {
             matches: Matches::default(),
+            sources: 0,
             strategy: &self.strategy,
             publisher,
             eligible,
@@ -522,7 +528,7 @@ impl<V: Clone> SubscriptionTrie<V> {
             &mut out,
         );
         let mut matches = out.matches;
-        if matches.subscribers.len() > 1 {
+        if out.sources > 1 && matches.subscribers.len() > 1 {
             matches.subscribers.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
         matches

@@ -157,6 +157,15 @@ pub(crate) fn frame(buf: &[u8]) -> Result<Option<(Frame, usize)>> {
             .context("truncated packet from the broker")?;
         PacketId::new(u16::from_be_bytes(bytes)).context("packet identifier 0 from the broker")
     };
+    // What the codec would refuse, so that a broker sending it fails the run.
+    let malformed = match first >> 4 {
+        3 => (first >> 1) & 0x03 == 3,
+        4..=7 => length < 2 || first & 0x0F != if first >> 4 == 6 { 0x02 } else { 0 },
+        _ => false,
+    };
+    if malformed {
+        bail!("malformed packet from the broker (first byte {first:#04x}, length {length})");
+    }
     let frame = match first >> 4 {
         3 => {
             let qos = (first >> 1) & 0x03;
@@ -425,6 +434,10 @@ mod tests {
         // Not all there yet.
         assert_eq!(frame(&stream[..len - 1]).unwrap(), None);
         assert_eq!(frame(&stream[..1]).unwrap(), None);
+        // What the codec refuses: QoS 3, PUBREL without its flags, a short PUBACK.
+        assert!(frame(&[0x36, 5, 0, 1, b'a', 0, 1]).is_err());
+        assert!(frame(&[0x60, 2, 0, 1]).is_err());
+        assert!(frame(&[0x40, 1, 0]).is_err());
     }
 
     #[test]
