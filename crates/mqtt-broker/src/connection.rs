@@ -1358,14 +1358,7 @@ impl Connection {
                 && let Some(seq) = seq
             {
                 if outcome == PubRecOutcome::Dropped {
-                    self.server
-                        .inner
-                        .hooks
-                        .storage(&StorageEvent::MessageRemoved {
-                            client_id: &self.client.client_id,
-                            seq,
-                            qos: QoS::ExactlyOnce,
-                        });
+                    self.message_removed(seq, QoS::ExactlyOnce);
                 } else {
                     self.server.inner.hooks.storage(&StorageEvent::MessageFlow {
                         client_id: &self.client.client_id,

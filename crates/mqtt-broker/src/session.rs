@@ -223,32 +223,12 @@ impl Ack {
 
     /// The number of bytes [`Ack::encode`] writes.
     pub(crate) fn encoded_len(self, protocol: Protocol) -> usize {
-        let Self {
-            kind,
-            packet_id,
-            reason_code,
-        } = self;
-        match kind {
-            AckKind::PubAck => PubAck::with_reason(packet_id, reason_code).encoded_len(protocol),
-            AckKind::PubRec => PubRec::with_reason(packet_id, reason_code).encoded_len(protocol),
-            AckKind::PubRel => PubRel::with_reason(packet_id, reason_code).encoded_len(protocol),
-            AckKind::PubComp => PubComp::with_reason(packet_id, reason_code).encoded_len(protocol),
-        }
+        self.into_packet().encoded_len(protocol)
     }
 
-    /// Appends the packet as spoken at `protocol`, without building a [`Packet`].
+    /// Appends the packet as spoken at `protocol`.
     pub(crate) fn encode(self, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
-        let Self {
-            kind,
-            packet_id,
-            reason_code,
-        } = self;
-        match kind {
-            AckKind::PubAck => PubAck::with_reason(packet_id, reason_code).encode(protocol, out),
-            AckKind::PubRec => PubRec::with_reason(packet_id, reason_code).encode(protocol, out),
-            AckKind::PubRel => PubRel::with_reason(packet_id, reason_code).encode(protocol, out),
-            AckKind::PubComp => PubComp::with_reason(packet_id, reason_code).encode(protocol, out),
-        }
+        self.into_packet().encode(protocol, out)
     }
 }
 
