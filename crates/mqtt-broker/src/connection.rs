@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::alias::OutboundAliases;
 use crate::hooks::{AuthOutcome, DropReason, HookEvents};
+use crate::message::Delivery;
 use crate::outbound::{Outgoing, PubRecOutcome};
 use crate::server::PublishOutcome;
 use crate::session::{Ack, Close, ConnectionHandle, Control, PeerLimits, Session};
@@ -311,7 +312,7 @@ struct Connection {
     connect_expiry_zero: bool,
     /// Deliveries of the PUBLISH packets decoded from the current read, handed to the
     /// subscribers' queues together before the next read.
-    staged: Vec<(Arc<Session>, crate::message::Delivery)>,
+    staged: Vec<(Arc<Session>, Delivery)>,
     /// Enhanced authentication of this connection, for re-authentication.
     auth: Option<Box<EnhancedAuth>>,
     /// An AUTH packet to handle on the reader's task (its hook is asynchronous).
@@ -1891,6 +1892,10 @@ fn write_loop<W: AsyncWrite + Unpin>(
         let mut control = Vec::new();
         let mut outgoing = Vec::new();
         let mut dropped = Vec::new();
+        // Messages whose payload goes out from where it lies, after `buf`'s bytes up to the
+        // offset given.
+        let mut payloads: Vec<(usize, Delivery)> = Vec::new();
+        let vectored = writer.is_write_vectored();
         let protocol = client.protocol;
         // Outbound topic aliases belong to this connection only [MQTT-3.3.2-7].
         let mut aliases: Option<Box<OutboundAliases>> = None;
@@ -1964,7 +1969,15 @@ fn write_loop<W: AsyncWrite + Unpin>(
                         delivery.as_publish_ref(*packet_id, *dup, protocol.is_v5())
                     && publish.encoded_len(protocol) <= peer.maximum_packet_size as usize
                 {
-                    if let Err(error) = publish.encode(protocol, &mut buf) {
+                    // A large payload is written from the shared message (a vectored write)
+                    // rather than copied into the buffer.
+                    let apart = vectored && publish.payload.len() >= VECTORED_PAYLOAD;
+                    let encoded = if apart {
+                        publish.encode_head(protocol, &mut buf)
+                    } else {
+                        publish.encode(protocol, &mut buf)
+                    };
+                    if let Err(error) = encoded {
                         warn!(client_id = %client.client_id, %error, "cannot encode packet");
                         continue;
                     }
@@ -1972,6 +1985,9 @@ fn write_loop<W: AsyncWrite + Unpin>(
                     messages += 1;
                     if let Some(count) = sent_by_qos.get_mut(usize::from(delivery.qos.as_u8())) {
                         *count += 1;
+                    }
+                    if apart && let Control::Outgoing(Outgoing::Publish { delivery, .. }) = item {
+                        payloads.push((buf.len(), delivery));
                     }
                     continue;
                 }
@@ -2097,12 +2113,22 @@ fn write_loop<W: AsyncWrite + Unpin>(
                 server.dropped(&client.client_id, &publish, reason);
             }
             if !buf.is_empty() {
-                let len = buf.len();
-                if writer.write_all(&buf).await.is_err() || writer.flush().await.is_err() {
+                let len = buf.len()
+                    + payloads
+                        .iter()
+                        .map(|(_, delivery)| delivery.message.payload.len())
+                        .sum::<usize>();
+                let written = if payloads.is_empty() {
+                    writer.write_all(&buf).await
+                } else {
+                    write_with_payloads(&mut writer, &buf, &payloads).await
+                };
+                if written.is_err() || writer.flush().await.is_err() {
                     handle.close(Close::Silent);
                     break;
                 }
                 buf.clear();
+                payloads.clear();
                 sys::add(&inner.info.bytes_sent, len as u64);
                 sys::add(&inner.info.packets_sent, packets);
                 sys::add(&inner.info.messages_sent, messages);
@@ -2138,9 +2164,53 @@ fn write_loop<W: AsyncWrite + Unpin>(
             if dropped.capacity() > 0 {
                 dropped = Vec::new();
             }
+            if payloads.capacity() > 0 {
+                payloads = Vec::new();
+            }
             handle.wakeup.notified().await;
         }
     }
+}
+
+/// Payloads from this size up are written from the shared message by a vectored write; smaller
+/// ones cost less to copy than to describe.
+const VECTORED_PAYLOAD: usize = 1024;
+
+/// Writes `head` with each message's payload inserted at its offset: `payloads` holds, in
+/// order, the offset in `head` where the payload belongs (right after its packet's head).
+///
+/// Cancel safety: none; the writer drops the connection when this fails.
+async fn write_with_payloads<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    head: &[u8],
+    payloads: &[(usize, Delivery)],
+) -> std::io::Result<()> {
+    use std::io::IoSlice;
+    let mut slices = Vec::with_capacity(payloads.len() * 2 + 1);
+    let mut at = 0;
+    for (end, delivery) in payloads {
+        if let Some(part) = head.get(at..*end)
+            && !part.is_empty()
+        {
+            slices.push(IoSlice::new(part));
+        }
+        slices.push(IoSlice::new(&delivery.message.payload));
+        at = *end;
+    }
+    if let Some(part) = head.get(at..)
+        && !part.is_empty()
+    {
+        slices.push(IoSlice::new(part));
+    }
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let written = writer.write_vectored(rest).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut rest, written);
+    }
+    Ok(())
 }
 
 /// [`close_writer`] in a box built here, outside the writer's future (see [`serve`]):

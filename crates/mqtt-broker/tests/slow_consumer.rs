@@ -68,3 +68,77 @@ async fn slow_consumer_does_not_block_the_publisher() {
         .await
         .expect("the flood took too long");
 }
+
+/// Large payloads go out from the shared message beside their packet heads (a vectored write).
+/// A subscriber that reads late makes those writes partial; every message must still arrive
+/// whole and in order, small ones between large ones included, at both levels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_payloads_arrive_whole_when_written_in_parts() {
+    const COUNT: u16 = 120;
+    // Around the size from which payloads are written apart, and well past a socket buffer.
+    const SIZES: [usize; 6] = [10, 1023, 1024, 1500, 4096, 70_000];
+    let payload_of = |i: u16| -> Vec<u8> {
+        let size = SIZES[usize::from(i) % SIZES.len()];
+        let mut payload: Vec<u8> = (0..size).map(|b| (b as u8).wrapping_add(i as u8)).collect();
+        if size >= 2 {
+            payload[..2].copy_from_slice(&i.to_be_bytes());
+        }
+        payload
+    };
+    let test = async {
+        let (_server, addr) = support::start().await;
+        for protocol in [Protocol::V5, Protocol::V3_1_1] {
+            let topic = format!("large/{protocol}");
+            let mut subscriber = Raw::connect_with_receive_buffer(addr, protocol, 4096).await;
+            subscriber
+                .send(connect(protocol, &format!("late-{protocol}")).into())
+                .await;
+            support::connack(subscriber.recv().await.unwrap());
+            subscriber.subscribe(&topic, QoS::AtLeastOnce).await;
+
+            // Everything is published (and acknowledged to the publisher) before the
+            // subscriber reads a byte, so the broker's writes fill its socket and stop part way.
+            let mut publisher = Raw::connect(addr, protocol).await;
+            publisher
+                .send(connect(protocol, &format!("pub-{protocol}")).into())
+                .await;
+            support::connack(publisher.recv().await.unwrap());
+            let mut out = BytesMut::new();
+            for i in 1..=COUNT {
+                let qos = if i % 3 == 0 {
+                    QoS::AtMostOnce
+                } else {
+                    QoS::AtLeastOnce
+                };
+                Packet::from(publish(&topic, &payload_of(i), qos, false, i))
+                    .encode(protocol, &mut out)
+                    .unwrap();
+            }
+            support::within(publisher.stream.write_all(&out))
+                .await
+                .unwrap();
+            for _ in (1..=COUNT).filter(|i| i % 3 != 0) {
+                publisher.expect_puback().await;
+            }
+
+            for i in 1..=COUNT {
+                let received = subscriber.expect_publish().await;
+                assert_eq!(
+                    received.payload.len(),
+                    payload_of(i).len(),
+                    "{protocol}: #{i}"
+                );
+                assert!(
+                    received.payload[..] == payload_of(i)[..],
+                    "{protocol}: #{i} arrived changed"
+                );
+                if let Some(id) = received.packet_id {
+                    subscriber.send(mqtt_packets::PubAck::new(id).into()).await;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), test)
+        .await
+        .expect("the exchange took too long");
+}

@@ -2,8 +2,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::data::{self, Reader};
+use crate::data::{self, Reader, put_variable_byte_integer_checked};
 use crate::packet::Body;
+use crate::varint::variable_byte_integer_len;
 use crate::{
     DecodeError, EncodeError, Malformed, MqttString, PacketId, PacketType, Protocol,
     ProtocolViolation, PublishProperties, QoS,
@@ -210,6 +211,53 @@ impl PublishRef<'_> {
     pub fn encoded_len(&self, protocol: Protocol) -> usize {
         crate::packet::packet_len(self, protocol)
     }
+
+    /// Appends this packet up to its payload: the fixed header (whose Remaining Length counts
+    /// the payload), the topic, the packet identifier and the properties. The payload's bytes
+    /// must follow at once on the wire; a writer can send them from where they lie (a vectored
+    /// write) instead of copying a large payload into its buffer. On error `out` is left as it
+    /// was.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use mqtt_packets::{MqttString, Protocol, Publish};
+    ///
+    /// let publish = Publish::new(MqttString::new("a/b").unwrap(), vec![7u8; 4096]);
+    /// let mut whole = BytesMut::new();
+    /// publish.encode(Protocol::V5, &mut whole).unwrap();
+    /// let mut head = BytesMut::new();
+    /// publish.as_ref().encode_head(Protocol::V5, &mut head).unwrap();
+    /// head.extend_from_slice(&publish.payload);
+    /// assert_eq!(head, whole);
+    /// ```
+    pub fn encode_head(&self, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
+        let start = out.len();
+        let len = self.body_len(protocol);
+        out.reserve(1 + variable_byte_integer_len(len) + len - self.payload.len());
+        out.put_u8(((PacketType::Publish as u8) << 4) | self.flags());
+        let result = put_variable_byte_integer_checked(out, len)
+            .and_then(|()| self.encode_fields(protocol, out));
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
+    /// The variable header: topic, packet identifier and (MQTT 5) properties.
+    fn encode_fields(&self, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
+        data::put_string(out, self.topic, "topic name")?;
+        match (self.qos, self.packet_id) {
+            (QoS::AtMostOnce, None) => {}
+            (QoS::AtLeastOnce | QoS::ExactlyOnce, Some(id)) => out.put_u16(id.get()),
+            (qos, packet_id) => {
+                return Err(EncodeError::PacketIdentifierMismatch { qos, packet_id });
+            }
+        }
+        if protocol.is_v5() {
+            self.properties.encode(out)?;
+        }
+        Ok(())
+    }
 }
 
 impl Body for PublishRef<'_> {
@@ -233,17 +281,7 @@ impl Body for PublishRef<'_> {
     }
 
     fn encode_body(&self, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
-        data::put_string(out, self.topic, "topic name")?;
-        match (self.qos, self.packet_id) {
-            (QoS::AtMostOnce, None) => {}
-            (QoS::AtLeastOnce | QoS::ExactlyOnce, Some(id)) => out.put_u16(id.get()),
-            (qos, packet_id) => {
-                return Err(EncodeError::PacketIdentifierMismatch { qos, packet_id });
-            }
-        }
-        if protocol.is_v5() {
-            self.properties.encode(out)?;
-        }
+        self.encode_fields(protocol, out)?;
         out.put_slice(self.payload);
         Ok(())
     }

@@ -884,6 +884,23 @@ proptest! {
         check_roundtrip(Protocol::V5, &packet, |len| vec![split.index(len)]);
     }
 
+    /// A PUBLISH written as its head then its payload (a vectored write) is the same bytes as
+    /// the packet encoded whole.
+    #[test]
+    fn publish_head_then_payload_is_the_whole_packet(
+        (protocol, packet) in level().prop_flat_map(|p| (Just(p), publish(p))),
+    ) {
+        let Packet::Publish(publish) = &packet else {
+            unreachable!("the strategy makes PUBLISH packets");
+        };
+        let mut head = BytesMut::from(&b"before"[..]);
+        publish.as_ref().encode_head(protocol, &mut head).unwrap();
+        head.extend_from_slice(&publish.payload);
+        let mut whole = BytesMut::from(&b"before"[..]);
+        publish.encode(protocol, &mut whole).unwrap();
+        prop_assert_eq!(head, whole);
+    }
+
 }
 
 proptest! {
@@ -998,4 +1015,20 @@ fn boundary_examples_roundtrip() {
             });
         }
     }
+}
+
+/// A PUBLISH head that cannot be encoded (QoS 1 without a packet identifier) leaves the buffer
+/// as it was.
+#[test]
+fn publish_head_error_leaves_the_buffer_unchanged() {
+    let mut publish = Publish::new(MqttString::new("a/b").unwrap(), vec![1u8; 2048]);
+    publish.qos = QoS::AtLeastOnce;
+    let mut out = BytesMut::from(&b"kept"[..]);
+    assert!(
+        publish
+            .as_ref()
+            .encode_head(Protocol::V5, &mut out)
+            .is_err()
+    );
+    assert_eq!(&out[..], b"kept");
 }
