@@ -62,9 +62,10 @@ tasks:
   interop [--suite PATH]
                   the Eclipse Paho interoperability suite (v5 and 3.1.1) against mochi;
                   the suite comes from PATH, PAHO_TESTING_DIR or a git clone in target/
-  bench [--quick] [--passes N] [--brokers mochi,mosquitto,rumqttd]
+  bench [--quick] [--passes N] [--brokers mochi,mosquitto,rumqttd] [--only TEXT]
                   load scenarios against mochi and the peers installed here; table,
-                  target/bench/results.csv and results.svg";
+                  target/bench/results.csv and results.svg; `--brokers mochi,baseline`
+                  compares with the build at MOCHI_BENCH_BASELINE (passes alternate)";
 
 /// The README's test command; `.ci/run` runs the same line.
 const TEST_COMMAND: &[&str] = &["test", "--workspace", "--all-features"];

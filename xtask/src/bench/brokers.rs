@@ -16,6 +16,10 @@ use anyhow::{Context, Result, bail};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Mochi,
+    /// Another build of ours (the binary named by `MOCHI_BENCH_BASELINE`, e.g. a copy taken
+    /// before a change), with the same configuration: to compare two builds in one run, their
+    /// passes alternating. Only run when asked for (`--brokers mochi,baseline`).
+    Baseline,
     Mosquitto,
     Rumqttd,
 }
@@ -24,6 +28,7 @@ impl Kind {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Mochi => "mochi",
+            Self::Baseline => "baseline",
             Self::Mosquitto => "mosquitto",
             Self::Rumqttd => "rumqttd",
         }
@@ -32,7 +37,7 @@ impl Kind {
     /// What was changed from the broker's defaults, and why (printed with the results).
     pub(crate) fn configuration(self) -> &'static str {
         match self {
-            Self::Mochi => {
+            Self::Mochi | Self::Baseline => {
                 "defaults, allow-all auth, listener 127.0.0.1, queue limits raised (1,000,000 \
                  messages / 1 GiB per session) so fan-in is not cut by them"
             }
@@ -48,10 +53,16 @@ impl Kind {
     pub(crate) fn available(self, root: &Path) -> bool {
         match self {
             Self::Mochi => root.join("target/release/mochi").is_file(),
+            Self::Baseline => baseline_binary().is_some_and(|path| path.is_file()),
             Self::Mosquitto => which("mosquitto"),
             Self::Rumqttd => which("rumqttd"),
         }
     }
+}
+
+/// The binary of [`Kind::Baseline`], from `MOCHI_BENCH_BASELINE`.
+fn baseline_binary() -> Option<std::path::PathBuf> {
+    std::env::var_os("MOCHI_BENCH_BASELINE").map(std::path::PathBuf::from)
 }
 
 fn which(program: &str) -> bool {
@@ -79,7 +90,7 @@ impl Broker {
         std::fs::create_dir_all(&dir)?;
         let port = free_port()?;
         let mut command = match kind {
-            Kind::Mochi => {
+            Kind::Mochi | Kind::Baseline => {
                 let config = dir.join("mochi.toml");
                 write(
                     &config,
@@ -90,7 +101,11 @@ impl Broker {
                          maximum_client_writes_pending = 1000000\n\n[logging]\nlevel = \"warn\"\n"
                     ),
                 )?;
-                let mut command = Command::new(root.join("target/release/mochi"));
+                let binary = match kind {
+                    Kind::Baseline => baseline_binary().context("MOCHI_BENCH_BASELINE is not set")?,
+                    _ => root.join("target/release/mochi"),
+                };
+                let mut command = Command::new(binary);
                 command.arg("--config").arg(&config).env_remove("RUST_LOG");
                 command
             }

@@ -61,6 +61,7 @@ fn settings(args: &[String]) -> Result<Settings> {
                     .split(',')
                     .map(|name| match name {
                         "mochi" => Ok(Kind::Mochi),
+                        "baseline" => Ok(Kind::Baseline),
                         "mosquitto" => Ok(Kind::Mosquitto),
                         "rumqttd" => Ok(Kind::Rumqttd),
                         other => bail!("unknown broker {other:?}"),
