@@ -22,7 +22,7 @@ use crate::alias::OutboundAliases;
 use crate::hooks::{AuthOutcome, DropReason, HookEvents};
 use crate::message::Delivery;
 use crate::outbound::{Outgoing, PubRecOutcome};
-use crate::server::PublishOutcome;
+use crate::server::{PublishOutcome, Staged};
 use crate::session::{Ack, Close, ConnectionHandle, Control, PeerLimits, Session};
 use crate::storage::{StorageEvent, StoredFlow};
 use crate::sys;
@@ -312,7 +312,7 @@ struct Connection {
     connect_expiry_zero: bool,
     /// Deliveries of the PUBLISH packets decoded from the current read, handed to the
     /// subscribers' queues together before the next read.
-    staged: Vec<(Arc<Session>, Delivery)>,
+    staged: Staged,
     /// Enhanced authentication of this connection, for re-authentication.
     auth: Option<Box<EnhancedAuth>>,
     /// An AUTH packet to handle on the reader's task (its hook is asynchronous).
@@ -688,7 +688,7 @@ impl Connection {
                 keep_alive: 0,
                 aliases: None,
                 connect_expiry_zero: requested_expiry == 0,
-                staged: Vec::new(),
+                staged: Staged::default(),
                 auth: auth.method.is_some().then(|| Box::new(auth)),
                 pending_auth: None,
                 hold_acks: false,
@@ -789,7 +789,7 @@ impl Connection {
             keep_alive,
             aliases: None,
             connect_expiry_zero,
-            staged: Vec::new(),
+            staged: Staged::default(),
             auth: auth.method.is_some().then(|| Box::new(auth)),
             pending_auth: None,
             hold_acks: inner.hooks.provides(HookEvents::DURABLE),

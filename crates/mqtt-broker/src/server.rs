@@ -399,7 +399,7 @@ impl Server {
 
     /// Runs an inbound PUBLISH through checks and hooks, retains it, and delivers it.
     pub(crate) fn publish_from(&self, client: &ClientInfo, publish: Publish) -> PublishOutcome {
-        let mut staged = Vec::new();
+        let mut staged = Staged::default();
         let outcome = self.publish_staged(client, publish, &mut staged);
         self.deliver(&mut staged);
         outcome
@@ -412,7 +412,7 @@ impl Server {
         &self,
         client: &ClientInfo,
         publish: Publish,
-        staged: &mut Vec<(Arc<Session>, Delivery)>,
+        staged: &mut Staged,
     ) -> PublishOutcome {
         let inner = &self.inner;
         let caps = &inner.options.capabilities;
@@ -551,17 +551,43 @@ impl Server {
     /// Delivers a message to every matching subscription: each non-shared subscriber once at the
     /// highest matching QoS with all its subscription identifiers [MQTT-3.3.4-2]
     /// [MQTT-3.3.4-4], and one member of each shared group. Returns the number of deliveries.
-    pub(crate) fn route(
-        &self,
-        message: &Arc<Message>,
-        now: Instant,
-        staged: &mut Vec<(Arc<Session>, Delivery)>,
-    ) -> usize {
+    ///
+    /// The matches of the previous message staged are reused when it had the same topic and
+    /// no subscription changed since (the trie's generation): a burst on one topic looks the
+    /// trie up once. Matches with a shared group are not kept, as each message chooses its member.
+    pub(crate) fn route(&self, message: &Arc<Message>, now: Instant, staged: &mut Staged) -> usize {
         let inner = &self.inner;
         let publisher = message.publisher.as_deref();
-        let matches = inner.trie.matches(&message.topic, publisher, &|_, entry| {
-            entry.session.is_connected() || entry.session.inline_sink.is_some()
-        });
+        let Staged {
+            deliveries: staged,
+            last_route,
+        } = staged;
+        // Read before matching: a change during the lookup then fails the next comparison.
+        let generation = inner.trie.generation();
+        let fresh;
+        let matches = match last_route {
+            Some(last) if last.generation == generation && last.topic == message.topic => {
+                &last.matches
+            }
+            _ => {
+                let matches = inner.trie.matches(&message.topic, publisher, &|_, entry| {
+                    entry.session.is_connected() || entry.session.inline_sink.is_some()
+                });
+                if matches.shared().is_empty() {
+                    &last_route
+                        .insert(LastRoute {
+                            topic: message.topic.clone(),
+                            generation,
+                            matches,
+                        })
+                        .matches
+                } else {
+                    *last_route = None;
+                    fresh = matches;
+                    &fresh
+                }
+            }
+        };
         if matches.is_empty() {
             return 0;
         }
@@ -654,13 +680,23 @@ impl Server {
 
     /// Puts a delivery in a session's queue and wakes its writer.
     pub(crate) fn enqueue(&self, session: &Arc<Session>, delivery: Delivery) {
-        self.deliver(&mut vec![(session.clone(), delivery)]);
+        self.deliver(&mut Staged {
+            deliveries: vec![(session.clone(), delivery)],
+            last_route: None,
+        });
     }
 
     /// Puts staged deliveries in their sessions' queues, locking each session once per run of
     /// deliveries to it, and wakes each writer once. Never blocks: a full queue drops the message
     /// for that subscriber (counted, and reported to `on_publish_dropped`).
-    pub(crate) fn deliver(&self, staged: &mut Vec<(Arc<Session>, Delivery)>) {
+    /// The routing kept for the next message ends here too: it holds its subscribers'
+    /// sessions, which must not outlive the read that staged them.
+    pub(crate) fn deliver(&self, staged: &mut Staged) {
+        staged.last_route = None;
+        let staged = &mut staged.deliveries;
+        if staged.is_empty() {
+            return;
+        }
         let inner = &self.inner;
         let caps = &inner.options.capabilities;
         let limits = QueueLimits {
@@ -939,7 +975,7 @@ impl Server {
             return;
         }
         let maximum_qos = self.inner.options.capabilities.maximum_qos;
-        let mut staged = Vec::new();
+        let mut staged = Staged::default();
         for orphan in orphans {
             let Some(group) = &orphan.shared else {
                 continue;
@@ -967,7 +1003,7 @@ impl Server {
                 shared: Some(member.group.clone()),
                 seq: 0,
             };
-            staged.push((entry.session.clone(), delivery));
+            staged.deliveries.push((entry.session.clone(), delivery));
         }
         self.deliver(&mut staged);
     }
@@ -1461,6 +1497,22 @@ fn restored_message(
         publisher: None,
         expires_at,
     }))
+}
+
+/// What the messages of one read (or one call) stage for [`Server::deliver`].
+#[derive(Default)]
+pub(crate) struct Staged {
+    /// Each subscriber's delivery, in the order routed.
+    deliveries: Vec<(Arc<Session>, Delivery)>,
+    /// The matches of the last topic routed, for the next message on it (see [`Server::route`]).
+    last_route: Option<LastRoute>,
+}
+
+/// The non-shared subscriptions that matched `topic` while the trie was at `generation`.
+struct LastRoute {
+    topic: MqttString,
+    generation: u64,
+    matches: mqtt_topics::Matches<SubscriptionEntry>,
 }
 
 thread_local! {

@@ -195,6 +195,48 @@ async fn shared_subscription_round_robin() {
     }
 }
 
+/// Messages decoded from one read still go round robin among a group's members: the member is
+/// chosen for each message, not once for the read (§4.8.2).
+#[tokio::test]
+async fn shared_subscription_round_robin_within_one_read() {
+    use bytes::BytesMut;
+    use mqtt_packets::Protocol;
+    use tokio::io::AsyncWriteExt;
+
+    let (_server, addr) = support::start().await;
+    let mut m1 = Raw::v5(addr, "m1").await;
+    m1.subscribe("$share/g/burst/t", QoS::AtMostOnce).await;
+    let mut m2 = Raw::v5(addr, "m2").await;
+    m2.subscribe("$share/g/burst/t", QoS::AtMostOnce).await;
+    let mut everyone = Raw::v5(addr, "all").await;
+    everyone.subscribe("burst/t", QoS::AtMostOnce).await;
+
+    let mut out = BytesMut::new();
+    for i in 0..10u8 {
+        Packet::from(support::publish("burst/t", &[i], QoS::AtMostOnce, false, 0))
+            .encode(Protocol::V5, &mut out)
+            .unwrap();
+    }
+    let mut publisher = Raw::v5(addr, "pub").await;
+    support::within(publisher.stream.write_all(&out))
+        .await
+        .unwrap();
+    for member in [&mut m1, &mut m2] {
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            got.push(member.expect_publish().await.payload[0]);
+        }
+        assert_eq!(member.try_recv(ABSENCE).await, None);
+        assert!(
+            got.windows(2).all(|w| w[1] == w[0] + 2),
+            "not round robin: {got:?}"
+        );
+    }
+    for i in 0..10u8 {
+        assert_eq!(everyone.expect_publish().await.payload[0], i);
+    }
+}
+
 /// Two groups on the same filter each get every message once.
 #[tokio::test]
 async fn each_share_group_gets_each_message() {
@@ -382,4 +424,88 @@ async fn disabled_features_are_refused() {
         ))
         .await;
     assert_eq!(suback.reason_codes, [ReasonCode::UNSPECIFIED_ERROR]);
+}
+
+/// Messages of one read on one topic share a trie lookup; a SUBSCRIBE, a change of its options
+/// or an UNSUBSCRIBE between them in the same read still applies to the messages after it
+/// [MQTT-3.8.4-3] [MQTT-3.3.4-4] [MQTT-3.10.4-2].
+#[tokio::test]
+async fn subscription_changes_within_one_read_apply_to_the_next_message() {
+    use bytes::BytesMut;
+    use mqtt_packets::{Protocol, Unsubscribe};
+    use tokio::io::AsyncWriteExt;
+
+    let (_server, addr) = support::start().await;
+    let mut watcher = Raw::v5(addr, "watcher").await;
+    watcher.subscribe("burst/t", QoS::AtMostOnce).await;
+    let mut me = Raw::v5(addr, "me").await;
+
+    let subscribe = |id: u16, identifier: u32| {
+        let mut subscribe = Subscribe::new(
+            pid(id),
+            vec![Subscription {
+                filter: s("burst/+"),
+                options: options(QoS::AtMostOnce),
+            }],
+        );
+        subscribe.properties.subscription_identifier = std::num::NonZeroU32::new(identifier);
+        Packet::from(subscribe)
+    };
+    let message = |payload: &[u8]| {
+        Packet::from(support::publish(
+            "burst/t",
+            payload,
+            QoS::AtMostOnce,
+            false,
+            0,
+        ))
+    };
+    let packets = [
+        message(b"1"),
+        subscribe(1, 5),
+        message(b"2"),
+        subscribe(2, 7),
+        message(b"3"),
+        Packet::from(Unsubscribe::new(pid(3), vec![s("burst/+")])),
+        message(b"4"),
+    ];
+    let mut out = BytesMut::new();
+    for packet in &packets {
+        packet.encode(Protocol::V5, &mut out).unwrap();
+    }
+    // One write: the broker decodes all seven packets from one read.
+    support::within(me.stream.write_all(&out)).await.unwrap();
+
+    let mut mine = Vec::new();
+    let mut acks = 0;
+    while acks < 3 {
+        match me.next().await {
+            Packet::SubAck(_) | Packet::UnsubAck(_) => acks += 1,
+            Packet::Publish(publish) => mine.push((
+                publish.payload.to_vec(),
+                publish.properties.subscription_identifiers.clone(),
+            )),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    while let Some(packet) = me.try_recv(ABSENCE).await {
+        match packet {
+            Packet::Publish(publish) => mine.push((
+                publish.payload.to_vec(),
+                publish.properties.subscription_identifiers.clone(),
+            )),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let five = std::num::NonZeroU32::new(5).unwrap();
+    let seven = std::num::NonZeroU32::new(7).unwrap();
+    assert_eq!(
+        mine,
+        [(b"2".to_vec(), vec![five]), (b"3".to_vec(), vec![seven])],
+        "only the messages after the SUBSCRIBE and before the UNSUBSCRIBE, with the identifier \
+         in force"
+    );
+    for expected in [b"1", b"2", b"3", b"4"] {
+        assert_eq!(&watcher.expect_publish().await.payload[..], expected);
+    }
 }

@@ -4,7 +4,7 @@ use std::collections::{HashMap as StdHashMap, HashSet as StdHashSet};
 use std::hash::{Hash, Hasher};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use mqtt_packets::QoS;
 use parking_lot::{Mutex, RwLock};
@@ -62,6 +62,8 @@ pub struct SubscriptionTrie<V> {
     wildcard: RwLock<Node<V>>,
     clients: Mutex<HashMap<ClientId, HashSet<Box<str>>>>,
     len: AtomicUsize,
+    /// Bumped by every change of a subscription, inside the shard's write lock.
+    generation: AtomicU64,
     rules: TopicRules,
     strategy: ShareStrategy,
 }
@@ -377,6 +379,7 @@ impl<V: Clone> SubscriptionTrie<V> {
             wildcard: RwLock::new(Node::default()),
             clients: Mutex::new(HashMap::default()),
             len: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
             rules,
             strategy,
         }
@@ -434,6 +437,8 @@ impl<V: Clone> SubscriptionTrie<V> {
                 }
             },
         };
+        // A replaced value (new options) is a change too.
+        self.generation.fetch_add(1, Ordering::Release);
         drop(shard);
         if previous.is_none() {
             self.len.fetch_add(1, Ordering::Relaxed);
@@ -467,6 +472,7 @@ impl<V: Clone> SubscriptionTrie<V> {
         let mut shard = self.shard_for_filter(parsed.filter).write();
         let removed = remove_at(&mut shard, levels, slot, client_id, parsed.share_name);
         if removed.is_some() {
+            self.generation.fetch_add(1, Ordering::Release);
             self.len.fetch_sub(1, Ordering::Relaxed);
         }
         removed
@@ -534,6 +540,25 @@ impl<V: Clone> SubscriptionTrie<V> {
         matches
     }
 
+    /// A number that changes whenever a subscription is added, replaced or removed.
+    ///
+    /// A caller that reads it *before* [`Self::matches`] and finds it unchanged later may reuse
+    /// those matches for the same topic: they are what a new call would return, except for the
+    /// shared-subscription members, which are chosen anew on each call (reuse only matches
+    /// without [`Matches::shared`] entries).
+    ///
+    /// ```
+    /// use mqtt_topics::{ShareStrategy, SubscriptionTrie, TopicRules};
+    ///
+    /// let trie: SubscriptionTrie<u8> = SubscriptionTrie::new(TopicRules::default(), ShareStrategy::default());
+    /// let before = trie.generation();
+    /// trie.insert(&"c".into(), "a/+", 1).unwrap();
+    /// assert_ne!(trie.generation(), before);
+    /// ```
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// The number of subscriptions (a shared group counts once per member).
     pub fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
@@ -595,6 +620,33 @@ mod tests {
             .clients()
             .map(|c| c.client_id().to_string())
             .collect()
+    }
+
+    #[test]
+    fn generation_changes_with_every_subscription_change_only() {
+        let trie = SubscriptionTrie::default();
+        let mut last = trie.generation();
+        let mut changed = |trie: &SubscriptionTrie<Sub>| {
+            let now = trie.generation();
+            let changed = now != last;
+            last = now;
+            changed
+        };
+        trie.insert(&client("a"), "x/+", sub(0, 0)).unwrap();
+        assert!(changed(&trie), "insert");
+        trie.insert(&client("a"), "x/+", sub(1, 0)).unwrap();
+        assert!(changed(&trie), "options replaced");
+        trie.insert(&client("b"), "$share/g/x/y", sub(0, 0))
+            .unwrap();
+        assert!(changed(&trie), "shared insert");
+        let _ = trie.matches("x/y", None, &|_, _| true);
+        assert!(!changed(&trie), "matching changes nothing");
+        assert!(trie.remove("a", "x/#").is_none());
+        assert!(!changed(&trie), "removing what is not there");
+        assert!(trie.remove("a", "x/+").is_some());
+        assert!(changed(&trie), "remove");
+        assert_eq!(trie.remove_client("b"), 1);
+        assert!(changed(&trie), "remove_client");
     }
 
     #[test]

@@ -102,7 +102,9 @@ impl Broker {
                     ),
                 )?;
                 let binary = match kind {
-                    Kind::Baseline => baseline_binary().context("MOCHI_BENCH_BASELINE is not set")?,
+                    Kind::Baseline => {
+                        baseline_binary().context("MOCHI_BENCH_BASELINE is not set")?
+                    }
                     _ => root.join("target/release/mochi"),
                 };
                 let mut command = Command::new(binary);
