@@ -255,18 +255,20 @@ async fn read_packet<R: AsyncRead + Unpin>(
 
 /// Reads more input into `buf`, growing it by `size` when it is full. While the connection is
 /// idle (nothing buffered, nothing to read yet) the buffer's memory is given back and taken again
-/// when input arrives, so an idle connection holds no read buffer.
+/// when input arrives, so an idle connection holds no read buffer. Returns the bytes read and
+/// the room that was offered for them.
 ///
 /// Cancel safety: as [`AsyncReadExt::read_buf`]; nothing read is lost if the future is dropped.
 async fn read_more<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut BytesMut,
     size: usize,
-) -> std::io::Result<usize> {
+) -> std::io::Result<(usize, usize)> {
     std::future::poll_fn(|cx| {
         if buf.capacity() == buf.len() {
             buf.reserve(size);
         }
+        let offered = buf.capacity() - buf.len();
         let polled = {
             let read = std::pin::pin!(reader.read_buf(&mut *buf));
             read.poll(cx)
@@ -274,9 +276,46 @@ async fn read_more<R: AsyncRead + Unpin>(
         if polled.is_pending() && buf.is_empty() {
             *buf = BytesMut::new();
         }
-        polled
+        polled.map_ok(|read| (read, offered))
     })
     .await
+}
+
+/// How much room a connection offers its socket per read: the configured read buffer size
+/// while the client sends little, doubled (up to [`ReadSize::MAX`]) each time a read fills all
+/// the room offered, since more was then waiting: a busy publisher is read in a few large reads
+/// rather than many small ones. Halved back when reads come in small. An idle connection holds
+/// no buffer whatever this says (see [`read_more`]).
+#[derive(Debug, Clone, Copy)]
+struct ReadSize {
+    base: usize,
+    current: usize,
+}
+
+impl ReadSize {
+    /// The most room offered per read.
+    const MAX: usize = 64 * 1024;
+
+    fn new(base: usize) -> Self {
+        let base = base.max(1);
+        Self {
+            base,
+            current: base,
+        }
+    }
+
+    /// Adapts to a read of `read` bytes into `offered` bytes of room. A read into the rest of a
+    /// buffer (less room than the current size) tells nothing about the client.
+    fn record(&mut self, read: usize, offered: usize) {
+        if offered < self.current {
+            return;
+        }
+        if read >= offered {
+            self.current = (self.current * 2).min(Self::MAX.max(self.base));
+        } else if read < self.current / 4 {
+            self.current = (self.current / 2).max(self.base);
+        }
+    }
 }
 
 /// A CONNACK for a refused connection, in the client's dialect; `None` when the code has no 3.x
@@ -1018,6 +1057,7 @@ impl Connection {
                 .then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
             let shared = self.handle.shared();
             let control_limit = options.capabilities.maximum_client_writes_pending.max(1024);
+            let mut read_size = ReadSize::new(options.read_buffer_size);
             loop {
                 loop {
                     // The decoded packet is handled before any await, so that it takes no room in
@@ -1079,7 +1119,7 @@ impl Connection {
                     self.close(ReasonCode::QUOTA_EXCEEDED);
                     return End::Abnormal("too many unsent acknowledgements".into());
                 }
-                let size = options.read_buffer_size;
+                let size = read_size.current;
                 let read = async {
                     match idle {
                         Some(idle) => tokio::time::timeout(idle, read_more(reader, &mut buf, size))
@@ -1098,8 +1138,13 @@ impl Connection {
                         self.close(ReasonCode::KEEP_ALIVE_TIMEOUT);
                         return End::Abnormal("keep alive timeout".into());
                     }
-                    Some(Ok(0)) => return End::Abnormal("connection closed by the client".into()),
-                    Some(Ok(read)) => sys::add(&self.server.inner.info.bytes_received, read as u64),
+                    Some(Ok((0, _))) => {
+                        return End::Abnormal("connection closed by the client".into());
+                    }
+                    Some(Ok((read, offered))) => {
+                        read_size.record(read, offered);
+                        sys::add(&self.server.inner.info.bytes_received, read as u64);
+                    }
                     Some(Err(error)) => return End::Abnormal(format!("read error: {error}")),
                 }
             }
@@ -2259,5 +2304,43 @@ async fn close_writer<W: AsyncWrite + Unpin>(
         || matches!(close, Close::Silent)
     {
         writer.shutdown().await.ok();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadSize;
+
+    #[test]
+    fn read_size_grows_while_reads_fill_the_room_and_shrinks_when_they_do_not() {
+        let mut size = ReadSize::new(2048);
+        // Full reads: doubled each time, up to the maximum.
+        for expected in [4096, 8192, 16_384, 32_768, 65_536, 65_536] {
+            size.record(size.current, size.current);
+            assert_eq!(size.current, expected);
+        }
+        // A read into the tail of a buffer (less room than the current size) that fills it
+        // says nothing about the client: no change.
+        size.record(1000, 1000);
+        assert_eq!(size.current, 65_536);
+        // Small reads: halved each time, down to the configured size.
+        for expected in [32_768, 16_384, 8192, 4096, 2048, 2048] {
+            size.record(100, size.current);
+            assert_eq!(size.current, expected);
+        }
+        // A read of a quarter or more keeps the size.
+        let mut size = ReadSize::new(2048);
+        size.record(4096, 4096);
+        size.record(1024, 4096);
+        assert_eq!(size.current, 4096);
+    }
+
+    #[test]
+    fn read_size_above_the_maximum_stays_as_configured() {
+        let mut size = ReadSize::new(1 << 20);
+        size.record(1 << 20, 1 << 20);
+        assert_eq!(size.current, 1 << 20);
+        size.record(10, 1 << 20);
+        assert_eq!(size.current, 1 << 20);
     }
 }
