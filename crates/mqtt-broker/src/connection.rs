@@ -22,8 +22,9 @@ use crate::alias::OutboundAliases;
 use crate::hooks::{AuthOutcome, DropReason, HookEvents};
 use crate::message::Delivery;
 use crate::outbound::{Outgoing, PubRecOutcome};
-use crate::server::{PublishOutcome, Staged};
+use crate::server::PublishOutcome;
 use crate::session::{Ack, Close, ConnectionHandle, Control, PeerLimits, Session};
+use crate::staged::Staged;
 use crate::storage::{StorageEvent, StoredFlow};
 use crate::sys;
 use crate::{ClientInfo, ConnectionInfo, Server};
@@ -1082,7 +1083,11 @@ impl Connection {
                             }
                             break;
                         }
-                        Ok(Some(None)) => {}
+                        Ok(Some(None)) => {
+                            if self.staged.is_full() {
+                                server.deliver(&mut self.staged);
+                            }
+                        }
                         Ok(Some(Some(end))) => {
                             server.deliver(&mut self.staged);
                             self.flush_counters();

@@ -59,6 +59,7 @@ mod options;
 mod outbound;
 mod server;
 mod session;
+mod staged;
 pub mod storage;
 mod subscribe;
 pub mod sys;

@@ -23,6 +23,7 @@ use crate::inline::InlineClient;
 use crate::message::{Delivery, Message};
 use crate::outbound::QueueLimits;
 use crate::session::{Close, Session, SubscriptionEntry};
+use crate::staged::{LastRoute, Staged};
 use crate::storage::{self, StorageEvent};
 use crate::sys::{self, SysInfo};
 use crate::timers::{TimerEvent, Timers};
@@ -558,14 +559,12 @@ impl Server {
     pub(crate) fn route(&self, message: &Arc<Message>, now: Instant, staged: &mut Staged) -> usize {
         let inner = &self.inner;
         let publisher = message.publisher.as_deref();
-        let Staged {
-            deliveries: staged,
-            last_route,
-        } = staged;
+        // Taken for the call, so that the deliveries can be staged while its matches are read.
+        let mut last_route = staged.last_route.take();
         // Read before matching: a change during the lookup then fails the next comparison.
         let generation = inner.trie.generation();
         let fresh;
-        let matches = match last_route {
+        let matches = match &mut last_route {
             Some(last) if last.generation == generation && last.topic == message.topic => {
                 &last.matches
             }
@@ -582,13 +581,14 @@ impl Server {
                         })
                         .matches
                 } else {
-                    *last_route = None;
+                    last_route = None;
                     fresh = matches;
                     &fresh
                 }
             }
         };
         if matches.is_empty() {
+            staged.last_route = last_route;
             return 0;
         }
         let maximum_qos = inner.options.capabilities.maximum_qos;
@@ -642,7 +642,7 @@ impl Server {
                 }));
                 retain_as_published |= entry.options.retain_as_published;
                 identifiers.extend(entry.identifier);
-                session.get_or_insert_with(|| entry.session.clone());
+                session.get_or_insert(&entry.session);
             }
             let (Some(qos), Some(session)) = (qos, session) else {
                 continue;
@@ -656,7 +656,7 @@ impl Server {
                 shared: None,
                 seq: 0,
             };
-            staged.push((session, delivery));
+            staged.push(session, delivery);
             delivered += 1;
         }
         for shared in matches.shared() {
@@ -672,18 +672,18 @@ impl Server {
                 shared: Some(shared.group.clone()),
                 seq: 0,
             };
-            staged.push((entry.session.clone(), delivery));
+            staged.push(&entry.session, delivery);
             delivered += 1;
         }
+        staged.last_route = last_route;
         delivered
     }
 
     /// Puts a delivery in a session's queue and wakes its writer.
     pub(crate) fn enqueue(&self, session: &Arc<Session>, delivery: Delivery) {
-        self.deliver(&mut Staged {
-            deliveries: vec![(session.clone(), delivery)],
-            last_route: None,
-        });
+        let mut staged = Staged::default();
+        staged.push(session, delivery);
+        self.deliver(&mut staged);
     }
 
     /// Puts staged deliveries in their sessions' queues, locking each session once per run of
@@ -692,9 +692,8 @@ impl Server {
     /// The routing kept for the next message ends here too: it holds its subscribers'
     /// sessions, which must not outlive the read that staged them.
     pub(crate) fn deliver(&self, staged: &mut Staged) {
-        staged.last_route = None;
-        let staged = &mut staged.deliveries;
         if staged.is_empty() {
+            staged.last_route = None;
             return;
         }
         let inner = &self.inner;
@@ -707,25 +706,24 @@ impl Server {
         };
         let check_acl = inner.hooks.provides(HookEvents::ON_ACL_CHECK);
         let mut dropped: Vec<(ClientId, Delivery, DropReason)> = Vec::new();
-        // Grouped by session (a stable sort keeps each session's deliveries in order
-        // [MQTT-4.6.0-6]): a read batch of fan-out publishes then locks each subscriber's session,
-        // checks its ACL and wakes its writer once, not once per message.
-        group_by_session(staged);
-        let mut staged = staged.drain(..).peekable();
-        while let Some((session, delivery)) = staged.next() {
+        // Grouped by session, each session's deliveries in order [MQTT-4.6.0-6]: a read batch of
+        // fan-out publishes then locks each subscriber's session, checks its ACL and wakes its
+        // writer once, not once per message.
+        staged.drain_by_session(|session, deliveries| {
             if let Some(sink) = &session.inline_sink {
-                let publish = delivery.to_publish(None, false, Instant::now());
-                if sink.try_send(publish).is_err() {
-                    dropped.push((session.client_id.clone(), delivery, DropReason::QueueFull));
+                for delivery in deliveries {
+                    let publish = delivery.to_publish(None, false, Instant::now());
+                    if sink.try_send(publish).is_err() {
+                        dropped.push((session.client_id.clone(), delivery, DropReason::QueueFull));
+                    }
                 }
-                continue;
+                return;
             }
             let mut state = session.state.lock();
             let online = state.connection.is_some();
-            let mut next = Some(delivery);
             // The ACL answer for the previous topic of this run: a burst on one topic asks once.
             let mut last_check: Option<(Bytes, bool)> = None;
-            while let Some(delivery) = next.take() {
+            for delivery in deliveries {
                 let topic = delivery.message.topic.as_bytes();
                 let allowed = match &last_check {
                     _ if !check_acl => true,
@@ -740,34 +738,28 @@ impl Server {
                         allowed
                     }
                 };
-                if allowed {
-                    // A copy for the storage hooks when the session is mirrored (QoS 1/2 only:
-                    // QoS 0 is not kept across a restart).
-                    let copy =
-                        (state.persist && delivery.qos > QoS::AtMostOnce).then(|| delivery.clone());
-                    match state.outbound.push(delivery, online, &limits) {
-                        Ok(seq) => {
-                            if let Some(mut copy) = copy {
-                                copy.seq = seq;
-                                let stored = storage::stored_delivery(&session.client_id, &copy);
-                                inner.hooks.storage(&StorageEvent::MessageQueued(&stored));
-                            }
-                        }
-                        Err((delivery, reason)) => {
-                            dropped.push((session.client_id.clone(), delivery, reason));
+                if !allowed {
+                    continue;
+                }
+                // A copy for the storage hooks when the session is mirrored (QoS 1/2 only:
+                // QoS 0 is not kept across a restart).
+                let copy =
+                    (state.persist && delivery.qos > QoS::AtMostOnce).then(|| delivery.clone());
+                match state.outbound.push(delivery, online, &limits) {
+                    Ok(seq) => {
+                        if let Some(mut copy) = copy {
+                            copy.seq = seq;
+                            let stored = storage::stored_delivery(&session.client_id, &copy);
+                            inner.hooks.storage(&StorageEvent::MessageQueued(&stored));
                         }
                     }
-                }
-                // Stay in the lock for the following deliveries to the same session.
-                if staged
-                    .peek()
-                    .is_some_and(|(other, _)| Arc::ptr_eq(other, &session))
-                {
-                    next = staged.next().map(|(_, delivery)| delivery);
+                    Err((delivery, reason)) => {
+                        dropped.push((session.client_id.clone(), delivery, reason));
+                    }
                 }
             }
             state.wake_writer();
-        }
+        });
         for (client_id, delivery, reason) in dropped {
             let publish = delivery.to_publish(None, false, Instant::now());
             self.dropped(&client_id, &publish, reason);
@@ -1003,7 +995,7 @@ impl Server {
                 shared: Some(member.group.clone()),
                 seq: 0,
             };
-            staged.deliveries.push((entry.session.clone(), delivery));
+            staged.push(&entry.session, delivery);
         }
         self.deliver(&mut staged);
     }
@@ -1497,138 +1489,4 @@ fn restored_message(
         publisher: None,
         expires_at,
     }))
-}
-
-/// What the messages of one read (or one call) stage for [`Server::deliver`].
-#[derive(Default)]
-pub(crate) struct Staged {
-    /// Each subscriber's delivery, in the order routed.
-    deliveries: Vec<(Arc<Session>, Delivery)>,
-    /// The matches of the last topic routed, for the next message on it (see [`Server::route`]).
-    last_route: Option<LastRoute>,
-}
-
-/// The non-shared subscriptions that matched `topic` while the trie was at `generation`.
-struct LastRoute {
-    topic: MqttString,
-    generation: u64,
-    matches: mqtt_topics::Matches<SubscriptionEntry>,
-}
-
-thread_local! {
-    /// Scratch space of [`group_by_session`], kept per worker thread: a large batch (a fan-out to
-    /// a thousand subscribers) would otherwise allocate, and fault in, fresh pages every time.
-    static GROUPING: std::cell::RefCell<Vec<(usize, u32)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Reorders staged deliveries so that each session's are together, keeping their order within
-/// each session (a stable grouping): sorts (session, position) pairs, then applies that
-/// permutation in place by following its cycles.
-fn group_by_session(staged: &mut [(Arc<Session>, Delivery)]) {
-    if staged.len() < 3 || u32::try_from(staged.len()).is_err() {
-        return;
-    }
-    GROUPING.with_borrow_mut(|order| {
-        order.clear();
-        order.extend(
-            staged
-                .iter()
-                .zip(0u32..)
-                .map(|((session, _), position)| (Arc::as_ptr(session) as usize, position)),
-        );
-        // Unique keys: the unstable sort gives the stable order, without a buffer.
-        order.sort_unstable();
-        // Slot k takes the delivery now at `order[k].1`; a slot done is marked with address 0.
-        for start in 0..order.len() {
-            if order.get(start).is_none_or(|&(address, _)| address == 0) {
-                continue;
-            }
-            let mut current = start;
-            while let Some(entry) = order.get_mut(current) {
-                entry.0 = 0;
-                let next = entry.1 as usize;
-                if next == start {
-                    break;
-                }
-                staged.swap(current, next);
-                current = next;
-            }
-        }
-        if order.capacity() > 1 << 16 {
-            // A burst far above the usual: do not keep its scratch space.
-            *order = Vec::new();
-        }
-    });
-}
-
-#[cfg(test)]
-mod grouping_tests {
-    use bytes::Bytes;
-    use mqtt_packets::{MqttString, Protocol, PublishProperties};
-
-    use super::*;
-    use crate::message::Message;
-
-    fn delivery(seq: u64) -> Delivery {
-        Delivery {
-            message: Arc::new(Message {
-                topic: MqttString::from_static("t"),
-                payload: Bytes::new(),
-                qos: QoS::AtMostOnce,
-                retain: false,
-                properties: PublishProperties::default(),
-                publisher: None,
-                expires_at: None,
-            }),
-            qos: QoS::AtMostOnce,
-            retain: false,
-            subscription_identifiers: Vec::new(),
-            shared: None,
-            seq,
-        }
-    }
-
-    #[test]
-    fn groups_by_session_keeping_each_sessions_order() {
-        let sessions: Vec<Arc<Session>> = (0..7)
-            .map(|i| Arc::new(Session::new(format!("c{i}").into(), Protocol::V5)))
-            .collect();
-        // A fan-out pattern (every session per publish) mixed with irregular runs.
-        let mut staged = Vec::new();
-        let mut seq = 0;
-        for round in 0..40 {
-            for (i, session) in sessions.iter().enumerate() {
-                if (round + i) % 3 != 0 {
-                    staged.push((session.clone(), delivery(seq)));
-                    seq += 1;
-                }
-            }
-        }
-        let before: Vec<(usize, u64)> = staged
-            .iter()
-            .map(|(session, delivery)| (Arc::as_ptr(session) as usize, delivery.seq))
-            .collect();
-        group_by_session(&mut staged);
-        assert_eq!(staged.len(), before.len());
-        // Each session's deliveries are contiguous and in their original order.
-        let mut seen = std::collections::HashSet::new();
-        let mut previous: Option<(usize, u64)> = None;
-        for (session, delivery) in &staged {
-            let address = Arc::as_ptr(session) as usize;
-            match previous {
-                Some((last, last_seq)) if last == address => assert!(delivery.seq > last_seq),
-                _ => assert!(seen.insert(address), "a session's deliveries are split"),
-            }
-            previous = Some((address, delivery.seq));
-        }
-        let mut after: Vec<(usize, u64)> = staged
-            .iter()
-            .map(|(session, delivery)| (Arc::as_ptr(session) as usize, delivery.seq))
-            .collect();
-        let mut expected = before;
-        after.sort_unstable();
-        expected.sort_unstable();
-        assert_eq!(after, expected, "nothing lost or duplicated");
-    }
 }

@@ -509,3 +509,41 @@ async fn subscription_changes_within_one_read_apply_to_the_next_message() {
         assert_eq!(&watcher.expect_publish().await.payload[..], expected);
     }
 }
+
+/// A read whose messages fan out to more deliveries than the broker stages at once is handed
+/// over in parts; every subscriber still gets every message once, in order [MQTT-4.6.0-6].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_fan_out_from_one_read_arrives_whole_and_in_order() {
+    use bytes::BytesMut;
+    use mqtt_packets::Protocol;
+    use tokio::io::AsyncWriteExt;
+
+    // 90 x 100 = 9,000 deliveries from one read: more than one staging's worth (8,192).
+    const SUBSCRIBERS: usize = 90;
+    const MESSAGES: u8 = 100;
+    let (_server, addr) = support::start().await;
+    let mut subscribers = Vec::new();
+    for i in 0..SUBSCRIBERS {
+        let mut subscriber = Raw::v311(addr, &format!("s{i}")).await;
+        subscriber.subscribe("wide/t", QoS::AtMostOnce).await;
+        subscribers.push(subscriber);
+    }
+    let mut out = BytesMut::new();
+    for i in 0..MESSAGES {
+        Packet::from(support::publish("wide/t", &[i], QoS::AtMostOnce, false, 0))
+            .encode(Protocol::V3_1_1, &mut out)
+            .unwrap();
+    }
+    let mut publisher = Raw::v311(addr, "wide-pub").await;
+    support::within(publisher.stream.write_all(&out))
+        .await
+        .unwrap();
+    for subscriber in &mut subscribers {
+        for i in 0..MESSAGES {
+            assert_eq!(subscriber.expect_publish().await.payload[..], [i]);
+        }
+    }
+    for subscriber in &mut subscribers {
+        assert_eq!(subscriber.try_recv(Duration::from_millis(50)).await, None);
+    }
+}
