@@ -244,7 +244,7 @@ async fn read_packet<R: AsyncRead + Unpin>(
             return Ok(Some(packet));
         }
         if buf.capacity() == buf.len() {
-            buf.reserve(server.inner.options.read_buffer_size);
+            buf.reserve(server.inner.options.read_buffer_size.max(1));
         }
         let read = reader.read_buf(buf).await.map_err(ReadError::Io)?;
         if read == 0 {
@@ -312,7 +312,7 @@ impl ReadSize {
             return;
         }
         if read >= offered {
-            self.current = (self.current * 2).min(Self::MAX.max(self.base));
+            self.current = self.current.saturating_mul(2).min(Self::MAX.max(self.base));
         } else if read < self.current / 4 {
             self.current = (self.current / 2).max(self.base);
         }
@@ -351,7 +351,7 @@ struct Connection {
     /// Whether the CONNECT had Session Expiry 0, for the DISCONNECT rule (§3.14.2.2.2).
     connect_expiry_zero: bool,
     /// Deliveries of the PUBLISH packets decoded from the current read, handed to the
-    /// subscribers' queues together before the next read.
+    /// subscribers' queues together before the next read (or every few thousand in a large read).
     staged: Staged,
     /// Enhanced authentication of this connection, for re-authentication.
     auth: Option<Box<EnhancedAuth>>,

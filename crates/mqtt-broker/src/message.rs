@@ -41,6 +41,16 @@ impl Message {
         Some(u32::try_from(seconds.max(1)).unwrap_or(u32::MAX))
     }
 
+    /// A copy that owns its topic and payload. A message kept for long (retained, or queued for
+    /// an offline session) must not keep alive the whole read buffer its slices point into.
+    pub(crate) fn compact(&self) -> Self {
+        Self {
+            topic: MqttString::new(self.topic.as_str()).unwrap_or_else(|_| self.topic.clone()),
+            payload: Bytes::copy_from_slice(&self.payload),
+            ..self.clone()
+        }
+    }
+
     /// The payload size counted against queue limits.
     pub(crate) fn size(&self) -> usize {
         self.payload.len() + self.topic.len()
@@ -134,6 +144,40 @@ mod tests {
             shared: None,
             seq: 0,
         }
+    }
+
+    #[test]
+    fn a_compact_copy_owns_its_bytes() {
+        use mqtt_packets::{DecodeContext, Packet, Protocol};
+        // Topic and payload as the decoder gives them: slices of the read buffer.
+        let mut read = bytes::BytesMut::with_capacity(64 * 1024);
+        Publish::new(MqttString::new("a/b").unwrap(), vec![7u8; 64])
+            .encode(Protocol::V5, &mut read)
+            .unwrap();
+        let Ok(Some(Packet::Publish(publish))) =
+            mqtt_packets::decode(&mut read, &DecodeContext::new(Protocol::V5))
+        else {
+            panic!("a PUBLISH was encoded");
+        };
+        let message = Message {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: PublishProperties::default(),
+            publisher: Some("p".into()),
+            expires_at: None,
+        };
+        let compact = message.compact();
+        assert_eq!(compact.topic, message.topic);
+        assert_eq!(compact.payload, message.payload);
+        assert_eq!((compact.qos, compact.retain), (message.qos, message.retain));
+        assert_eq!(compact.publisher, message.publisher);
+        assert_ne!(compact.payload.as_ptr(), message.payload.as_ptr());
+        assert_ne!(
+            compact.topic.as_bytes().as_ptr(),
+            message.topic.as_bytes().as_ptr()
+        );
     }
 
     fn encoded(publish: &Publish, protocol: mqtt_packets::Protocol) -> bytes::BytesMut {

@@ -14,11 +14,10 @@ pub struct Options {
     pub capabilities: Capabilities,
     /// How long a new connection may take to send CONNECT (default 10 s).
     pub connect_timeout: Duration,
-    /// The room a connection offers each read while its client sends little, and the least it
-    /// offers (default 2048 bytes, as the original broker's `ClientNetReadBufferSize`). A client
-    /// whose reads fill that room is offered twice as much, up to 64 KiB, and less again when
-    /// its reads come in small; the buffer also grows for a larger packet, and an idle
-    /// connection holds none.
+    /// The room a connection offers a read while its client sends little (default 2048 bytes,
+    /// as the original broker's `ClientNetReadBufferSize`). A client whose reads fill that room
+    /// is offered twice as much, up to 64 KiB, and less again when its reads come in small; the
+    /// buffer also grows for a larger packet, and an idle connection holds none.
     pub read_buffer_size: usize,
     /// Outbound bytes gathered before a write system call while more packets are queued
     /// (default 2048, as `ClientNetWriteBufferSize`); the writer always flushes when its queue is

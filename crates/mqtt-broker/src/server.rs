@@ -509,12 +509,7 @@ impl Server {
         } else {
             // A compact copy: the retained message may live for days, and a slice would keep the
             // whole read buffer it came from alive.
-            let compact = Arc::new(Message {
-                topic: MqttString::new(message.topic.as_str())
-                    .unwrap_or_else(|_| message.topic.clone()),
-                payload: Bytes::copy_from_slice(&message.payload),
-                ..Message::clone(message)
-            });
+            let compact = Arc::new(message.compact());
             if let Some(at) = compact.expires_at {
                 // Removed when it expires, not only when a subscriber finds it expired.
                 inner.timers.schedule(
@@ -560,7 +555,7 @@ impl Server {
         let inner = &self.inner;
         let publisher = message.publisher.as_deref();
         // Taken for the call, so that the deliveries can be staged while its matches are read.
-        let mut last_route = staged.last_route.take();
+        let mut last_route = staged.take_last_route();
         // Read before matching: a change during the lookup then fails the next comparison.
         let generation = inner.trie.generation();
         let fresh;
@@ -588,7 +583,7 @@ impl Server {
             }
         };
         if matches.is_empty() {
-            staged.last_route = last_route;
+            staged.set_last_route(last_route);
             return 0;
         }
         let maximum_qos = inner.options.capabilities.maximum_qos;
@@ -675,15 +670,20 @@ impl Server {
             staged.push(&entry.session, delivery);
             delivered += 1;
         }
-        staged.last_route = last_route;
+        staged.set_last_route(last_route);
         delivered
     }
 
     /// Puts a delivery in a session's queue and wakes its writer.
     pub(crate) fn enqueue(&self, session: &Arc<Session>, delivery: Delivery) {
-        let mut staged = Staged::default();
-        staged.push(session, delivery);
-        self.deliver(&mut staged);
+        let mut dropped = Vec::new();
+        self.queue_to(
+            session,
+            &mut std::iter::once(delivery),
+            &mut HashMap::new(),
+            &mut dropped,
+        );
+        self.report_dropped(dropped);
     }
 
     /// Puts staged deliveries in their sessions' queues, locking each session once per run of
@@ -692,11 +692,38 @@ impl Server {
     /// The routing kept for the next message ends here too: it holds its subscribers'
     /// sessions, which must not outlive the read that staged them.
     pub(crate) fn deliver(&self, staged: &mut Staged) {
-        if staged.is_empty() {
-            staged.last_route = None;
+        let mut dropped = Vec::new();
+        let mut compacted = HashMap::new();
+        // Grouped by session, each session's deliveries in order [MQTT-4.6.0-6]: a read batch of
+        // fan-out publishes then locks each subscriber's session, checks its ACL and wakes its
+        // writer once, not once per message.
+        staged.drain_by_session(|session, deliveries| {
+            self.queue_to(session, deliveries, &mut compacted, &mut dropped);
+        });
+        self.report_dropped(dropped);
+    }
+
+    /// Puts `deliveries` in `session`'s queue under one lock and wakes its writer; those refused
+    /// go to `dropped`. A message queued for an offline session may wait there for long: it is
+    /// queued as a copy that owns its bytes (one per message, kept in `compacted`), so that it
+    /// does not keep alive the whole read buffer its topic and payload are slices of.
+    fn queue_to(
+        &self,
+        session: &Arc<Session>,
+        deliveries: &mut dyn Iterator<Item = Delivery>,
+        compacted: &mut HashMap<usize, Arc<Message>>,
+        dropped: &mut Vec<(ClientId, Delivery, DropReason)>,
+    ) {
+        let inner = &self.inner;
+        if let Some(sink) = &session.inline_sink {
+            for delivery in deliveries {
+                let publish = delivery.to_publish(None, false, Instant::now());
+                if sink.try_send(publish).is_err() {
+                    dropped.push((session.client_id.clone(), delivery, DropReason::QueueFull));
+                }
+            }
             return;
         }
-        let inner = &self.inner;
         let caps = &inner.options.capabilities;
         let limits = QueueLimits {
             online_messages: caps.maximum_client_writes_pending,
@@ -705,61 +732,56 @@ impl Server {
             qos0_offline: caps.queue_qos0_offline,
         };
         let check_acl = inner.hooks.provides(HookEvents::ON_ACL_CHECK);
-        let mut dropped: Vec<(ClientId, Delivery, DropReason)> = Vec::new();
-        // Grouped by session, each session's deliveries in order [MQTT-4.6.0-6]: a read batch of
-        // fan-out publishes then locks each subscriber's session, checks its ACL and wakes its
-        // writer once, not once per message.
-        staged.drain_by_session(|session, deliveries| {
-            if let Some(sink) = &session.inline_sink {
-                for delivery in deliveries {
-                    let publish = delivery.to_publish(None, false, Instant::now());
-                    if sink.try_send(publish).is_err() {
-                        dropped.push((session.client_id.clone(), delivery, DropReason::QueueFull));
-                    }
+        let mut state = session.state.lock();
+        let online = state.connection.is_some();
+        // The ACL answer for the previous topic of this run: a burst on one topic asks once.
+        let mut last_check: Option<(Bytes, bool)> = None;
+        for mut delivery in deliveries {
+            let topic = delivery.message.topic.as_bytes();
+            let allowed = match &last_check {
+                _ if !check_acl => true,
+                Some((checked, allowed)) if checked == topic => *allowed,
+                _ => {
+                    let allowed = state.client.as_ref().is_none_or(|client| {
+                        inner
+                            .hooks
+                            .acl(client, delivery.message.topic.as_str(), Access::Read)
+                    });
+                    last_check = Some((topic.clone(), allowed));
+                    allowed
                 }
-                return;
+            };
+            if !allowed {
+                continue;
             }
-            let mut state = session.state.lock();
-            let online = state.connection.is_some();
-            // The ACL answer for the previous topic of this run: a burst on one topic asks once.
-            let mut last_check: Option<(Bytes, bool)> = None;
-            for delivery in deliveries {
-                let topic = delivery.message.topic.as_bytes();
-                let allowed = match &last_check {
-                    _ if !check_acl => true,
-                    Some((checked, allowed)) if checked == topic => *allowed,
-                    _ => {
-                        let allowed = state.client.as_ref().is_none_or(|client| {
-                            inner
-                                .hooks
-                                .acl(client, delivery.message.topic.as_str(), Access::Read)
-                        });
-                        last_check = Some((topic.clone(), allowed));
-                        allowed
+            if !online && (delivery.qos > QoS::AtMostOnce || limits.qos0_offline) {
+                let message = &delivery.message;
+                delivery.message = compacted
+                    .entry(Arc::as_ptr(message) as usize)
+                    .or_insert_with(|| Arc::new(message.compact()))
+                    .clone();
+            }
+            // A copy for the storage hooks when the session is mirrored (QoS 1/2 only:
+            // QoS 0 is not kept across a restart).
+            let copy = (state.persist && delivery.qos > QoS::AtMostOnce).then(|| delivery.clone());
+            match state.outbound.push(delivery, online, &limits) {
+                Ok(seq) => {
+                    if let Some(mut copy) = copy {
+                        copy.seq = seq;
+                        let stored = storage::stored_delivery(&session.client_id, &copy);
+                        inner.hooks.storage(&StorageEvent::MessageQueued(&stored));
                     }
-                };
-                if !allowed {
-                    continue;
                 }
-                // A copy for the storage hooks when the session is mirrored (QoS 1/2 only:
-                // QoS 0 is not kept across a restart).
-                let copy =
-                    (state.persist && delivery.qos > QoS::AtMostOnce).then(|| delivery.clone());
-                match state.outbound.push(delivery, online, &limits) {
-                    Ok(seq) => {
-                        if let Some(mut copy) = copy {
-                            copy.seq = seq;
-                            let stored = storage::stored_delivery(&session.client_id, &copy);
-                            inner.hooks.storage(&StorageEvent::MessageQueued(&stored));
-                        }
-                    }
-                    Err((delivery, reason)) => {
-                        dropped.push((session.client_id.clone(), delivery, reason));
-                    }
+                Err((delivery, reason)) => {
+                    dropped.push((session.client_id.clone(), delivery, reason));
                 }
             }
-            state.wake_writer();
-        });
+        }
+        state.wake_writer();
+    }
+
+    /// Counts and reports the deliveries a queue refused.
+    fn report_dropped(&self, dropped: Vec<(ClientId, Delivery, DropReason)>) {
         for (client_id, delivery, reason) in dropped {
             let publish = delivery.to_publish(None, false, Instant::now());
             self.dropped(&client_id, &publish, reason);

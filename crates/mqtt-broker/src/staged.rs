@@ -1,6 +1,7 @@
 //! Deliveries staged by the messages of one read, handed to the subscribers' queues together by
 //! [`Server::deliver`](crate::server::Server::deliver): each subscriber's session is locked, and
-//! its writer woken, once per read rather than once per message.
+//! its writer woken, once per read (or per [`FLUSH_AT`] deliveries of a large read) rather than
+//! once per message.
 //!
 //! A read of a hundred messages fanned out to ten subscribers stages a thousand deliveries but
 //! ten sessions: each session is kept once (its index stands for it in each delivery), so the
@@ -16,17 +17,23 @@ use crate::message::Delivery;
 use crate::session::{Session, SubscriptionEntry};
 
 /// What the messages of one read (or one call) stage for delivery.
+///
+/// Holds nothing between reads: its vectors are borrowed from the thread (see [`SPARE`]) when a
+/// read stages its first delivery, and given back when they are handed over, so an idle
+/// connection keeps no room for them and a busy thread reuses warm memory.
 #[derive(Default)]
-pub(crate) struct Staged {
+pub(crate) struct Staged(Option<Box<Batch>>);
+
+#[derive(Default)]
+struct Batch {
     /// The distinct sessions delivered to, in the order first staged.
     sessions: Vec<Arc<Session>>,
     /// Each session's place in `sessions`, by address.
     index: foldhash::HashMap<usize, u32>,
     /// Each delivery with its session's place, in the order staged.
     deliveries: Vec<(u32, Delivery)>,
-    /// The matches of the last topic routed, for the next message on it (see
-    /// [`Server::route`](crate::server::Server::route)).
-    pub(crate) last_route: Option<LastRoute>,
+    /// The matches of the last topic routed, for the next message on it.
+    last_route: Option<LastRoute>,
 }
 
 /// The non-shared subscriptions that matched `topic` while the trie was at `generation`.
@@ -36,7 +43,8 @@ pub(crate) struct LastRoute {
     pub(crate) matches: Matches<SubscriptionEntry>,
 }
 
-/// Capacities kept from one read to the next; a burst beyond them gives its memory back.
+/// Capacities a batch may keep when given back to its thread; a burst beyond them gives its
+/// memory back instead.
 const KEPT_SESSIONS: usize = 1024;
 const KEPT_DELIVERIES: usize = 2 * FLUSH_AT;
 
@@ -45,28 +53,56 @@ const KEPT_DELIVERIES: usize = 2 * FLUSH_AT;
 /// deliveries at once, and the vectors stay the same from read to read.
 pub(crate) const FLUSH_AT: usize = 8 * 1024;
 
+thread_local! {
+    /// The batch of the last hand-over on this thread, empty, for the next read to stage into.
+    static SPARE: std::cell::Cell<Option<Box<Batch>>> = const { std::cell::Cell::new(None) };
+}
+
 impl Staged {
+    fn batch(&mut self) -> &mut Batch {
+        self.0
+            .get_or_insert_with(|| SPARE.take().unwrap_or_default())
+    }
+
     /// Stages a delivery to `session`.
     pub(crate) fn push(&mut self, session: &Arc<Session>, delivery: Delivery) {
-        let sessions = &mut self.sessions;
-        let place = *self
+        let batch = self.batch();
+        let sessions = &mut batch.sessions;
+        let place = *batch
             .index
             .entry(Arc::as_ptr(session) as usize)
             .or_insert_with(|| {
                 sessions.push(session.clone());
                 u32::try_from(sessions.len() - 1).unwrap_or(u32::MAX)
             });
-        self.deliveries.push((place, delivery));
+        batch.deliveries.push((place, delivery));
     }
 
-    /// Whether nothing is staged.
+    /// Whether no delivery is staged.
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
-        self.deliveries.is_empty()
+        self.0
+            .as_ref()
+            .is_none_or(|batch| batch.deliveries.is_empty())
     }
 
     /// Whether enough is staged to hand over now, without waiting for the end of the read.
     pub(crate) fn is_full(&self) -> bool {
-        self.deliveries.len() >= FLUSH_AT
+        self.0
+            .as_ref()
+            .is_some_and(|batch| batch.deliveries.len() >= FLUSH_AT)
+    }
+
+    /// Takes the last route kept (see [`Server::route`](crate::server::Server::route)).
+    pub(crate) fn take_last_route(&mut self) -> Option<LastRoute> {
+        self.0.as_mut().and_then(|batch| batch.last_route.take())
+    }
+
+    /// Keeps `route` for the next message of this read.
+    pub(crate) fn set_last_route(&mut self, route: Option<LastRoute>) {
+        if route.is_some() || self.0.is_some() {
+            self.batch().last_route = route;
+        }
     }
 
     /// Hands the staged deliveries to `each`, one call per session (in the order the sessions
@@ -77,29 +113,34 @@ impl Staged {
         &mut self,
         mut each: impl FnMut(&Arc<Session>, &mut dyn Iterator<Item = Delivery>),
     ) {
-        self.last_route = None;
-        self.index.clear();
-        group_by_place(&mut self.deliveries, self.sessions.len());
-        let mut drain = self.deliveries.drain(..).peekable();
+        // Taken out for the hand-over: should `each` panic, the sessions go with the stack.
+        let Some(mut batch) = self.0.take() else {
+            return;
+        };
+        batch.last_route = None;
+        batch.index.clear();
+        let Batch {
+            sessions,
+            deliveries,
+            ..
+        } = &mut *batch;
+        group_by_place(deliveries, sessions.len());
+        let mut drain = deliveries.drain(..).peekable();
         while let Some(&(place, _)) = drain.peek() {
             let mut run = std::iter::from_fn(|| {
                 drain
                     .next_if(|(other, _)| *other == place)
                     .map(|(_, delivery)| delivery)
             });
-            if let Some(session) = self.sessions.get(place as usize) {
+            if let Some(session) = sessions.get(place as usize) {
                 each(session, &mut run);
             }
             run.for_each(drop);
         }
         drop(drain);
-        self.sessions.clear();
-        if self.sessions.capacity() > KEPT_SESSIONS {
-            self.sessions = Vec::new();
-            self.index = foldhash::HashMap::default();
-        }
-        if self.deliveries.capacity() > KEPT_DELIVERIES {
-            self.deliveries = Vec::new();
+        sessions.clear();
+        if sessions.capacity() <= KEPT_SESSIONS && deliveries.capacity() <= KEPT_DELIVERIES {
+            SPARE.set(Some(batch));
         }
     }
 }
@@ -244,6 +285,27 @@ mod tests {
         for session in &sessions {
             assert_eq!(Arc::strong_count(session), 1, "the read keeps no session");
         }
+    }
+
+    #[test]
+    fn nothing_is_kept_between_reads() {
+        let a = Arc::new(Session::new("a".into(), Protocol::V5));
+        let mut staged = Staged::default();
+        assert!(staged.0.is_none());
+        staged.push(&a, delivery(0));
+        assert!(!staged.is_empty());
+        staged.drain_by_session(|_, deliveries| deliveries.for_each(drop));
+        assert!(staged.0.is_none(), "the batch went back to the thread");
+        assert_eq!(Arc::strong_count(&a), 1);
+        // The next read on this thread reuses it, warm.
+        staged.push(&a, delivery(1));
+        assert!(
+            staged
+                .0
+                .as_ref()
+                .is_some_and(|batch| batch.deliveries.capacity() > 1)
+        );
+        staged.drain_by_session(|_, deliveries| deliveries.for_each(drop));
     }
 
     #[test]
