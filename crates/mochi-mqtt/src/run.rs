@@ -55,9 +55,12 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         );
         info!(listener = listener.id(), protocol = listener.protocol(), address = %listener.address(), "listening");
     }
+    // The handlers are in place before anyone can know the broker is up: a SIGHUP sent at once
+    // (say, by a supervisor that waits for "ready") must reload, not end the process.
+    let signals = Signals::install()?;
     println!("ready");
 
-    let signal = wait_for_shutdown(ledger.as_deref()).await?;
+    let signal = signals.wait_for_shutdown(ledger.as_deref()).await;
     println!("shutting down ({signal})");
     info!(signal, "shutting down");
     let deadline = config.shutdown_timeout() + Duration::from_secs(1);
@@ -175,34 +178,61 @@ async fn bind(
     Ok((listener, None))
 }
 
-/// Waits for SIGINT or SIGTERM (returning its name), reloading the ledger on each SIGHUP.
+/// The signals the broker answers, handled from the moment they are installed.
 #[cfg(unix)]
-async fn wait_for_shutdown(ledger: Option<&LedgerHook>) -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
 
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    loop {
-        tokio::select! {
-            _ = interrupt.recv() => return Ok("SIGINT"),
-            _ = terminate.recv() => return Ok("SIGTERM"),
-            _ = hangup.recv() => match ledger {
-                Some(hook) => match hook.reload().await {
-                    Ok(()) => println!("auth: ledger reloaded"),
-                    Err(error) => println!("auth: ledger not reloaded, the previous one stays: {error}"),
+#[cfg(unix)]
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            hangup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+        })
+    }
+
+    /// Waits for SIGINT or SIGTERM (returning its name), reloading the ledger on each SIGHUP.
+    async fn wait_for_shutdown(mut self, ledger: Option<&LedgerHook>) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = self.interrupt.recv() => return "SIGINT",
+                _ = self.terminate.recv() => return "SIGTERM",
+                _ = self.hangup.recv() => match ledger {
+                    Some(hook) => match hook.reload().await {
+                        Ok(()) => println!("auth: ledger reloaded"),
+                        Err(error) => println!("auth: ledger not reloaded, the previous one stays: {error}"),
+                    },
+                    None => println!("SIGHUP: no ledger file to reload"),
                 },
-                None => println!("SIGHUP: no ledger file to reload"),
-            },
+            }
         }
     }
 }
 
-/// Waits for Ctrl-C.
+/// Ctrl-C, the one signal there is off Unix.
 #[cfg(not(unix))]
-async fn wait_for_shutdown(_ledger: Option<&LedgerHook>) -> anyhow::Result<&'static str> {
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot handle Ctrl-C")?;
-    Ok("Ctrl-C")
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self)
+    }
+
+    /// Waits for Ctrl-C.
+    async fn wait_for_shutdown(self, _ledger: Option<&LedgerHook>) -> &'static str {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => "Ctrl-C",
+            Err(error) => {
+                warn!(%error, "cannot wait for Ctrl-C; stopping");
+                "no Ctrl-C handler"
+            }
+        }
+    }
 }
