@@ -57,6 +57,22 @@ impl Message {
     }
 }
 
+#[cfg(test)]
+impl Message {
+    /// A QoS 0 message on `t`, empty, from the host program: a fixture for tests.
+    pub(crate) fn for_test() -> Self {
+        Self {
+            topic: MqttString::from_static("t"),
+            payload: Bytes::new(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: PublishProperties::default(),
+            publisher: None,
+            expires_at: None,
+        }
+    }
+}
+
 /// One subscriber's copy of a message: the shared message plus what differs per subscriber.
 #[derive(Debug, Clone)]
 pub(crate) struct Delivery {
@@ -234,13 +250,8 @@ mod tests {
     fn expiry_counts_down_mqtt_3_3_2_6() {
         let now = Instant::now();
         let message = Message {
-            topic: MqttString::from_static("t"),
-            payload: Bytes::new(),
-            qos: QoS::AtMostOnce,
-            retain: false,
-            properties: PublishProperties::default(),
-            publisher: None,
             expires_at: Some(now + Duration::from_secs(10)),
+            ..Message::for_test()
         };
         assert_eq!(message.remaining_expiry(now), Some(10));
         assert_eq!(

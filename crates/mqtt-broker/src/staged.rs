@@ -211,23 +211,14 @@ fn group_by_place(deliveries: &mut [(u32, Delivery)], places: usize) {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-    use mqtt_packets::{MqttString, Protocol, PublishProperties, QoS};
+    use mqtt_packets::{Protocol, QoS};
 
     use super::*;
     use crate::message::Message;
 
     fn delivery(seq: u64) -> Delivery {
         Delivery {
-            message: Arc::new(Message {
-                topic: MqttString::from_static("t"),
-                payload: Bytes::new(),
-                qos: QoS::AtMostOnce,
-                retain: false,
-                properties: PublishProperties::default(),
-                publisher: None,
-                expires_at: None,
-            }),
+            message: Arc::new(Message::for_test()),
             qos: QoS::AtMostOnce,
             retain: false,
             subscription_identifiers: Vec::new(),
