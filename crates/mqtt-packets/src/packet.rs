@@ -6,7 +6,8 @@ use crate::data::{Reader, put_variable_byte_integer_checked};
 use crate::varint::{VARIABLE_BYTE_INTEGER_MAX, variable_byte_integer_len};
 use crate::{
     Auth, ConnAck, Connect, DecodeError, Disconnect, EncodeError, FixedHeader, Malformed,
-    PacketType, Protocol, PubAck, PubComp, PubRec, PubRel, Publish, SubAck, Subscribe, UnsubAck,
+    PacketId, PacketType, Protocol, PubAck, PubComp, PubRec, PubRel, Publish, SubAck, Subscribe,
+    UnsubAck,
     Unsubscribe,
 };
 
@@ -108,6 +109,10 @@ pub fn decode(buf: &mut BytesMut, context: &DecodeContext) -> Result<Option<Pack
         }
         return Ok(None);
     }
+    if let Some(packet) = decode_bare(buf, &header) {
+        buf.advance(size);
+        return Ok(Some(packet));
+    }
     let mut frame = buf.split_to(size).freeze();
     frame.advance(header.header_length);
     let reader = Reader::new(frame, header.packet_type);
@@ -142,6 +147,29 @@ pub fn decode(buf: &mut BytesMut, context: &DecodeContext) -> Result<Option<Pack
         }
     };
     Ok(Some(packet))
+}
+
+/// The packets that are only a packet identifier (an acknowledgement in its short form, with
+/// reason code 0x00 [MQTT-3.4.2-1]) or nothing at all (PINGREQ, PINGRESP), read straight from
+/// `buf` without splitting it: most of the packets a busy connection receives. `None` for every
+/// other packet, and for a zero identifier (left to the full decoder, which reports it).
+fn decode_bare(buf: &[u8], header: &FixedHeader) -> Option<Packet> {
+    let body = buf.get(header.header_length..header.packet_size())?;
+    match (header.packet_type, body) {
+        (PacketType::PingReq, []) => Some(Packet::PingReq),
+        (PacketType::PingResp, []) => Some(Packet::PingResp),
+        (packet_type, &[high, low]) => {
+            let packet_id = PacketId::new(u16::from_be_bytes([high, low]))?;
+            match packet_type {
+                PacketType::PubAck => Some(Packet::PubAck(PubAck::new(packet_id))),
+                PacketType::PubRec => Some(Packet::PubRec(PubRec::new(packet_id))),
+                PacketType::PubRel => Some(Packet::PubRel(PubRel::new(packet_id))),
+                PacketType::PubComp => Some(Packet::PubComp(PubComp::new(packet_id))),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 /// The variable header and payload of one packet type.
@@ -301,5 +329,81 @@ from_packet!(
 impl From<Connect> for Packet {
     fn from(packet: Connect) -> Self {
         Packet::Connect(Box::new(packet))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ReasonCode;
+
+    fn decode_all(bytes: &[u8], protocol: Protocol) -> Vec<Result<Packet, DecodeError>> {
+        let mut buf = BytesMut::from(bytes);
+        let context = DecodeContext::new(protocol);
+        let mut out = Vec::new();
+        loop {
+            match decode(&mut buf, &context) {
+                Ok(Some(packet)) => out.push(Ok(packet)),
+                Ok(None) => return out,
+                Err(error) => {
+                    out.push(Err(error));
+                    return out;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bare_acknowledgements_decode_in_place_and_leave_the_rest() {
+        for protocol in [Protocol::V3_1, Protocol::V3_1_1, Protocol::V5] {
+            // PUBACK 7, PUBREC 8, PUBREL 9, PUBCOMP 10, PINGREQ, then a PUBLISH.
+            let mut bytes = vec![
+                0x40, 2, 0, 7, 0x50, 2, 0, 8, 0x62, 2, 0, 9, 0x70, 2, 0, 10, 0xC0, 0,
+            ];
+            if protocol.is_v5() {
+                bytes.extend([0x30, 4, 0, 1, b'a', 0]);
+            } else {
+                bytes.extend([0x30, 3, 0, 1, b'a']);
+            }
+            let id = |n| PacketId::new(n).unwrap();
+            let packets: Vec<Packet> = decode_all(&bytes, protocol)
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(packets.len(), 6, "{protocol:?}");
+            assert_eq!(packets[0], Packet::PubAck(PubAck::new(id(7))));
+            assert_eq!(packets[1], Packet::PubRec(PubRec::new(id(8))));
+            assert_eq!(packets[2], Packet::PubRel(PubRel::new(id(9))));
+            assert_eq!(packets[3], Packet::PubComp(PubComp::new(id(10))));
+            assert_eq!(packets[4], Packet::PingReq);
+            assert!(matches!(&packets[5], Packet::Publish(p) if p.topic.as_str() == "a"));
+        }
+    }
+
+    #[test]
+    fn bare_acknowledgement_with_identifier_zero_is_malformed_mqtt_2_2_1_3() {
+        for protocol in [Protocol::V3_1_1, Protocol::V5] {
+            let result = decode_all(&[0x40, 2, 0, 0], protocol).pop().unwrap();
+            assert!(matches!(
+                result,
+                Err(DecodeError::Malformed(Malformed::PacketIdentifierZero {
+                    packet: PacketType::PubAck
+                }))
+            ));
+        }
+    }
+
+    #[test]
+    fn acknowledgements_of_other_lengths_take_the_full_decoder() {
+        // MQTT 5: identifier and reason code 0x10 (No matching subscribers).
+        let packets = decode_all(&[0x40, 3, 0, 5, 0x10], Protocol::V5);
+        let Some(Ok(Packet::PubAck(ack))) = packets.first() else {
+            panic!("{packets:?}");
+        };
+        assert_eq!(ack.reason_code, ReasonCode::NO_MATCHING_SUBSCRIBERS);
+        // MQTT 3.1.1 has no reason code: a third byte is malformed.
+        assert!(decode_all(&[0x40, 3, 0, 5, 0x10], Protocol::V3_1_1)[0].is_err());
+        // PINGREQ with a body is malformed.
+        assert!(decode_all(&[0xC0, 1, 0], Protocol::V3_1_1)[0].is_err());
     }
 }
