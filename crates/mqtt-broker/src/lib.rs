@@ -53,6 +53,7 @@ mod client;
 mod connection;
 mod error;
 pub mod hooks;
+mod inflight;
 mod inline;
 mod message;
 mod options;

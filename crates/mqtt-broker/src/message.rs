@@ -90,6 +90,21 @@ pub(crate) struct Delivery {
     pub(crate) seq: u64,
 }
 
+#[cfg(test)]
+impl Delivery {
+    /// A QoS 0 delivery of [`Message::for_test`] with this sequence number: a fixture for tests.
+    pub(crate) fn for_test(seq: u64) -> Self {
+        Self {
+            message: Arc::new(Message::for_test()),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            subscription_identifiers: Vec::new(),
+            shared: None,
+            seq,
+        }
+    }
+}
+
 impl Delivery {
     /// The PUBLISH packet for this delivery at `now`.
     pub(crate) fn to_publish(

@@ -7,37 +7,12 @@
 
 use std::collections::VecDeque;
 
-/// Maps keyed by packet id: a fast hash, since one is looked up for every acknowledgement (the
-/// ids are bounded by the window, so a flood of colliding keys is bounded too).
-type HashMap<K, V> = foldhash::HashMap<K, V>;
-
 use mqtt_packets::{PacketId, QoS, ReasonCode};
 use tokio::time::Instant;
 
 use crate::hooks::DropReason;
+use crate::inflight::{Inflight, InflightState, InflightTable};
 use crate::message::Delivery;
-
-/// Where a QoS 1/2 message stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(clippy::enum_variant_names)] // "Awaiting" is what every state is.
-pub(crate) enum InflightState {
-    /// PUBLISH (QoS 1) sent; waiting for PUBACK.
-    AwaitingPubAck,
-    /// PUBLISH (QoS 2) sent; waiting for PUBREC.
-    AwaitingPubRec,
-    /// PUBREL sent; waiting for PUBCOMP.
-    AwaitingPubComp,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Inflight {
-    /// Order of first sending, for resends in the original order [MQTT-4.6.0-1].
-    seq: u64,
-    pub(crate) delivery: Delivery,
-    pub(crate) state: InflightState,
-    /// Whether the PUBLISH was written at least once (a resend then carries DUP).
-    pub(crate) sent: bool,
-}
 
 /// Limits that bound a session's queue.
 #[derive(Debug, Clone, Copy)]
@@ -81,7 +56,7 @@ pub(crate) enum PubRecOutcome {
 
 #[derive(Debug, Default)]
 pub(crate) struct Outbound {
-    inflight: HashMap<u16, Inflight>,
+    inflight: InflightTable,
     /// The last packet identifier handed out.
     last_id: u16,
     next_seq: u64,
@@ -137,7 +112,7 @@ impl Outbound {
     pub(crate) fn restore(&mut self, delivery: Delivery, packet_id: Option<u16>, released: bool) {
         self.next_message_seq = self.next_message_seq.max(delivery.seq + 1);
         match packet_id {
-            Some(id) if id != 0 && !self.inflight.contains_key(&id) => {
+            Some(id) if id != 0 && !self.inflight.contains(id) => {
                 let state = if released {
                     InflightState::AwaitingPubComp
                 } else if delivery.qos == QoS::AtLeastOnce {
@@ -186,7 +161,7 @@ impl Outbound {
             let Some(id) = self.deferred.pop_front() else {
                 break;
             };
-            let (Some(packet_id), Some(entry)) = (PacketId::new(id), self.inflight.get(&id)) else {
+            let (Some(packet_id), Some(entry)) = (PacketId::new(id), self.inflight.get(id)) else {
                 continue;
             };
             out.push(Outgoing::Publish {
@@ -252,24 +227,17 @@ impl Outbound {
 
     /// A free identifier: never one in flight [MQTT-2.2.1-4].
     fn allocate_id(&mut self) -> Option<PacketId> {
-        if self.inflight.len() >= usize::from(u16::MAX) {
-            return None;
-        }
-        for _ in 0..u16::MAX {
-            self.last_id = self.last_id.checked_add(1).unwrap_or(1);
-            if !self.inflight.contains_key(&self.last_id) {
-                return PacketId::new(self.last_id);
-            }
-        }
-        None
+        let id = self.inflight.free_after(self.last_id)?;
+        self.last_id = id.get();
+        Some(id)
     }
 
     /// PUBACK: ends a QoS 1 flow. Returns the delivery if the id was awaiting one.
     pub(crate) fn puback(&mut self, packet_id: PacketId) -> Option<Delivery> {
-        match self.inflight.get(&packet_id.get()) {
+        match self.inflight.get(packet_id.get()) {
             Some(entry) if entry.state == InflightState::AwaitingPubAck => self
                 .inflight
-                .remove(&packet_id.get())
+                .remove(packet_id.get())
                 .map(|entry| entry.delivery),
             _ => None,
         }
@@ -282,11 +250,11 @@ impl Outbound {
         packet_id: PacketId,
         reason_code: ReasonCode,
     ) -> (PubRecOutcome, Option<u64>) {
-        match self.inflight.get_mut(&packet_id.get()) {
+        match self.inflight.get_mut(packet_id.get()) {
             Some(entry) if entry.state == InflightState::AwaitingPubRec => {
                 let seq = entry.delivery.seq;
                 if reason_code.is_error() {
-                    self.inflight.remove(&packet_id.get());
+                    self.inflight.remove(packet_id.get());
                     (PubRecOutcome::Dropped, Some(seq))
                 } else {
                     entry.state = InflightState::AwaitingPubComp;
@@ -304,10 +272,10 @@ impl Outbound {
     /// PUBCOMP: ends a QoS 2 flow. Returns the message's sequence number if the id was awaiting
     /// one.
     pub(crate) fn pubcomp(&mut self, packet_id: PacketId) -> Option<u64> {
-        match self.inflight.get(&packet_id.get()) {
+        match self.inflight.get(packet_id.get()) {
             Some(entry) if entry.state == InflightState::AwaitingPubComp => self
                 .inflight
-                .remove(&packet_id.get())
+                .remove(packet_id.get())
                 .map(|entry| entry.delivery.seq),
             _ => None,
         }
@@ -318,7 +286,7 @@ impl Outbound {
     pub(crate) fn forget(&mut self, packet_id: PacketId) -> Option<u64> {
         self.deferred.retain(|&id| id != packet_id.get());
         self.inflight
-            .remove(&packet_id.get())
+            .remove(packet_id.get())
             .map(|entry| entry.delivery.seq)
     }
 
@@ -331,7 +299,7 @@ impl Outbound {
         let mut entries: Vec<(u64, u16)> = self
             .inflight
             .iter()
-            .map(|(&id, entry)| (entry.seq, id))
+            .map(|(id, entry)| (entry.seq, id))
             .collect();
         entries.sort_unstable();
         self.deferred.clear();
@@ -341,7 +309,7 @@ impl Outbound {
             let Some(packet_id) = PacketId::new(id) else {
                 continue;
             };
-            let Some(entry) = self.inflight.get(&id) else {
+            let Some(entry) = self.inflight.get(id) else {
                 continue;
             };
             if entry.state == InflightState::AwaitingPubComp {
@@ -374,12 +342,12 @@ impl Outbound {
             .filter(|(_, entry)| {
                 entry.state == InflightState::AwaitingPubAck && entry.delivery.shared.is_some()
             })
-            .map(|(&id, entry)| (entry.seq, id))
+            .map(|(id, entry)| (entry.seq, id))
             .collect();
         inflight.sort_unstable();
         let mut taken: Vec<Delivery> = inflight
             .into_iter()
-            .filter_map(|(_, id)| self.inflight.remove(&id).map(|entry| entry.delivery))
+            .filter_map(|(_, id)| self.inflight.remove(id).map(|entry| entry.delivery))
             .collect();
         let (shared, kept): (VecDeque<Delivery>, VecDeque<Delivery>) =
             std::mem::take(&mut self.pending)
@@ -404,9 +372,7 @@ impl Outbound {
         if self.deferred.is_empty() && self.deferred.capacity() > 0 {
             self.deferred = VecDeque::new();
         }
-        if self.inflight.is_empty() && self.inflight.capacity() > 0 {
-            self.inflight = HashMap::default();
-        }
+        self.inflight.release_idle_memory();
     }
 
     /// Drops everything; returns the identifiers that were in flight.
@@ -414,9 +380,7 @@ impl Outbound {
         self.pending.clear();
         self.pending_bytes = 0;
         self.deferred.clear();
-        let ids = self.inflight.keys().copied().collect();
-        self.inflight.clear();
-        ids
+        self.inflight.clear()
     }
 
     /// Drops queued QoS 0 messages (when a client goes offline and QoS 0 is not kept).

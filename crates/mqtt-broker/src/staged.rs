@@ -211,21 +211,9 @@ fn group_by_place(deliveries: &mut [(u32, Delivery)], places: usize) {
 
 #[cfg(test)]
 mod tests {
-    use mqtt_packets::{Protocol, QoS};
+    use mqtt_packets::Protocol;
 
     use super::*;
-    use crate::message::Message;
-
-    fn delivery(seq: u64) -> Delivery {
-        Delivery {
-            message: Arc::new(Message::for_test()),
-            qos: QoS::AtMostOnce,
-            retain: false,
-            subscription_identifiers: Vec::new(),
-            shared: None,
-            seq,
-        }
-    }
 
     #[test]
     fn hands_each_sessions_deliveries_together_in_order_mqtt_4_6_0_6() {
@@ -239,7 +227,7 @@ mod tests {
         for round in 0..40 {
             for (i, session) in sessions.iter().enumerate() {
                 if (round + i) % 3 != 0 {
-                    staged.push(session, delivery(seq));
+                    staged.push(session, Delivery::for_test(seq));
                     expected.push((Arc::as_ptr(session) as usize, seq));
                     seq += 1;
                 }
@@ -283,13 +271,13 @@ mod tests {
         let a = Arc::new(Session::new("a".into(), Protocol::V5));
         let mut staged = Staged::default();
         assert!(staged.0.is_none());
-        staged.push(&a, delivery(0));
+        staged.push(&a, Delivery::for_test(0));
         assert!(!staged.is_empty());
         staged.drain_by_session(|_, deliveries| deliveries.for_each(drop));
         assert!(staged.0.is_none(), "the batch went back to the thread");
         assert_eq!(Arc::strong_count(&a), 1);
         // The next read on this thread reuses it, warm.
-        staged.push(&a, delivery(1));
+        staged.push(&a, Delivery::for_test(1));
         assert!(
             staged
                 .0
@@ -305,7 +293,7 @@ mod tests {
         let b = Arc::new(Session::new("b".into(), Protocol::V5));
         let mut staged = Staged::default();
         for seq in 0..6 {
-            staged.push(if seq % 2 == 0 { &a } else { &b }, delivery(seq));
+            staged.push(if seq % 2 == 0 { &a } else { &b }, Delivery::for_test(seq));
         }
         let mut got = Vec::new();
         staged.drain_by_session(|session, deliveries| {

@@ -5,9 +5,8 @@ use bytes::{Buf, BufMut, BytesMut};
 use crate::data::{Reader, put_variable_byte_integer_checked};
 use crate::varint::{VARIABLE_BYTE_INTEGER_MAX, variable_byte_integer_len};
 use crate::{
-    Auth, ConnAck, Connect, DecodeError, Disconnect, EncodeError, FixedHeader, Malformed,
-    PacketId, PacketType, Protocol, PubAck, PubComp, PubRec, PubRel, Publish, SubAck, Subscribe,
-    UnsubAck,
+    Auth, ConnAck, Connect, DecodeError, Disconnect, EncodeError, FixedHeader, Malformed, PacketId,
+    PacketType, Protocol, PubAck, PubComp, PubRec, PubRel, Publish, SubAck, Subscribe, UnsubAck,
     Unsubscribe,
 };
 
