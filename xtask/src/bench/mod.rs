@@ -152,6 +152,10 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
     list
 }
 
+/// The name of the one-at-a-time rows' ceiling in the results: publishers writing to a sink
+/// that only reads, with no broker (see `scenarios::ceiling`). A reference, not a broker.
+pub(crate) const SINK: &str = "sink";
+
 /// CPU seconds used by a process so far (user + system), from /proc.
 fn cpu_seconds(pid: &str) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -231,7 +235,22 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<()> {
         // Passes alternate between the brokers, so that a slow spell of the machine (a shared
         // VM is noisy) falls on all of them rather than on one broker's passes.
         let mut passes: Vec<Vec<(Measured, f64, f64)>> = vec![Vec::new(); brokers.len()];
+        let mut ceiling: Vec<(Measured, f64, f64)> = Vec::new();
         for pass in 0..settings.passes {
+            if let Some((clients, messages, payload)) = scenario.one_at_a_time() {
+                // The row's ceiling, without a broker (see `scenarios::ceiling`); its CPU is all
+                // the load generator's (the sink's readers run in this process).
+                let own_before = cpu_seconds("self");
+                let began = Instant::now();
+                match runtime.block_on(scenarios::ceiling(clients, messages, payload)) {
+                    Ok(measured) => {
+                        let elapsed = began.elapsed().as_secs_f64().max(1e-9);
+                        let own = (cpu_seconds("self") - own_before) / elapsed * 100.0;
+                        ceiling.push((measured, 0.0, own));
+                    }
+                    Err(error) => println!("\n{} on the sink: failed: {error:#}", scenario.name()),
+                }
+            }
             for (&kind, results) in brokers.iter().zip(passes.iter_mut()) {
                 progress(
                     done,
@@ -259,11 +278,12 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<()> {
                 }
             }
         }
-        for (&kind, results) in brokers.iter().zip(passes) {
+        let named = brokers.iter().map(|kind| kind.name()).zip(passes);
+        for (broker, results) in named.chain(std::iter::once((SINK, ceiling))) {
             if let Some((measured, broker_cpu, generator_cpu)) = report::median_pass(results) {
                 rows.push(Row {
                     scenario: scenario.name(),
-                    broker: kind.name(),
+                    broker,
                     measured,
                     broker_cpu,
                     generator_cpu,

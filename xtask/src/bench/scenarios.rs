@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use mqtt_packets::QoS;
 
 use super::client::{self, Client};
@@ -90,6 +90,23 @@ impl Scenario {
             ),
             Self::Latency { rate, .. } => format!("latency {rate} msg/s QoS 0"),
             Self::Connections { count } => format!("{count} idle connections"),
+        }
+    }
+}
+
+impl Scenario {
+    /// The shape of a one-at-a-time stresser row (clients, messages, payload), which also has
+    /// a [`ceiling`].
+    pub(crate) fn one_at_a_time(&self) -> Option<(usize, usize, usize)> {
+        match *self {
+            Self::Stresser {
+                clients,
+                messages,
+                qos: QoS::AtMostOnce,
+                payload,
+                window: 1,
+            } => Some((clients, messages, payload)),
+            _ => None,
         }
     }
 }
@@ -222,6 +239,143 @@ async fn stresser(
         seconds,
         ..Measured::default()
     })
+}
+
+/// The ceiling of a one-at-a-time stresser row: its publishers, writing the same messages one per
+/// write as in the row, to a sink with no broker and no subscribers. The sink answers CONNACK
+/// and then only reads (a blocking thread per connection, discarding). A broker must at least
+/// read what its publishers write, so none can let them publish faster than this; it shows how
+/// much of the row is the cost of the publishers' own system calls.
+pub(crate) async fn ceiling(clients: usize, messages: usize, payload: usize) -> Result<Measured> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let sink = std::thread::spawn(move || sink(&listener, clients));
+    let run = format!("{:x}", rand_id());
+    let mut publishers = Vec::new();
+    for i in 0..clients {
+        publishers.push(Client::connect(port, &format!("p-{run}-{i}")).await?);
+    }
+    let start = Instant::now();
+    let tasks: Vec<_> = publishers
+        .into_iter()
+        .enumerate()
+        .map(|(i, publisher)| {
+            let topic = format!("bench/{run}/stress/{i}");
+            tokio::spawn(async move {
+                let began = Instant::now();
+                client::publish(
+                    publisher,
+                    &topic,
+                    QoS::AtMostOnce,
+                    messages,
+                    1,
+                    payload,
+                    None,
+                )
+                .await?;
+                anyhow::Ok(began.elapsed())
+            })
+        })
+        .collect();
+    let mut rates = Vec::new();
+    for task in tasks {
+        let published = task.await??;
+        rates.push(messages as f64 / published.as_secs_f64().max(1e-9));
+    }
+    // The publishers' connections are closed: the sink's readers end, with what they read.
+    let packets = tokio::task::spawn_blocking(move || sink.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the sink panicked"))??;
+    let seconds = start.elapsed().as_secs_f64();
+    let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = rates.iter().copied().fold(0.0, f64::max);
+    let mid = median(&mut rates);
+    Ok(Measured {
+        sent: clients * messages,
+        expected: clients * messages,
+        received: packets,
+        rate: packets as f64 / seconds,
+        per_client: Some((min, mid, max)),
+        per_client_headline: true,
+        seconds,
+        ..Measured::default()
+    })
+}
+
+/// The sink of [`ceiling`]: accepts `clients` connections and answers each CONNECT with
+/// CONNACK; then one thread reads every connection until it would block, sleeps a millisecond,
+/// and goes round again until every client has closed. Reading rarely and in bulk takes the
+/// least CPU from the publishers (a reader woken by every write would take the most), so this is
+/// the fastest they can publish on this machine. Returns the PUBLISH packets read in all.
+fn sink(listener: &std::net::TcpListener, clients: usize) -> Result<usize> {
+    use std::io::{ErrorKind, Read as _, Write as _};
+    struct Reader {
+        stream: std::net::TcpStream,
+        held: Vec<u8>,
+    }
+    // Counts the whole packets in `held` and drops them; true if one was not a PUBLISH.
+    let count = |held: &mut Vec<u8>, publishes: &mut usize| -> Result<bool> {
+        let mut other = false;
+        let mut at = 0;
+        while let Some((frame, len)) = client::frame(held.get(at..).unwrap_or_default())? {
+            if matches!(frame, client::Frame::Publish { .. }) {
+                *publishes += 1;
+            } else {
+                other = true;
+            }
+            at += len;
+        }
+        held.drain(..at);
+        Ok(other)
+    };
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut publishes = 0;
+    let mut readers = Vec::new();
+    for _ in 0..clients {
+        let (mut stream, _) = listener.accept()?;
+        stream.set_read_timeout(Some(client::WAIT))?;
+        let mut held = Vec::new();
+        // Up to the CONNECT, then CONNACK.
+        loop {
+            let read = stream.read(&mut buf)?;
+            if read == 0 {
+                bail!("a publisher closed before CONNACK");
+            }
+            held.extend_from_slice(buf.get(..read).unwrap_or_default());
+            if count(&mut held, &mut publishes)? {
+                break;
+            }
+        }
+        stream.write_all(&[0x20, 2, 0, 0])?;
+        stream.set_nonblocking(true)?;
+        readers.push(Reader { stream, held });
+    }
+    let deadline = Instant::now() + client::WAIT;
+    while !readers.is_empty() && Instant::now() < deadline {
+        let mut index = 0;
+        while let Some(reader) = readers.get_mut(index) {
+            let closed = loop {
+                match reader.stream.read(&mut buf) {
+                    Ok(0) => break true,
+                    Ok(read) => {
+                        reader
+                            .held
+                            .extend_from_slice(buf.get(..read).unwrap_or_default());
+                        count(&mut reader.held, &mut publishes)?;
+                    }
+                    Err(error) if error.kind() == ErrorKind::WouldBlock => break false,
+                    Err(error) => return Err(error.into()),
+                }
+            };
+            if closed {
+                readers.swap_remove(index);
+            } else {
+                index += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(publishes)
 }
 
 /// `publishers` publishers (each `messages`, pipelined) to `subscribers` subscribers of one
