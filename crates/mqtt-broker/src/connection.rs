@@ -1076,10 +1076,16 @@ impl Connection {
                                 // are the server's to deliver from here).
                                 self.push_held();
                             }
-                            server.deliver(&mut self.staged);
+                            let backlog = server.deliver(&mut self.staged);
                             self.flush_counters();
                             if let Some(end) = self.release_acks().await {
                                 return end;
+                            }
+                            if backlog {
+                                // A subscriber's queue is long: let its writer run before this
+                                // connection reads more, rather than queueing faster than it
+                                // writes (see `Server::deliver`).
+                                tokio::task::yield_now().await;
                             }
                             break;
                         }

@@ -414,6 +414,11 @@ impl Outbound {
     pub(crate) fn pending_len(&self) -> usize {
         self.pending.len()
     }
+
+    /// The payload and topic bytes of the messages queued and not yet in flight.
+    pub(crate) fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,23 @@ use crate::sys::{self, SysInfo};
 use crate::timers::{TimerEvent, Timers};
 use crate::{BrokerError, ClientInfo, ConnectionInfo, Hook, Options};
 
+/// A connected subscriber's queue longer than this many messages, or [`BACKLOG_BYTES`] (or half
+/// its queue limits, see [`backlog_limits`]), makes the connection that queued to it let the
+/// subscriber's writer run before reading more.
+const BACKLOG_MESSAGES: usize = 1024;
+
+/// See [`BACKLOG_MESSAGES`].
+const BACKLOG_BYTES: usize = 1 << 20;
+
+/// The queue length (messages, bytes) past which a connected subscriber is behind: the limits
+/// above, or half the queue limits when those are lower (a queue nearing its limit drops).
+fn backlog_limits(limits: &QueueLimits) -> (usize, usize) {
+    (
+        BACKLOG_MESSAGES.min(limits.online_messages / 2),
+        BACKLOG_BYTES.min(limits.bytes / 2),
+    )
+}
+
 /// An MQTT broker. Cheap to clone: clones share the same server.
 ///
 /// ```no_run
@@ -691,16 +708,23 @@ impl Server {
     /// for that subscriber (counted, and reported to `on_publish_dropped`).
     /// The routing kept for the next message ends here too: it holds its subscribers'
     /// sessions, which must not outlive the read that staged them.
-    pub(crate) fn deliver(&self, staged: &mut Staged) {
+    ///
+    /// Returns whether a connected subscriber's queue is now longer than [`BACKLOG_BYTES`] or
+    /// [`BACKLOG_MESSAGES`]: its writer falls behind, and the reading connection lets it run
+    /// before reading more. Nothing is refused for it (queue limits do that); it only keeps a
+    /// burst from piling up in memory faster than it is written.
+    pub(crate) fn deliver(&self, staged: &mut Staged) -> bool {
         let mut dropped = Vec::new();
         let mut compacted = HashMap::new();
+        let mut backlog = false;
         // Grouped by session, each session's deliveries in order [MQTT-4.6.0-6]: a read batch of
         // fan-out publishes then locks each subscriber's session, checks its ACL and wakes its
         // writer once, not once per message.
         staged.drain_by_session(|session, deliveries| {
-            self.queue_to(session, deliveries, &mut compacted, &mut dropped);
+            backlog |= self.queue_to(session, deliveries, &mut compacted, &mut dropped);
         });
         self.report_dropped(dropped);
+        backlog
     }
 
     /// Puts `deliveries` in `session`'s queue under one lock and wakes its writer; those refused
@@ -713,7 +737,7 @@ impl Server {
         deliveries: &mut dyn Iterator<Item = Delivery>,
         compacted: &mut HashMap<usize, Arc<Message>>,
         dropped: &mut Vec<(ClientId, Delivery, DropReason)>,
-    ) {
+    ) -> bool {
         let inner = &self.inner;
         if let Some(sink) = &session.inline_sink {
             for delivery in deliveries {
@@ -722,7 +746,7 @@ impl Server {
                     dropped.push((session.client_id.clone(), delivery, DropReason::QueueFull));
                 }
             }
-            return;
+            return false;
         }
         let caps = &inner.options.capabilities;
         let limits = QueueLimits {
@@ -778,6 +802,9 @@ impl Server {
             }
         }
         state.wake_writer();
+        let (messages, bytes) = backlog_limits(&limits);
+        online
+            && (state.outbound.pending_len() > messages || state.outbound.pending_bytes() > bytes)
     }
 
     /// Counts and reports the deliveries a queue refused.
@@ -1511,4 +1538,71 @@ fn restored_message(
         publisher: None,
         expires_at,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use mqtt_packets::Protocol;
+
+    use super::*;
+    use crate::session::ConnectionHandle;
+
+    /// Queues `count` deliveries to `session`; returns whether it reported a backlog.
+    fn queue(server: &Server, session: &Arc<Session>, count: usize) -> bool {
+        let mut deliveries = (0..count as u64).map(Delivery::for_test);
+        server.queue_to(
+            session,
+            &mut deliveries,
+            &mut HashMap::new(),
+            &mut Vec::new(),
+        )
+    }
+
+    fn options(queued: usize) -> Options {
+        let mut options = Options::default();
+        options.capabilities.maximum_client_writes_pending = queued;
+        options.capabilities.maximum_queued_messages = queued;
+        options.capabilities.queue_qos0_offline = true;
+        options
+    }
+
+    #[test]
+    fn a_connected_subscriber_falling_behind_is_a_backlog() {
+        let server = Server::new(options(1_000_000));
+        let session = Arc::new(Session::new("s".into(), Protocol::V5));
+        session.state.lock().connection = Some(ConnectionHandle::new(1));
+        assert!(!queue(&server, &session, BACKLOG_MESSAGES));
+        assert!(queue(&server, &session, 1));
+        // Once the writer took the queue into flight, it is no longer one.
+        let mut out = Vec::new();
+        session.state.lock().outbound.next_batch(
+            Instant::now(),
+            usize::MAX,
+            usize::MAX,
+            &mut out,
+            &mut Vec::new(),
+        );
+        assert_eq!(out.len(), BACKLOG_MESSAGES + 1);
+        assert!(!queue(&server, &session, 1));
+    }
+
+    #[test]
+    fn a_backlog_starts_at_half_a_lower_queue_limit() {
+        let server = Server::new(options(100));
+        let session = Arc::new(Session::new("s".into(), Protocol::V5));
+        session.state.lock().connection = Some(ConnectionHandle::new(1));
+        assert!(!queue(&server, &session, 50));
+        assert!(queue(&server, &session, 1));
+    }
+
+    #[test]
+    fn an_offline_session_is_never_a_backlog() {
+        let server = Server::new(options(1_000_000));
+        let session = Arc::new(Session::new("s".into(), Protocol::V5));
+        assert!(!queue(&server, &session, BACKLOG_MESSAGES * 2));
+        assert_eq!(
+            session.state.lock().outbound.pending_len(),
+            BACKLOG_MESSAGES * 2
+        );
+    }
 }
