@@ -30,11 +30,14 @@ pub(crate) enum InflightState {
     AwaitingPubComp,
 }
 
+/// A QoS 1/2 message sent to the client and not yet acknowledged.
 #[derive(Debug, Clone)]
 pub(crate) struct Inflight {
     /// Order of first sending, for resends in the original order [MQTT-4.6.0-1].
     pub(crate) seq: u64,
+    /// The message, kept for a resend after a reconnect.
     pub(crate) delivery: Delivery,
+    /// Which acknowledgement it waits for.
     pub(crate) state: InflightState,
     /// Whether the PUBLISH was written at least once (a resend then carries DUP).
     pub(crate) sent: bool,
@@ -54,6 +57,7 @@ fn next_id(id: u16) -> u16 {
     id.checked_add(1).unwrap_or(1)
 }
 
+/// The in-flight messages of one session by packet identifier (see the module documentation).
 #[derive(Debug, Default)]
 pub(crate) struct InflightTable {
     /// `run[i]` is the entry of identifier `base + i` (wrapping), if in flight there.
@@ -72,10 +76,6 @@ impl InflightTable {
         self.in_run + self.scattered.len()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Where `id` lies in the run, if within it.
     fn offset(&self, id: u16) -> Option<usize> {
         if id == 0 || self.run.is_empty() {
@@ -86,10 +86,12 @@ impl InflightTable {
         (distance < self.run.len()).then_some(distance)
     }
 
+    /// Whether `id` is in flight.
     pub(crate) fn contains(&self, id: u16) -> bool {
         self.get(id).is_some()
     }
 
+    /// The entry of `id`, if in flight.
     pub(crate) fn get(&self, id: u16) -> Option<&Inflight> {
         if let Some(entry) = self
             .offset(id)
@@ -104,6 +106,7 @@ impl InflightTable {
         self.scattered.get(&id)
     }
 
+    /// The entry of `id`, if in flight, to change its state.
     pub(crate) fn get_mut(&mut self, id: u16) -> Option<&mut Inflight> {
         let in_run = self
             .offset(id)
@@ -117,41 +120,54 @@ impl InflightTable {
         self.scattered.get_mut(&id)
     }
 
-    /// Adds an entry for `id`, which must not be in flight (callers check [`Self::contains`]);
-    /// an entry already there is replaced.
+    /// Adds an entry for `id` (callers hand out identifiers not in flight, [`Self::free_after`],
+    /// or restore them so); an entry already there is replaced where it is.
     pub(crate) fn insert(&mut self, id: u16, entry: Inflight) {
         if id == 0 {
             return;
         }
+        if let Some(existing) = self.get_mut(id) {
+            *existing = entry;
+            return;
+        }
         if self.run.is_empty() {
-            if self.scattered.is_empty() || !self.scattered.contains_key(&id) {
-                self.base = id;
-                self.run.push_back(Some(entry));
-                self.in_run += 1;
-                return;
-            }
-        } else if let Some(at) = self.offset(id) {
-            if let Some(slot) = self.run.get_mut(at)
-                && slot.is_none()
-                && !self.scattered.contains_key(&id)
-            {
+            self.base = id;
+            self.run.push_back(Some(entry));
+            self.in_run = 1;
+            return;
+        }
+        if let Some(at) = self.offset(id) {
+            // A hole inside the run (the identifier is in flight nowhere).
+            if let Some(slot) = self.run.get_mut(at) {
                 *slot = Some(entry);
                 self.in_run += 1;
-                return;
             }
-        } else {
-            // Past the end of the run: extend it when the gap is small.
-            let distance = (usize::from(id) + IDS - usize::from(self.base)) % IDS;
-            let gap = distance - self.run.len();
-            if gap <= SLACK && !self.scattered.contains_key(&id) {
-                self.run.extend(std::iter::repeat_with(|| None).take(gap));
-                self.run.push_back(Some(entry));
-                self.in_run += 1;
-                self.trim();
-                return;
-            }
+            return;
         }
-        self.scattered.insert(id, entry);
+        // Past the end of the run (`offset` is `None`, so the distance is at least its length).
+        let distance = (usize::from(id) + IDS - usize::from(self.base)) % IDS;
+        let gap = distance.saturating_sub(self.run.len());
+        if gap <= SLACK {
+            self.run.extend(std::iter::repeat_with(|| None).take(gap));
+            self.run.push_back(Some(entry));
+            self.in_run += 1;
+            self.trim();
+        } else if self.in_run <= SLACK {
+            // A short run far behind (say, a restored message not yet acknowledged): it moves to
+            // the map, and the run starts again here, where the next identifiers follow.
+            let mut at = self.base;
+            for slot in self.run.drain(..) {
+                if let Some(old) = slot {
+                    self.scattered.insert(at, old);
+                }
+                at = next_id(at);
+            }
+            self.base = id;
+            self.run.push_back(Some(entry));
+            self.in_run = 1;
+        } else {
+            self.scattered.insert(id, entry);
+        }
     }
 
     /// Takes the entry of `id` out.
@@ -214,15 +230,13 @@ impl InflightTable {
         ids
     }
 
-    /// Gives back the memory of an empty table.
+    /// Gives back the memory of the ring and the map when they are empty.
     pub(crate) fn release_idle_memory(&mut self) {
-        if self.is_empty() {
-            if self.run.capacity() > 0 {
-                self.run = VecDeque::new();
-            }
-            if self.scattered.capacity() > 0 {
-                self.scattered = HashMap::default();
-            }
+        if self.run.is_empty() && self.run.capacity() > 0 {
+            self.run = VecDeque::new();
+        }
+        if self.scattered.is_empty() && self.scattered.capacity() > 0 {
+            self.scattered = HashMap::default();
         }
     }
 
@@ -321,7 +335,7 @@ mod tests {
             Some(stuck + 1)
         );
         assert_eq!(table.remove(stuck).map(|e| e.seq), Some(0));
-        assert!(table.is_empty());
+        assert_eq!(table.len(), 0);
     }
 
     #[test]
@@ -335,7 +349,34 @@ mod tests {
         assert_eq!(table.free_after(6).map(PacketId::get), Some(9));
         assert_eq!(table.free_after(65_534).map(PacketId::get), Some(2));
         assert_eq!(table.clear().len(), 5);
-        assert!(table.is_empty());
+        assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn a_short_run_far_behind_moves_aside_for_new_identifiers() {
+        let mut table = InflightTable::default();
+        // Restored: 5 (never acknowledged), then 30,000 and on.
+        table.insert(5, entry(0));
+        for (seq, id) in (30_000..30_100).enumerate() {
+            table.insert(id, entry(seq as u64 + 1));
+        }
+        assert_eq!(table.base, 30_000);
+        assert_eq!(table.in_run, 100);
+        assert_eq!(table.scattered.len(), 1);
+        assert_eq!(table.get(5).map(|e| e.seq), Some(0));
+        assert_eq!(table.free_after(30_099).map(PacketId::get), Some(30_100));
+    }
+
+    #[test]
+    fn inserting_an_identifier_in_flight_replaces_its_entry() {
+        let mut table = InflightTable::default();
+        table.insert(7, entry(0));
+        table.insert(7, entry(1));
+        table.insert(40_000, entry(2));
+        table.insert(40_000, entry(3));
+        assert_eq!(table.len(), 2);
+        assert_eq!(table.get(7).map(|e| e.seq), Some(1));
+        assert_eq!(table.get(40_000).map(|e| e.seq), Some(3));
     }
 
     #[test]
@@ -355,7 +396,7 @@ mod tests {
     enum Op {
         /// Insert at the next free identifier after the last one handed out.
         Next,
-        /// Insert at this identifier, if free (as a restore does).
+        /// Insert at this identifier: free (as a restore does) or in flight (replaced).
         At(u16),
         /// Remove the entry `n` positions into the sorted list of those in flight.
         Remove(usize),
@@ -389,10 +430,9 @@ mod tests {
                         model.insert(id, seq);
                     }
                     Op::At(id) => {
-                        if let std::collections::btree_map::Entry::Vacant(vacant) = model.entry(id) {
-                            table.insert(id, entry(seq));
-                            vacant.insert(seq);
-                        }
+                        // A free identifier (as a restore), or one in flight (replaced).
+                        table.insert(id, entry(seq));
+                        model.insert(id, seq);
                     }
                     Op::Remove(n) => {
                         let Some(&id) = model.keys().nth(n % model.len().max(1)) else {

@@ -381,14 +381,24 @@ mod tests {
 
     #[test]
     fn bare_acknowledgement_with_identifier_zero_is_malformed_mqtt_2_2_1_3() {
-        for protocol in [Protocol::V3_1_1, Protocol::V5] {
-            let result = decode_all(&[0x40, 2, 0, 0], protocol).pop().unwrap();
-            assert!(matches!(
-                result,
-                Err(DecodeError::Malformed(Malformed::PacketIdentifierZero {
-                    packet: PacketType::PubAck
-                }))
-            ));
+        let types = [
+            (0x40, PacketType::PubAck),
+            (0x50, PacketType::PubRec),
+            (0x62, PacketType::PubRel),
+            (0x70, PacketType::PubComp),
+        ];
+        for protocol in [Protocol::V3_1, Protocol::V3_1_1, Protocol::V5] {
+            for (first, packet_type) in types {
+                let result = decode_all(&[first, 2, 0, 0], protocol).pop().unwrap();
+                assert!(
+                    matches!(
+                        result,
+                        Err(DecodeError::Malformed(Malformed::PacketIdentifierZero { packet }))
+                            if packet == packet_type
+                    ),
+                    "{protocol:?} {packet_type:?}: {result:?}"
+                );
+            }
         }
     }
 

@@ -80,9 +80,10 @@ fn settings(args: &[String]) -> Result<Settings> {
 /// The scenarios of a run, in table order; `quick` scales the counts down for a one-minute run.
 fn scenarios(quick: bool) -> Vec<Scenario> {
     let scale = |full: usize, quick_count: usize| if quick { quick_count } else { full };
-    // Latency first, on a quiet machine: after the heavy rows, every broker's tail latency is
-    // several times longer for a while (p99 of 5-6 ms for mochi and Mosquitto alike after the
-    // 4 KiB rows, against 0.3-1.2 ms before them), which measures the machine, not the broker.
+    // Latency first, on a quiet machine: right after heavy rows, every broker's tail latency can
+    // be several times longer (`--only "4 KiB" --only latency --brokers mochi,mosquitto`, on
+    // 2026-11-27: p99 4.9 ms for mochi and 6.1 ms for Mosquitto, against 0.3-0.8 ms for both
+    // with the latency row alone), which measures the machine, not the broker.
     let mut list = vec![Scenario::Latency {
         rate: 1_000,
         seconds: if quick { 3 } else { 10 },
@@ -225,7 +226,9 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<()> {
             settings.only.is_empty() || settings.only.iter().any(|only| name.contains(only))
         })
         .collect();
-    let total = list.len() * brokers.len() * settings.passes;
+    // Each one-at-a-time row also runs its sink reference once per pass.
+    let references = list.iter().filter(|s| s.one_at_a_time().is_some()).count();
+    let total = (list.len() * brokers.len() + references) * settings.passes;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -240,6 +243,11 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<()> {
         let mut ceiling: Vec<(Measured, f64, f64)> = Vec::new();
         for pass in 0..settings.passes {
             if let Some((clients, messages, payload)) = scenario.one_at_a_time() {
+                progress(
+                    done,
+                    total,
+                    &format!("{} on the sink (pass {})", scenario.name(), pass + 1),
+                );
                 // The row's ceiling, without a broker (see `scenarios::ceiling`); its CPU is all
                 // the load generator's (the sink's readers run in this process).
                 let own_before = cpu_seconds("self");
@@ -252,6 +260,7 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<()> {
                     }
                     Err(error) => println!("\n{} on the sink: failed: {error:#}", scenario.name()),
                 }
+                done += 1;
             }
             for (&kind, results) in brokers.iter().zip(passes.iter_mut()) {
                 progress(

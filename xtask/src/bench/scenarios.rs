@@ -241,15 +241,26 @@ async fn stresser(
     })
 }
 
-/// The ceiling of a one-at-a-time stresser row: its publishers, writing the same messages one per
-/// write as in the row, to a sink with no broker and no subscribers. The sink answers CONNACK
-/// and then only reads (a blocking thread per connection, discarding). A broker must at least
-/// read what its publishers write, so none can let them publish faster than this; it shows how
-/// much of the row is the cost of the publishers' own system calls.
+/// The reference for a one-at-a-time stresser row: its publishers, writing the same messages one
+/// per write as in the row, to a sink with no broker and no subscribers. The sink answers
+/// CONNACK, then one thread reads every connection in bulk once a millisecond and discards what
+/// it reads. A broker reads at least that much, and also delivers, so this is about as fast as
+/// the publishers can go on this machine: it shows how much of the row is the cost of their
+/// own system calls. (Not a strict bound: a reader that left the messages in the socket buffers
+/// longer would cost the publishers a little less.)
 pub(crate) async fn ceiling(clients: usize, messages: usize, payload: usize) -> Result<Measured> {
+    /// Tells the sink to stop when the run ends, also on an early error.
+    struct Stop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
-    let sink = std::thread::spawn(move || sink(&listener, clients));
+    let stop = Stop(std::sync::Arc::default());
+    let stopped = stop.0.clone();
+    let sink = std::thread::spawn(move || sink(&listener, clients, &stopped));
     let run = format!("{:x}", rand_id());
     let mut publishers = Vec::new();
     for i in 0..clients {
@@ -307,7 +318,11 @@ pub(crate) async fn ceiling(clients: usize, messages: usize, payload: usize) -> 
 /// and goes round again until every client has closed. Reading rarely and in bulk takes the
 /// least CPU from the publishers (a reader woken by every write would take the most), so this is
 /// the fastest they can publish on this machine. Returns the PUBLISH packets read in all.
-fn sink(listener: &std::net::TcpListener, clients: usize) -> Result<usize> {
+fn sink(
+    listener: &std::net::TcpListener,
+    clients: usize,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<usize> {
     use std::io::{ErrorKind, Read as _, Write as _};
     struct Reader {
         stream: std::net::TcpStream,
@@ -331,8 +346,23 @@ fn sink(listener: &std::net::TcpListener, clients: usize) -> Result<usize> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut publishes = 0;
     let mut readers = Vec::new();
+    let deadline = Instant::now() + client::WAIT;
+    let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed) || Instant::now() > deadline;
+    listener.set_nonblocking(true)?;
     for _ in 0..clients {
-        let (mut stream, _) = listener.accept()?;
+        let mut stream = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                    if stopped() {
+                        bail!("the sink stopped before every publisher connected");
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
+        stream.set_nonblocking(false)?;
         stream.set_read_timeout(Some(client::WAIT))?;
         let mut held = Vec::new();
         // Up to the CONNECT, then CONNACK.
@@ -350,8 +380,7 @@ fn sink(listener: &std::net::TcpListener, clients: usize) -> Result<usize> {
         stream.set_nonblocking(true)?;
         readers.push(Reader { stream, held });
     }
-    let deadline = Instant::now() + client::WAIT;
-    while !readers.is_empty() && Instant::now() < deadline {
+    while !readers.is_empty() && !stopped() {
         let mut index = 0;
         while let Some(reader) = readers.get_mut(index) {
             let closed = loop {
