@@ -155,8 +155,8 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
     list
 }
 
-/// The name of the one-at-a-time rows' ceiling in the results: publishers writing to a sink
-/// that only reads, with no broker (see `scenarios::ceiling`). A reference, not a broker.
+/// The name of the one-at-a-time rows' reference in the results: publishers writing to a sink
+/// that only reads, with no broker (see `scenarios::ceiling`). Not a broker.
 pub(crate) const SINK: &str = "sink";
 
 /// CPU seconds used by a process so far (user + system), from /proc.
@@ -248,7 +248,7 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<()> {
                     total,
                     &format!("{} on the sink (pass {})", scenario.name(), pass + 1),
                 );
-                // The row's ceiling, without a broker (see `scenarios::ceiling`); its CPU is all
+                // The row's reference, without a broker (see `scenarios::ceiling`); its CPU is all
                 // the load generator's (the sink's readers run in this process).
                 let own_before = cpu_seconds("self");
                 let began = Instant::now();

@@ -74,8 +74,9 @@ pub(crate) fn table(rows: &[Row], passes: usize) {
     println!(
         "\nmedian of {passes} pass(es); msg/s received in all, except one-at-a-time rows: median \
          per-client publish rate (as mqtt-stresser reports it); per client: publish rate \
-         min/median/max; cpu: broker / load generator; sink: the one-at-a-time rows' ceiling, \
-         the same publishers writing to a socket that only reads (no broker, no subscribers)"
+         min/median/max; cpu: broker / load generator; sink: a reference for the one-at-a-time \
+         rows, the same publishers writing to a socket read in bulk once a millisecond (no \
+         broker, no subscribers)"
     );
     let mut scenario = String::new();
     for row in rows {
