@@ -156,7 +156,7 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
 }
 
 /// The name of the one-at-a-time rows' reference in the results: publishers writing to a sink
-/// that only reads, with no broker (see `scenarios::ceiling`). Not a broker.
+/// that only reads, with no broker (see `scenarios::sink_reference`). Not a broker.
 pub(crate) const SINK: &str = "sink";
 
 /// CPU seconds used by a process so far (user + system), from /proc.
@@ -240,7 +240,7 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<()> {
         // Passes alternate between the brokers, so that a slow spell of the machine (a shared
         // VM is noisy) falls on all of them rather than on one broker's passes.
         let mut passes: Vec<Vec<(Measured, f64, f64)>> = vec![Vec::new(); brokers.len()];
-        let mut ceiling: Vec<(Measured, f64, f64)> = Vec::new();
+        let mut reference: Vec<(Measured, f64, f64)> = Vec::new();
         for pass in 0..settings.passes {
             if let Some((clients, messages, payload)) = scenario.one_at_a_time() {
                 progress(
@@ -248,15 +248,15 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<()> {
                     total,
                     &format!("{} on the sink (pass {})", scenario.name(), pass + 1),
                 );
-                // The row's reference, without a broker (see `scenarios::ceiling`); its CPU is all
+                // The row's reference, without a broker (see `scenarios::sink_reference`); its CPU is all
                 // the load generator's (the sink's readers run in this process).
                 let own_before = cpu_seconds("self");
                 let began = Instant::now();
-                match runtime.block_on(scenarios::ceiling(clients, messages, payload)) {
+                match runtime.block_on(scenarios::sink_reference(clients, messages, payload)) {
                     Ok(measured) => {
                         let elapsed = began.elapsed().as_secs_f64().max(1e-9);
                         let own = (cpu_seconds("self") - own_before) / elapsed * 100.0;
-                        ceiling.push((measured, 0.0, own));
+                        reference.push((measured, 0.0, own));
                     }
                     Err(error) => println!("\n{} on the sink: failed: {error:#}", scenario.name()),
                 }
@@ -290,7 +290,7 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<()> {
             }
         }
         let named = brokers.iter().map(|kind| kind.name()).zip(passes);
-        for (broker, results) in named.chain(std::iter::once((SINK, ceiling))) {
+        for (broker, results) in named.chain(std::iter::once((SINK, reference))) {
             if let Some((measured, broker_cpu, generator_cpu)) = report::median_pass(results) {
                 rows.push(Row {
                     scenario: scenario.name(),

@@ -96,7 +96,7 @@ impl Scenario {
 
 impl Scenario {
     /// The shape of a one-at-a-time stresser row (clients, messages, payload), which also has
-    /// a [`ceiling`].
+    /// a [`sink_reference`].
     pub(crate) fn one_at_a_time(&self) -> Option<(usize, usize, usize)> {
         match *self {
             Self::Stresser {
@@ -247,7 +247,11 @@ async fn stresser(
 /// it reads. It shows how much of the row is the cost of the publishers' own system calls. It is
 /// a reference, not a bound: in runs on 2026-11-27 a peer broker that left the messages in the
 /// socket buffers longer let its publishers go up to about 10 % faster than this.
-pub(crate) async fn ceiling(clients: usize, messages: usize, payload: usize) -> Result<Measured> {
+pub(crate) async fn sink_reference(
+    clients: usize,
+    messages: usize,
+    payload: usize,
+) -> Result<Measured> {
     /// Tells the sink to stop when the run ends, also on an early error.
     struct Stop(std::sync::Arc<std::sync::atomic::AtomicBool>);
     impl Drop for Stop {
@@ -312,7 +316,7 @@ pub(crate) async fn ceiling(clients: usize, messages: usize, payload: usize) -> 
     })
 }
 
-/// The sink of [`ceiling`]: accepts `clients` connections and answers each CONNECT with
+/// The sink of [`sink_reference`]: accepts `clients` connections and answers each CONNECT with
 /// CONNACK; then one thread reads every connection until it would block, sleeps a millisecond,
 /// and goes round again until every client has closed. Reading rarely and in bulk takes the
 /// least CPU from the publishers (a reader woken by every write would take the most), so this is
