@@ -184,6 +184,13 @@ fn median(values: &mut [f64]) -> f64 {
     (lower + upper) / 2.0
 }
 
+/// The per-client rates' minimum, median and maximum.
+fn spread(rates: &mut [f64]) -> (f64, f64, f64) {
+    let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = rates.iter().copied().fold(0.0, f64::max);
+    (min, median(rates), max)
+}
+
 /// `clients` pairs (a subscriber and a publisher on its topic), each publishing `messages` with
 /// `window` unacknowledged at most (1: one at a time, as mqtt-stresser does). Measures the
 /// received rate in all and each publisher's publish rate (its messages over the time from its
@@ -226,15 +233,12 @@ async fn stresser(
         rates.push(messages as f64 / published.as_secs_f64().max(1e-9));
     }
     let seconds = start.elapsed().as_secs_f64();
-    let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = rates.iter().copied().fold(0.0, f64::max);
-    let mid = median(&mut rates);
     Ok(Measured {
         sent: clients * messages,
         expected: clients * messages,
         received,
         rate: received as f64 / seconds,
-        per_client: Some((min, mid, max)),
+        per_client: Some(spread(&mut rates)),
         per_client_headline: window == 1,
         seconds,
         ..Measured::default()
@@ -301,15 +305,12 @@ pub(crate) async fn sink_reference(
         .await?
         .map_err(|_| anyhow::anyhow!("the sink panicked"))??;
     let seconds = start.elapsed().as_secs_f64();
-    let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = rates.iter().copied().fold(0.0, f64::max);
-    let mid = median(&mut rates);
     Ok(Measured {
         sent: clients * messages,
         expected: clients * messages,
         received: packets,
         rate: packets as f64 / seconds,
-        per_client: Some((min, mid, max)),
+        per_client: Some(spread(&mut rates)),
         per_client_headline: true,
         seconds,
         ..Measured::default()
