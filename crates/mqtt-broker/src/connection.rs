@@ -1060,6 +1060,8 @@ impl Connection {
             let control_limit = options.capabilities.maximum_client_writes_pending.max(1024);
             let mut read_size = ReadSize::new(options.read_buffer_size);
             loop {
+                // Whether this read queued to a subscriber that falls behind (see below).
+                let mut backlog = false;
                 loop {
                     // The decoded packet is handled before any await, so that it takes no room in
                     // this future's state (which lasts as long as the connection).
@@ -1076,7 +1078,7 @@ impl Connection {
                                 // are the server's to deliver from here).
                                 self.push_held();
                             }
-                            let backlog = server.deliver(&mut self.staged);
+                            backlog |= server.deliver(&mut self.staged);
                             self.flush_counters();
                             if let Some(end) = self.release_acks().await {
                                 return end;
@@ -1091,7 +1093,7 @@ impl Connection {
                         }
                         Ok(Some(None)) => {
                             if self.staged.is_full() {
-                                server.deliver(&mut self.staged);
+                                backlog |= server.deliver(&mut self.staged);
                             }
                         }
                         Ok(Some(Some(end))) => {

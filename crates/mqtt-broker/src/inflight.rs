@@ -407,6 +407,7 @@ mod tests {
             6 => Just(Op::Next),
             1 => (1..=u16::MAX).prop_map(Op::At),
             1 => (65_500..=u16::MAX).prop_map(Op::At),
+            1 => (1..=64u16).prop_map(Op::At),
             5 => (0..64usize).prop_map(Op::Remove),
         ]
     }
@@ -415,7 +416,11 @@ mod tests {
         /// The table answers as a map from identifier to entry would, whatever the order of
         /// inserts and removes.
         #[test]
-        fn behaves_as_a_map(ops in proptest::collection::vec(op(), 1..400), start in 0..=u16::MAX) {
+        fn behaves_as_a_map(
+            ops in proptest::collection::vec(op(), 1..400),
+            // Half the runs start near the wrap from 65,535 to 1.
+            start in prop_oneof![65_300..=u16::MAX, 0..=u16::MAX],
+        ) {
             let mut table = InflightTable::default();
             let mut model = std::collections::BTreeMap::new();
             let mut last = start;
@@ -430,9 +435,11 @@ mod tests {
                         model.insert(id, seq);
                     }
                     Op::At(id) => {
-                        // A free identifier (as a restore), or one in flight (replaced).
+                        // A free identifier (as a restore, which also moves the last one handed
+                        // out), or one in flight (replaced).
                         table.insert(id, entry(seq));
                         model.insert(id, seq);
+                        last = id;
                     }
                     Op::Remove(n) => {
                         let Some(&id) = model.keys().nth(n % model.len().max(1)) else {
@@ -444,6 +451,20 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(table.len(), model.len());
+                prop_assert_eq!(table.in_run, table.run.iter().flatten().count());
+                // No identifier in both places.
+                for (id, _) in table.iter().filter(|(id, _)| table.scattered.contains_key(id)) {
+                    let in_run = table.offset(id).and_then(|at| table.run.get(at)).is_some_and(Option::is_some);
+                    prop_assert!(!in_run, "{} in the run and the map", id);
+                }
+                // Lookups around the last identifier agree with the model, present or not.
+                for probe in [last.wrapping_sub(1), last, last.wrapping_add(1), 1, u16::MAX] {
+                    prop_assert_eq!(table.get(probe).map(|e| e.seq), model.get(&probe).copied());
+                    prop_assert_eq!(table.contains(probe), model.contains_key(&probe));
+                }
+                if let Some(free) = table.free_after(last) {
+                    prop_assert!(!model.contains_key(&free.get()));
+                }
                 prop_assert!(table.run.len() <= 2 * table.in_run + SLACK + 1);
                 prop_assert!(!matches!(table.run.front(), Some(None)));
                 prop_assert!(!matches!(table.run.back(), Some(None)));

@@ -30,8 +30,9 @@ use crate::timers::{TimerEvent, Timers};
 use crate::{BrokerError, ClientInfo, ConnectionInfo, Hook, Options};
 
 /// A connected subscriber's queue longer than this many messages, or [`BACKLOG_BYTES`] (or half
-/// its queue limits, see [`backlog_limits`]), makes the connection that queued to it let the
-/// subscriber's writer run before reading more.
+/// its queue limits, see [`backlog_limits`]: 512 messages with the default limits), while its
+/// send window has room, makes the connection that queued to it let the subscriber's writer run
+/// before reading more.
 const BACKLOG_MESSAGES: usize = 1024;
 
 /// See [`BACKLOG_MESSAGES`].
@@ -803,7 +804,10 @@ impl Server {
         }
         state.wake_writer();
         let (messages, bytes) = backlog_limits(&limits);
+        // Behind on writing: a long queue while the send window has room (a queue waiting for
+        // the client's acknowledgements is not the writer's to shorten).
         online
+            && state.outbound.inflight_len() < state.peer.window
             && (state.outbound.pending_len() > messages || state.outbound.pending_bytes() > bytes)
     }
 
@@ -1558,22 +1562,34 @@ mod tests {
         )
     }
 
-    fn options(queued: usize) -> Options {
+    /// Options with this online queue limit (QoS 0 while connected) and large other limits.
+    fn options(online: usize) -> Options {
         let mut options = Options::default();
-        options.capabilities.maximum_client_writes_pending = queued;
-        options.capabilities.maximum_queued_messages = queued;
+        options.capabilities.maximum_client_writes_pending = online;
+        options.capabilities.maximum_queued_messages = 1_000_000;
+        options.capabilities.maximum_queued_bytes = 1 << 30;
         options.capabilities.queue_qos0_offline = true;
         options
+    }
+
+    /// A session with a connection and a send window of `window`.
+    fn connected(window: usize) -> Arc<Session> {
+        let session = Arc::new(Session::new("s".into(), Protocol::V5));
+        let mut state = session.state.lock();
+        state.connection = Some(ConnectionHandle::new(1));
+        state.peer.window = window;
+        drop(state);
+        session
     }
 
     #[test]
     fn a_connected_subscriber_falling_behind_is_a_backlog() {
         let server = Server::new(options(1_000_000));
-        let session = Arc::new(Session::new("s".into(), Protocol::V5));
-        session.state.lock().connection = Some(ConnectionHandle::new(1));
+        let session = connected(100);
         assert!(!queue(&server, &session, BACKLOG_MESSAGES));
         assert!(queue(&server, &session, 1));
-        // Once the writer took the queue into flight, it is no longer one.
+        // Once the writer took the queue (QoS 0: written, nothing in flight), it is no longer
+        // one.
         let mut out = Vec::new();
         session.state.lock().outbound.next_batch(
             Instant::now(),
@@ -1589,10 +1605,37 @@ mod tests {
     #[test]
     fn a_backlog_starts_at_half_a_lower_queue_limit() {
         let server = Server::new(options(100));
-        let session = Arc::new(Session::new("s".into(), Protocol::V5));
-        session.state.lock().connection = Some(ConnectionHandle::new(1));
+        let session = connected(100);
         assert!(!queue(&server, &session, 50));
         assert!(queue(&server, &session, 1));
+    }
+
+    #[test]
+    fn a_backlog_counts_bytes_too() {
+        let server = Server::new(options(1_000_000));
+        let session = connected(100);
+        let message = Arc::new(Message {
+            payload: Bytes::from(vec![0u8; 64 * 1024]),
+            ..Message::for_test()
+        });
+        let mut deliveries = (0..16u64).map(|seq| Delivery {
+            message: message.clone(),
+            ..Delivery::for_test(seq)
+        });
+        // 16 x 64 KiB (and the topic): just over 1 MiB.
+        assert!(server.queue_to(
+            &session,
+            &mut deliveries,
+            &mut HashMap::new(),
+            &mut Vec::new()
+        ));
+    }
+
+    #[test]
+    fn a_queue_waiting_for_the_send_window_is_not_a_backlog() {
+        let server = Server::new(options(1_000_000));
+        let session = connected(0);
+        assert!(!queue(&server, &session, BACKLOG_MESSAGES * 2));
     }
 
     #[test]
