@@ -108,14 +108,10 @@ impl InflightTable {
 
     /// The entry of `id`, if in flight, to change its state.
     pub(crate) fn get_mut(&mut self, id: u16) -> Option<&mut Inflight> {
-        let in_run = self
-            .offset(id)
-            .is_some_and(|at| self.run.get(at).is_some_and(Option::is_some));
-        if in_run {
-            return self
-                .offset(id)
-                .and_then(|at| self.run.get_mut(at))
-                .and_then(Option::as_mut);
+        if let Some(at) = self.offset(id)
+            && self.run.get(at).is_some_and(Option::is_some)
+        {
+            return self.run.get_mut(at).and_then(Option::as_mut);
         }
         self.scattered.get_mut(&id)
     }
