@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::alias::OutboundAliases;
+use crate::flow::Parked;
 use crate::hooks::{AuthOutcome, DropReason, HookEvents};
 use crate::message::Delivery;
 use crate::outbound::{Outgoing, PubRecOutcome};
@@ -353,6 +354,9 @@ struct Connection {
     /// Deliveries of the PUBLISH packets decoded from the current read, handed to the
     /// subscribers' queues together before the next read (or every few thousand in a large read).
     staged: Staged,
+    /// Deliveries waiting for room in a full subscriber's queue: while any wait, this
+    /// connection is not read (flow control, see `flow.rs`).
+    parked: Parked,
     /// Enhanced authentication of this connection, for re-authentication.
     auth: Option<Box<EnhancedAuth>>,
     /// An AUTH packet to handle on the reader's task (its hook is asynchronous).
@@ -729,6 +733,7 @@ impl Connection {
                 aliases: None,
                 connect_expiry_zero: requested_expiry == 0,
                 staged: Staged::default(),
+                parked: Parked::default(),
                 auth: auth.method.is_some().then(|| Box::new(auth)),
                 pending_auth: None,
                 hold_acks: false,
@@ -830,6 +835,7 @@ impl Connection {
             aliases: None,
             connect_expiry_zero,
             staged: Staged::default(),
+            parked: Parked::default(),
             auth: auth.method.is_some().then(|| Box::new(auth)),
             pending_auth: None,
             hold_acks: inner.hooks.provides(HookEvents::DURABLE),
@@ -914,7 +920,9 @@ impl Connection {
             state.subscriptions.clear();
             state.inbound_qos2.clear();
             state.outbound.clear();
+            state.flow.retained = None;
         }
+        state.flow.attached(Instant::now());
         state.protocol = client.protocol;
         state.expiry_interval = expiry;
         state.client = Some(client.clone());
@@ -1060,8 +1068,6 @@ impl Connection {
             let control_limit = options.capabilities.maximum_client_writes_pending.max(1024);
             let mut read_size = ReadSize::new(options.read_buffer_size);
             loop {
-                // Whether this read queued to a subscriber that falls behind (see below).
-                let mut backlog = false;
                 loop {
                     // The decoded packet is handled before any await, so that it takes no room in
                     // this future's state (which lasts as long as the connection).
@@ -1072,28 +1078,26 @@ impl Connection {
                     };
                     match step {
                         Ok(None) => {
+                            // The read's messages go to their subscribers' queues first, waiting
+                            // for room in full ones; only then are they acknowledged, so that a
+                            // publisher outrunning a subscriber is slowed down, not dropped.
+                            if let Some(end) = self.hand_over().await {
+                                return end;
+                            }
                             if !self.hold_acks {
-                                // The publisher's acknowledgements go first, so that it can
-                                // send more while this read's messages are handed on (they
-                                // are the server's to deliver from here).
                                 self.push_held();
                             }
-                            backlog |= server.deliver(&mut self.staged);
                             self.flush_counters();
                             if let Some(end) = self.release_acks().await {
                                 return end;
                             }
-                            if backlog {
-                                // A subscriber's queue is long: let its writer run before this
-                                // connection reads more, rather than queueing faster than it
-                                // writes (see `Server::deliver`).
-                                tokio::task::yield_now().await;
-                            }
                             break;
                         }
                         Ok(Some(None)) => {
-                            if self.staged.is_full() {
-                                backlog |= server.deliver(&mut self.staged);
+                            if self.staged.is_full()
+                                && let Some(end) = self.hand_over().await
+                            {
+                                return end;
                             }
                         }
                         Ok(Some(Some(end))) => {
@@ -1112,7 +1116,11 @@ impl Connection {
                         }
                     }
                     if self.pending_auth.is_some() && !self.hold_acks {
-                        // The acknowledgements so far do not wait for the hook's answer.
+                        // The acknowledgements so far do not wait for the hook's answer, once
+                        // what they acknowledge is queued.
+                        if let Some(end) = self.hand_over().await {
+                            return end;
+                        }
                         self.push_held();
                     }
                     if let Some(auth) = self.pending_auth.take()
@@ -1261,6 +1269,59 @@ impl Connection {
             Close::Silent
         };
         self.handle.close(how);
+    }
+
+    /// Hands the deliveries staged so far to their subscribers' queues. If a connected
+    /// subscriber's queue is full, waits (without reading) until every delivery is placed.
+    /// `Some` ends the connection (it was killed meanwhile); the held acknowledgements are then
+    /// not sent.
+    ///
+    /// Cancel safety: not cancel safe; the reader awaits it to completion.
+    async fn hand_over(&mut self) -> Option<End> {
+        let shared = self.handle.shared();
+        self.server
+            .deliver_from_read(&mut self.staged, &shared, &mut self.parked);
+        if self.parked.is_empty() {
+            return None;
+        }
+        self.boxed_wait_for_room(shared).await
+    }
+
+    /// [`Connection::wait_for_room`] in a box (see [`serve`]): waiting is the rare path.
+    fn boxed_wait_for_room(
+        &mut self,
+        shared: Arc<crate::session::HandleShared>,
+    ) -> Pin<Box<impl Future<Output = Option<End>> + Send>> {
+        Box::pin(self.wait_for_room(shared))
+    }
+
+    /// Waits until the parked deliveries are placed: woken when a subscriber's queue has room,
+    /// and at the time a subscriber still full would count as stuck.
+    async fn wait_for_room(&mut self, shared: Arc<crate::session::HandleShared>) -> Option<End> {
+        let info = &self.server.inner.info;
+        sys::add(&info.publisher_waits, 1);
+        sys::add(&info.publishers_waiting, 1);
+        debug!(client_id = %self.client.client_id, "not reading: a subscriber's queue is full");
+        let end = loop {
+            let Some(deadline) =
+                self.server
+                    .retry_parked(&mut self.parked, &shared, Instant::now())
+            else {
+                break None;
+            };
+            tokio::select! {
+                () = shared.room.notified() => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                () = shared.kill.notified() => break Some(End::Killed),
+            }
+        };
+        sys::sub(&info.publishers_waiting, 1);
+        if end.is_some() {
+            // Not placed, so not acknowledged: the publisher sends QoS 1/2 messages again.
+            self.parked.clear();
+            self.held.clear();
+        }
+        end
     }
 
     fn send(&self, packet: Packet) {
@@ -1945,6 +2006,7 @@ fn write_loop<W: AsyncWrite + Unpin>(
         const BATCH: usize = 256;
         let inner = &server.inner;
         let buffer_size = inner.options.write_buffer_size.max(1024);
+        let limits = &inner.flow_limits;
         // Allocated when there is something to send, and given back before going idle.
         let mut buf = BytesMut::new();
         let mut control = Vec::new();
@@ -1968,8 +2030,11 @@ fn write_loop<W: AsyncWrite + Unpin>(
             // Once the connection is closing, only control packets already queued still go out,
             // then the DISCONNECT: a busy queue must not keep a closing connection open.
             let closing = handle.close.lock().is_some();
+            let mut room_made = Vec::new();
+            let mut stream_retained = false;
             let (peer, current) = {
-                let mut state = session.state.lock();
+                let mut guard = session.state.lock();
+                let state = &mut *guard;
                 let current =
                     state.last_generation == handle.generation && state.connection.is_some();
                 if current {
@@ -1978,9 +2043,20 @@ fn write_loop<W: AsyncWrite + Unpin>(
                     control.extend(std::mem::take(&mut state.control));
                     if !closing {
                         let window = state.peer.window;
+                        let queued = state.outbound.pending_len();
                         state
                             .outbound
                             .next_batch(now, window, BATCH, &mut outgoing, &mut dropped);
+                        if state.outbound.pending_len() < queued {
+                            state.flow.progressed(now);
+                        }
+                        // Publishers waiting for room go on once the queue is half empty.
+                        room_made = state.flow.room_made(&state.outbound, limits);
+                        // Retained messages of a new subscription follow as the queue drains.
+                        stream_retained = state.flow.retained.is_some()
+                            && state
+                                .outbound
+                                .is_half_empty(limits.online_messages, limits.bytes);
                         if state.persist {
                             persist_flow(&server, &client.client_id, &outgoing, &dropped);
                         }
@@ -1991,13 +2067,17 @@ fn write_loop<W: AsyncWrite + Unpin>(
                 }
                 (state.peer, current)
             };
+            crate::flow::wake(room_made);
+            let streamed = stream_retained
+                && crate::subscribe::send_retained(&server, &session, &client, now);
             if !current {
                 // Left the session while closing: what was queued before still goes out.
                 control.extend(handle.unsent.lock().drain(..));
             }
             // Whether this round took anything: if so, more may be waiting (a full batch, or window
             // slots freed by dropped messages), so go round again before sleeping.
-            let progressed = !control.is_empty() || !outgoing.is_empty() || !dropped.is_empty();
+            let progressed =
+                !control.is_empty() || !outgoing.is_empty() || !dropped.is_empty() || streamed;
             let mut packets = 0u64;
             let mut messages = 0u64;
             let mut sent_by_qos = [0u64; 3];

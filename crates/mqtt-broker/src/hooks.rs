@@ -162,6 +162,9 @@ pub enum DropReason {
     PacketIdsExhausted,
     /// The QoS 0 message arrived while the client was offline.
     ClientOffline,
+    /// A QoS 0 message for a connected subscriber declared stuck and skipped
+    /// ([`crate::SlowSubscriberPolicy::Skip`]).
+    SubscriberStuck,
 }
 
 macro_rules! hook_events {

@@ -53,6 +53,7 @@ mod client;
 mod connection;
 mod error;
 pub mod hooks;
+mod flow;
 mod inflight;
 mod inline;
 mod message;
@@ -70,5 +71,7 @@ pub use client::{ClientInfo, ConnectionInfo, TlsInfo};
 pub use error::BrokerError;
 pub use hooks::{AllowAllHook, ConnectRefusal, Hook};
 pub use inline::{InlineCallback, InlineClient, InlineDelivery, InlineSubscription};
-pub use options::{Capabilities, Compatibilities, Options};
+pub use options::{
+    Capabilities, Compatibilities, DropOrder, Options, OverloadPolicy, SlowSubscriberPolicy,
+};
 pub use server::Server;

@@ -29,6 +29,61 @@ pub struct Options {
     pub share_strategy: ShareStrategy,
     /// How long [`crate::Server::close`] waits for connections to end (default 5 s).
     pub shutdown_timeout: Duration,
+    /// What happens when a connected subscriber's queue is full (see [`OverloadPolicy`]).
+    /// Default: the publishers wait.
+    pub overload_policy: OverloadPolicy,
+    /// How long a connected subscriber whose queue is full may go without taking a message
+    /// from it (its writer blocked on a socket the client does not read, or its in-flight window
+    /// never acknowledged) before it is declared stuck and stops holding publishers back.
+    /// Default 30 s.
+    pub slow_subscriber_timeout: Duration,
+    /// What happens to a subscriber declared stuck (see [`SlowSubscriberPolicy`]). Default:
+    /// disconnected.
+    pub slow_subscriber_policy: SlowSubscriberPolicy,
+    /// Which message goes when the queue of an offline session (or of a subscriber skipped as
+    /// stuck) is full. Default: the new one.
+    pub queue_drop_order: DropOrder,
+}
+
+/// What happens when a connected subscriber's queue is full (`maximum_client_writes_pending`
+/// messages, or `maximum_queued_bytes`) while its writer makes progress.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OverloadPolicy {
+    /// Nothing is dropped: the connections publishing to it stop being read (no new PUBACK or
+    /// PUBREC goes out, and TCP slows the publishers down) until its queue drains, for messages
+    /// of every QoS. The default.
+    #[default]
+    Backpressure,
+    /// QoS 0 messages to it are dropped (and counted); QoS 1 and 2 still hold the publishers
+    /// back.
+    Drop,
+}
+
+/// What happens to a connected subscriber that makes no progress for
+/// [`Options::slow_subscriber_timeout`] while publishers wait for room in its queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SlowSubscriberPolicy {
+    /// It is disconnected: DISCONNECT 0x97 Quota exceeded for v5 clients, a plain close for
+    /// 3.x clients. Its session then follows the rules of offline sessions. The default.
+    #[default]
+    Disconnect,
+    /// It stays connected but is skipped: its queued QoS 0 messages are dropped, new QoS 0
+    /// messages to it are dropped, and QoS 1 and 2 messages beyond its queue limits are dropped,
+    /// until its writer drains the queue again.
+    Skip,
+}
+
+/// Which message is dropped when a queue that cannot hold publishers back is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DropOrder {
+    /// The message arriving is dropped; the queue keeps the oldest. The default.
+    #[default]
+    Newest,
+    /// The oldest queued messages are dropped to make room for the one arriving.
+    Oldest,
 }
 
 impl Default for Options {
@@ -41,6 +96,10 @@ impl Default for Options {
             sys_topic_resend_interval: Duration::from_secs(1),
             share_strategy: ShareStrategy::default(),
             shutdown_timeout: Duration::from_secs(5),
+            overload_policy: OverloadPolicy::default(),
+            slow_subscriber_timeout: Duration::from_secs(30),
+            slow_subscriber_policy: SlowSubscriberPolicy::default(),
+            queue_drop_order: DropOrder::default(),
         }
     }
 }
@@ -69,13 +128,16 @@ pub struct Capabilities {
     /// (the send window is the smaller of the two). Default 8192.
     pub maximum_inflight: u16,
     /// Messages queued for an offline session (QoS 1/2, and QoS 0 if `queue_qos0_offline`);
-    /// beyond it new messages are dropped and counted. Default 1024.
+    /// beyond it messages are dropped (the new one or the oldest, see
+    /// [`Options::queue_drop_order`]) and counted. Default 1024.
     pub maximum_queued_messages: usize,
-    /// Bytes of payload queued for one session, online or offline. Default 16 MiB.
+    /// Bytes of topic and payload queued for one session, online or offline: a connected
+    /// subscriber's queue is full at this size too. Default 16 MiB.
     pub maximum_queued_bytes: usize,
-    /// Messages waiting for a connected client's writer (beyond its inflight window); a client
-    /// that stops reading reaches this, and further QoS 0 messages are dropped while QoS 1/2 wait
-    /// up to `maximum_queued_messages`. Default 1024.
+    /// Messages waiting for a connected client's writer (beyond its inflight window). A
+    /// connected subscriber whose queue reaches this holds back the connections publishing to
+    /// it until its queue drains to half (see [`Options::overload_policy`]); messages the server
+    /// itself publishes (Wills, `$SYS`, the host program's) may go up to twice this. Default 1024.
     pub maximum_client_writes_pending: usize,
     /// Whether QoS 0 messages are queued for offline persistent sessions. Default false.
     pub queue_qos0_offline: bool,

@@ -14,19 +14,6 @@ use crate::hooks::DropReason;
 use crate::inflight::{Inflight, InflightState, InflightTable};
 use crate::message::Delivery;
 
-/// Limits that bound a session's queue.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct QueueLimits {
-    /// Messages queued while the client is connected, before QoS 0 is dropped.
-    pub(crate) online_messages: usize,
-    /// Messages queued in total (QoS 1/2 beyond this are dropped).
-    pub(crate) messages: usize,
-    /// Payload bytes queued.
-    pub(crate) bytes: usize,
-    /// Whether QoS 0 is kept for an offline session.
-    pub(crate) qos0_offline: bool,
-}
-
 /// A packet the writer must send for the outbound flow.
 #[derive(Debug, Clone)]
 pub(crate) enum Outgoing {
@@ -70,40 +57,48 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
-    /// Queues a delivery and returns its sequence number. Refuses it (handing it back, with why) when the queue is full, or for
-    /// QoS 0 to an offline client that does not keep QoS 0.
-    pub(crate) fn push(
-        &mut self,
-        delivery: Delivery,
-        online: bool,
-        limits: &QueueLimits,
-    ) -> Result<u64, (Delivery, DropReason)> {
-        let size = delivery.message.size();
-        let queued = self.pending.len();
-        if delivery.qos == QoS::AtMostOnce {
-            if !online && !limits.qos0_offline {
-                return Err((delivery, DropReason::ClientOffline));
-            }
-            let limit = if online {
-                limits.online_messages
-            } else {
-                limits.messages
-            };
-            if queued >= limit || self.pending_bytes + size > limits.bytes {
-                return Err((delivery, DropReason::QueueFull));
-            }
-        } else if queued >= limits.messages.max(limits.online_messages)
-            || self.pending_bytes + size > limits.bytes
-        {
-            return Err((delivery, DropReason::QueueFull));
-        }
-        self.pending_bytes += size;
+    /// Whether a message of `size` bytes fits in the queue under these limits: a queue holding
+    /// fewer than `messages` whose bytes stay within `bytes` (an empty queue takes any message,
+    /// so that one larger than the byte limit cannot wait for room forever).
+    pub(crate) fn fits(&self, size: usize, messages: usize, bytes: usize) -> bool {
+        self.pending.is_empty()
+            || (self.pending.len() < messages && self.pending_bytes + size <= bytes)
+    }
+
+    /// Whether the queue holds no more than half these limits: room enough to take publishers'
+    /// messages again after it was full.
+    pub(crate) fn is_half_empty(&self, messages: usize, bytes: usize) -> bool {
+        self.pending.len() <= messages / 2 && self.pending_bytes <= bytes / 2
+    }
+
+    /// Queues a delivery (the caller checked the limits, see [`Outbound::fits`]) and returns
+    /// its sequence number.
+    pub(crate) fn push(&mut self, delivery: Delivery) -> u64 {
+        self.pending_bytes += delivery.message.size();
         let mut delivery = delivery;
         let seq = self.next_message_seq;
         delivery.seq = seq;
         self.next_message_seq += 1;
         self.pending.push_back(delivery);
-        Ok(seq)
+        seq
+    }
+
+    /// Drops the oldest queued messages until one of `size` bytes fits (see
+    /// [`Outbound::fits`]); they go to `evicted`, oldest first.
+    pub(crate) fn evict_oldest(
+        &mut self,
+        size: usize,
+        messages: usize,
+        bytes: usize,
+        evicted: &mut Vec<Delivery>,
+    ) {
+        while !self.fits(size, messages, bytes) {
+            let Some(oldest) = self.pending.pop_front() else {
+                break;
+            };
+            self.pending_bytes = self.pending_bytes.saturating_sub(oldest.message.size());
+            evicted.push(oldest);
+        }
     }
 
     /// Puts back a message restored from storage, as it stood: queued, or in flight with its
@@ -383,17 +378,23 @@ impl Outbound {
         self.inflight.clear()
     }
 
-    /// Drops queued QoS 0 messages (when a client goes offline and QoS 0 is not kept).
-    pub(crate) fn drop_qos0(&mut self) -> usize {
-        let before = self.pending.len();
-        self.pending
-            .retain(|delivery| delivery.qos != QoS::AtMostOnce);
+    /// Takes out the queued QoS 0 messages (when a client goes offline and QoS 0 is not kept,
+    /// or a stuck subscriber is skipped), in order.
+    pub(crate) fn drop_qos0(&mut self) -> Vec<Delivery> {
+        if self.pending.iter().all(|delivery| delivery.qos != QoS::AtMostOnce) {
+            return Vec::new();
+        }
+        let (dropped, kept): (VecDeque<Delivery>, VecDeque<Delivery>) =
+            std::mem::take(&mut self.pending)
+                .into_iter()
+                .partition(|delivery| delivery.qos == QoS::AtMostOnce);
+        self.pending = kept;
         self.pending_bytes = self
             .pending
             .iter()
             .map(|delivery| delivery.message.size())
             .sum();
-        before - self.pending.len()
+        dropped.into()
     }
 
     /// The messages queued and not yet in flight, in order.
@@ -416,6 +417,7 @@ impl Outbound {
     }
 
     /// The payload and topic bytes of the messages queued and not yet in flight.
+    #[cfg(test)]
     pub(crate) fn pending_bytes(&self) -> usize {
         self.pending_bytes
     }
@@ -451,13 +453,6 @@ mod tests {
         }
     }
 
-    const LIMITS: QueueLimits = QueueLimits {
-        online_messages: 4,
-        messages: 8,
-        bytes: 1 << 20,
-        qos0_offline: false,
-    };
-
     fn payloads(out: &[Outgoing]) -> Vec<String> {
         out.iter()
             .map(|o| match o {
@@ -482,8 +477,7 @@ mod tests {
         let mut outbound = Outbound::default();
         for payload in ["a", "b", "c"] {
             outbound
-                .push(delivery(QoS::AtLeastOnce, payload, None), true, &LIMITS)
-                .unwrap();
+                .push(delivery(QoS::AtLeastOnce, payload, None));
         }
         let first = batch(&mut outbound, now, 2);
         assert_eq!(payloads(&first), ["a", "b"]);
@@ -508,8 +502,7 @@ mod tests {
         for _ in 0..3 {
             for _ in 0..8 {
                 outbound
-                    .push(delivery(QoS::AtLeastOnce, "x", None), true, &LIMITS)
-                    .unwrap();
+                    .push(delivery(QoS::AtLeastOnce, "x", None));
             }
             for out in batch(&mut outbound, now, 1000) {
                 let Outgoing::Publish {
@@ -530,8 +523,7 @@ mod tests {
         let now = Instant::now();
         let mut outbound = Outbound::default();
         outbound
-            .push(delivery(QoS::AtLeastOnce, "held", None), true, &LIMITS)
-            .unwrap();
+            .push(delivery(QoS::AtLeastOnce, "held", None));
         let held = batch(&mut outbound, now, 10);
         let Outgoing::Publish {
             packet_id: Some(held_id),
@@ -544,8 +536,7 @@ mod tests {
         outbound.last_id = u16::MAX - 1;
         for _ in 0..3 {
             outbound
-                .push(delivery(QoS::AtLeastOnce, "x", None), true, &LIMITS)
-                .unwrap();
+                .push(delivery(QoS::AtLeastOnce, "x", None));
         }
         let ids: Vec<u16> = batch(&mut outbound, now, 10)
             .into_iter()
@@ -565,11 +556,9 @@ mod tests {
         let now = Instant::now();
         let mut outbound = Outbound::default();
         outbound
-            .push(delivery(QoS::ExactlyOnce, "a", None), true, &LIMITS)
-            .unwrap();
+            .push(delivery(QoS::ExactlyOnce, "a", None));
         outbound
-            .push(delivery(QoS::ExactlyOnce, "b", None), true, &LIMITS)
-            .unwrap();
+            .push(delivery(QoS::ExactlyOnce, "b", None));
         let out = batch(&mut outbound, now, 10);
         let ids: Vec<PacketId> = out
             .iter()
@@ -619,8 +608,7 @@ mod tests {
             (QoS::ExactlyOnce, "4"),
         ] {
             outbound
-                .push(delivery(qos, payload, None), true, &LIMITS)
-                .unwrap();
+                .push(delivery(qos, payload, None));
         }
         let out = batch(&mut outbound, now, 10);
         let id_of = |i: usize| match &out[i] {
@@ -652,12 +640,10 @@ mod tests {
         let mut outbound = Outbound::default();
         for payload in ["1", "2", "3", "4"] {
             outbound
-                .push(delivery(QoS::AtLeastOnce, payload, None), true, &LIMITS)
-                .unwrap();
+                .push(delivery(QoS::AtLeastOnce, payload, None));
         }
         outbound
-            .push(delivery(QoS::AtLeastOnce, "new", None), true, &LIMITS)
-            .unwrap();
+            .push(delivery(QoS::AtLeastOnce, "new", None));
         let first = batch(&mut outbound, now, 4);
         assert_eq!(payloads(&first), ["1", "2", "3", "4"]);
         // Reconnect with Receive Maximum 2.
@@ -700,16 +686,13 @@ mod tests {
     fn expired_messages_are_not_sent_mqtt_3_3_2_5() {
         let now = Instant::now();
         let mut outbound = Outbound::default();
+        outbound.push(delivery(
+            QoS::AtLeastOnce,
+            "old",
+            Some(now + Duration::from_secs(5)),
+        ));
         outbound
-            .push(
-                delivery(QoS::AtLeastOnce, "old", Some(now + Duration::from_secs(5))),
-                false,
-                &LIMITS,
-            )
-            .unwrap();
-        outbound
-            .push(delivery(QoS::AtLeastOnce, "new", None), false, &LIMITS)
-            .unwrap();
+            .push(delivery(QoS::AtLeastOnce, "new", None));
         let mut out = Vec::new();
         let mut dropped = Vec::new();
         outbound.next_batch(
@@ -725,37 +708,48 @@ mod tests {
     }
 
     #[test]
-    fn queue_limits_drop_qos0_first() {
+    fn fits_counts_messages_and_bytes_and_an_empty_queue_takes_anything() {
         let mut outbound = Outbound::default();
-        for _ in 0..4 {
-            outbound
-                .push(delivery(QoS::AtMostOnce, "x", None), true, &LIMITS)
-                .unwrap();
+        assert!(outbound.fits(1 << 30, 1, 10), "an empty queue takes any message");
+        outbound.push(delivery(QoS::AtLeastOnce, "xxxx", None));
+        // "t" + "xxxx": 5 bytes queued.
+        assert_eq!(outbound.pending_bytes(), 5);
+        assert!(outbound.fits(5, 2, 10));
+        assert!(!outbound.fits(6, 2, 10), "bytes");
+        assert!(!outbound.fits(1, 1, 10), "messages");
+        assert!(outbound.is_half_empty(2, 10));
+        assert!(!outbound.is_half_empty(1, 10));
+    }
+
+    #[test]
+    fn evict_oldest_makes_room_in_order() {
+        let mut outbound = Outbound::default();
+        for payload in ["1", "2", "3", "4"] {
+            outbound.push(delivery(QoS::AtLeastOnce, payload, None));
         }
-        assert_eq!(
-            outbound
-                .push(delivery(QoS::AtMostOnce, "x", None), true, &LIMITS)
-                .map_err(|(_, reason)| reason),
-            Err(DropReason::QueueFull)
-        );
-        for _ in 0..4 {
-            outbound
-                .push(delivery(QoS::AtLeastOnce, "x", None), true, &LIMITS)
-                .unwrap();
+        let mut evicted = Vec::new();
+        outbound.evict_oldest(2, 3, 1 << 20, &mut evicted);
+        let gone: Vec<&[u8]> = evicted.iter().map(|d| &d.message.payload[..]).collect();
+        assert_eq!(gone, [b"1", b"2"]);
+        assert_eq!(outbound.pending_len(), 2);
+        assert_eq!(outbound.pending_bytes(), 4);
+    }
+
+    #[test]
+    fn drop_qos0_takes_only_qos0_in_order() {
+        let mut outbound = Outbound::default();
+        for (qos, payload) in [
+            (QoS::AtMostOnce, "a"),
+            (QoS::AtLeastOnce, "b"),
+            (QoS::AtMostOnce, "c"),
+        ] {
+            outbound.push(delivery(qos, payload, None));
         }
-        assert_eq!(
-            outbound
-                .push(delivery(QoS::AtLeastOnce, "x", None), true, &LIMITS)
-                .map_err(|(_, reason)| reason),
-            Err(DropReason::QueueFull)
-        );
-        assert_eq!(
-            outbound
-                .push(delivery(QoS::AtMostOnce, "x", None), false, &LIMITS)
-                .map_err(|(_, reason)| reason),
-            Err(DropReason::ClientOffline)
-        );
-        assert_eq!(outbound.drop_qos0(), 4);
-        assert_eq!(outbound.pending_len(), 4);
+        let dropped = outbound.drop_qos0();
+        let gone: Vec<&[u8]> = dropped.iter().map(|d| &d.message.payload[..]).collect();
+        assert_eq!(gone, [b"a", b"c"]);
+        assert_eq!(outbound.pending_len(), 1);
+        assert_eq!(outbound.pending_bytes(), 2);
+        assert!(outbound.drop_qos0().is_empty());
     }
 }

@@ -21,31 +21,14 @@ use tracing::{debug, info, warn};
 use crate::hooks::{Access, DropReason, HookEvents, Hooks, PublishDecision, RetainChange};
 use crate::inline::InlineClient;
 use crate::message::{Delivery, Message};
-use crate::outbound::QueueLimits;
-use crate::session::{Close, Session, SubscriptionEntry};
+use crate::flow::{self, Admission, Admitted, FlowLimits, Parked};
+use crate::options::SlowSubscriberPolicy;
+use crate::session::{Close, HandleShared, Session, SessionState, SubscriptionEntry};
 use crate::staged::{LastRoute, Staged};
 use crate::storage::{self, StorageEvent};
 use crate::sys::{self, SysInfo};
 use crate::timers::{TimerEvent, Timers};
 use crate::{BrokerError, ClientInfo, ConnectionInfo, Hook, Options};
-
-/// A connected subscriber's queue longer than this many messages, or [`BACKLOG_BYTES`] (or half
-/// its queue limits, see [`backlog_limits`]: 512 messages with the default limits), while its
-/// send window has room, makes the connection that queued to it let the subscriber's writer run
-/// before reading more.
-const BACKLOG_MESSAGES: usize = 1024;
-
-/// See [`BACKLOG_MESSAGES`].
-const BACKLOG_BYTES: usize = 1 << 20;
-
-/// The queue length (messages, bytes) past which a connected subscriber is behind: the limits
-/// above, or half the queue limits when those are lower (a queue nearing its limit drops).
-fn backlog_limits(limits: &QueueLimits) -> (usize, usize) {
-    (
-        BACKLOG_MESSAGES.min(limits.online_messages / 2),
-        BACKLOG_BYTES.min(limits.bytes / 2),
-    )
-}
 
 /// An MQTT broker. Cheap to clone: clones share the same server.
 ///
@@ -93,6 +76,8 @@ pub(crate) struct Inner {
     /// Connection tasks alive, and a signal when it drops to zero.
     pub(crate) live_connections: AtomicUsize,
     pub(crate) all_closed: Notify,
+    /// Flow control's limits and policies, from the options.
+    pub(crate) flow_limits: FlowLimits,
 }
 
 /// What [`Server::detach`] decided for a connection that ended.
@@ -141,8 +126,10 @@ impl Server {
             options.capabilities.effective_topic_rules(),
             options.share_strategy.clone(),
         );
+        let flow_limits = FlowLimits::new(&options);
         Self {
             inner: Arc::new(Inner {
+                flow_limits,
                 options,
                 hooks: Hooks::default(),
                 info: SysInfo::new(),
@@ -692,53 +679,75 @@ impl Server {
         delivered
     }
 
-    /// Puts a delivery in a session's queue and wakes its writer.
+    /// Puts one of the server's own deliveries in a session's queue and wakes its writer
+    /// ([`Admission::Force`]: nobody waits).
     pub(crate) fn enqueue(&self, session: &Arc<Session>, delivery: Delivery) {
         let mut dropped = Vec::new();
         self.queue_to(
             session,
             &mut std::iter::once(delivery),
+            Admission::Force,
+            &mut Parked::default(),
             &mut HashMap::new(),
             &mut dropped,
         );
         self.report_dropped(dropped);
     }
 
-    /// Puts staged deliveries in their sessions' queues, locking each session once per run of
-    /// deliveries to it, and wakes each writer once. Never blocks: a full queue drops the message
-    /// for that subscriber (counted, and reported to `on_publish_dropped`).
-    /// The routing kept for the next message ends here too: it holds its subscribers'
-    /// sessions, which must not outlive the read that staged them.
-    ///
-    /// Returns whether a connected subscriber's queue is now longer than [`BACKLOG_BYTES`] or
-    /// [`BACKLOG_MESSAGES`]: its writer falls behind, and the reading connection lets it run
-    /// before reading more. Nothing is refused for it (queue limits do that); it only keeps a
-    /// burst from piling up in memory faster than it is written.
-    pub(crate) fn deliver(&self, staged: &mut Staged) -> bool {
+    /// Puts staged deliveries of the server's own messages (Wills, `$SYS`, the host program's)
+    /// in their sessions' queues: nobody waits for room ([`Admission::Force`]).
+    pub(crate) fn deliver(&self, staged: &mut Staged) {
+        self.hand_over(staged, Admission::Force, &mut Parked::default());
+    }
+
+    /// Puts the deliveries staged by a connection's read in their sessions' queues. Those for a
+    /// connected subscriber whose queue is full go to `parked`, and `waiter` (the reading
+    /// connection) is woken when there is room: it must not read more until
+    /// [`Server::retry_parked`] placed them all (see `flow.rs`).
+    pub(crate) fn deliver_from_read(
+        &self,
+        staged: &mut Staged,
+        waiter: &Arc<HandleShared>,
+        parked: &mut Parked,
+    ) {
+        self.hand_over(staged, Admission::Wait(waiter), parked);
+    }
+
+    /// Hands staged deliveries to their sessions' queues, locking each session once per run of
+    /// deliveries to it and waking each writer once. The routing kept for the next message ends
+    /// here too: it holds its subscribers' sessions, which must not outlive the read that staged
+    /// them.
+    fn hand_over(&self, staged: &mut Staged, admission: Admission<'_>, parked: &mut Parked) {
         let mut dropped = Vec::new();
         let mut compacted = HashMap::new();
-        let mut backlog = false;
         // Grouped by session, each session's deliveries in order [MQTT-4.6.0-6]: a read batch of
         // fan-out publishes then locks each subscriber's session, checks its ACL and wakes its
         // writer once, not once per message.
         staged.drain_by_session(|session, deliveries| {
-            backlog |= self.queue_to(session, deliveries, &mut compacted, &mut dropped);
+            self.queue_to(
+                session,
+                deliveries,
+                admission,
+                parked,
+                &mut compacted,
+                &mut dropped,
+            );
         });
         self.report_dropped(dropped);
-        backlog
     }
 
     /// Puts `deliveries` in `session`'s queue under one lock and wakes its writer; those refused
-    /// go to `dropped`. A message queued for an offline session may wait there for long: it is
-    /// queued as a copy that owns its bytes (one per message, kept in `compacted`), so that it
-    /// does not keep alive the whole read buffer its topic and payload are slices of.
+    /// go to `dropped`, and those that must wait for room (see [`Admission::Wait`]) to `parked`,
+    /// with every later one to the same session, in order.
     fn queue_to(
         &self,
         session: &Arc<Session>,
         deliveries: &mut dyn Iterator<Item = Delivery>,
+        admission: Admission<'_>,
+        parked: &mut Parked,
         compacted: &mut HashMap<usize, Arc<Message>>,
         dropped: &mut Vec<(ClientId, Delivery, DropReason)>,
-    ) -> bool {
+    ) {
         let inner = &self.inner;
         if let Some(sink) = &session.inline_sink {
             for delivery in deliveries {
@@ -747,21 +756,16 @@ impl Server {
                     dropped.push((session.client_id.clone(), delivery, DropReason::QueueFull));
                 }
             }
-            return false;
+            return;
         }
-        let caps = &inner.options.capabilities;
-        let limits = QueueLimits {
-            online_messages: caps.maximum_client_writes_pending,
-            messages: caps.maximum_queued_messages,
-            bytes: caps.maximum_queued_bytes,
-            qos0_offline: caps.queue_qos0_offline,
-        };
         let check_acl = inner.hooks.provides(HookEvents::ON_ACL_CHECK);
+        let now = Instant::now();
+        // Deliveries already parked for this subscriber: the next ones wait behind them.
+        let mut waiting = parked.holds(session);
         let mut state = session.state.lock();
-        let online = state.connection.is_some();
         // The ACL answer for the previous topic of this run: a burst on one topic asks once.
         let mut last_check: Option<(Bytes, bool)> = None;
-        for mut delivery in deliveries {
+        for delivery in deliveries {
             let topic = delivery.message.topic.as_bytes();
             let allowed = match &last_check {
                 _ if !check_acl => true,
@@ -779,36 +783,200 @@ impl Server {
             if !allowed {
                 continue;
             }
-            if !online && (delivery.qos > QoS::AtMostOnce || limits.qos0_offline) {
-                let message = &delivery.message;
-                delivery.message = compacted
-                    .entry(Arc::as_ptr(message) as usize)
-                    .or_insert_with(|| Arc::new(message.compact()))
-                    .clone();
+            if waiting {
+                parked.push(session, delivery);
+                continue;
             }
-            // A copy for the storage hooks when the session is mirrored (QoS 1/2 only:
-            // QoS 0 is not kept across a restart).
-            let copy = (state.persist && delivery.qos > QoS::AtMostOnce).then(|| delivery.clone());
-            match state.outbound.push(delivery, online, &limits) {
-                Ok(seq) => {
-                    if let Some(mut copy) = copy {
-                        copy.seq = seq;
-                        let stored = storage::stored_delivery(&session.client_id, &copy);
-                        inner.hooks.storage(&StorageEvent::MessageQueued(&stored));
-                    }
-                }
-                Err((delivery, reason)) => {
-                    dropped.push((session.client_id.clone(), delivery, reason));
-                }
+            if let Some(delivery) =
+                self.place(session, &mut state, delivery, admission, now, compacted, dropped)
+            {
+                waiting = true;
+                parked.push(session, delivery);
             }
         }
         state.wake_writer();
-        let (messages, bytes) = backlog_limits(&limits);
-        // Behind on writing: a long queue while the send window has room (a queue waiting for
-        // the client's acknowledgements is not the writer's to shorten).
-        online
-            && state.outbound.inflight_len() < state.peer.window
-            && (state.outbound.pending_len() > messages || state.outbound.pending_bytes() > bytes)
+    }
+
+    /// Offers one delivery to `session`'s queue (its state locked, see [`flow::admit`]): queued
+    /// (and mirrored to storage hooks), dropped (to `dropped`, with any message evicted for
+    /// it), or handed back to wait for room.
+    ///
+    /// A message queued for an offline session may wait there for long: it is queued as a copy
+    /// that owns its bytes (one per message, kept in `compacted`), so that it does not keep
+    /// alive the whole read buffer its topic and payload are slices of.
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        &self,
+        session: &Session,
+        state: &mut SessionState,
+        delivery: Delivery,
+        admission: Admission<'_>,
+        now: Instant,
+        compacted: &mut HashMap<usize, Arc<Message>>,
+        dropped: &mut Vec<(ClientId, Delivery, DropReason)>,
+    ) -> Option<Delivery> {
+        let inner = &self.inner;
+        let limits = &inner.flow_limits;
+        let mut delivery = delivery;
+        if state.connection.is_none()
+            && (delivery.qos > QoS::AtMostOnce || limits.qos0_offline)
+        {
+            let message = &delivery.message;
+            delivery.message = compacted
+                .entry(Arc::as_ptr(message) as usize)
+                .or_insert_with(|| Arc::new(message.compact()))
+                .clone();
+        }
+        // A copy for the storage hooks when the session is mirrored (QoS 1/2 only: QoS 0 is
+        // not kept across a restart).
+        let copy = (state.persist && delivery.qos > QoS::AtMostOnce).then(|| delivery.clone());
+        let mut evicted = Vec::new();
+        let waits = match flow::admit(state, delivery, admission, limits, now, &mut evicted) {
+            Admitted::Queued(seq) => {
+                if let Some(mut copy) = copy {
+                    copy.seq = seq;
+                    let stored = storage::stored_delivery(&session.client_id, &copy);
+                    inner.hooks.storage(&StorageEvent::MessageQueued(&stored));
+                }
+                None
+            }
+            Admitted::Parked(delivery) => Some(delivery),
+            Admitted::Dropped(delivery, reason) => {
+                self.note_dropped(session, state, delivery, reason, now, dropped);
+                None
+            }
+        };
+        for old in evicted {
+            if state.persist && old.qos > QoS::AtMostOnce {
+                inner.hooks.storage(&StorageEvent::MessageRemoved {
+                    client_id: &session.client_id,
+                    seq: old.seq,
+                    qos: old.qos,
+                });
+            }
+            self.note_dropped(session, state, old, DropReason::QueueFull, now, dropped);
+        }
+        waits
+    }
+
+    /// Records a message dropped for `session`: reported after the lock (`dropped`), and
+    /// logged at a bounded rate per session.
+    fn note_dropped(
+        &self,
+        session: &Session,
+        state: &mut SessionState,
+        delivery: Delivery,
+        reason: DropReason,
+        now: Instant,
+        dropped: &mut Vec<(ClientId, Delivery, DropReason)>,
+    ) {
+        if let Some(count) = state.flow.note_drop(now) {
+            warn!(
+                client_id = %session.client_id,
+                ?reason,
+                count,
+                queued = state.outbound.pending_len(),
+                connected = state.connection.is_some(),
+                "messages dropped for this client (count since the last such line)"
+            );
+        }
+        dropped.push((session.client_id.clone(), delivery, reason));
+    }
+
+    /// Offers a connection's parked deliveries again, each subscriber's in order. Returns `None`
+    /// once all are placed; otherwise the connection waits to be woken (by `waiter`), or until
+    /// the time returned: the earliest moment a subscriber still full counts as stuck. A
+    /// subscriber found stuck here is declared so (see [`Server::declare_stuck`]), and its
+    /// deliveries are then placed without waiting.
+    pub(crate) fn retry_parked(
+        &self,
+        parked: &mut Parked,
+        waiter: &Arc<HandleShared>,
+        now: Instant,
+    ) -> Option<Instant> {
+        let limits = &self.inner.flow_limits;
+        let mut compacted = HashMap::new();
+        let mut dropped = Vec::new();
+        let mut wake = Vec::new();
+        let mut deadline: Option<Instant> = None;
+        for (session, mut deliveries) in parked.take() {
+            let mut state = session.state.lock();
+            while let Some(delivery) = deliveries.pop_front() {
+                let Some(back) = self.place(
+                    &session,
+                    &mut state,
+                    delivery,
+                    Admission::Wait(waiter),
+                    now,
+                    &mut compacted,
+                    &mut dropped,
+                ) else {
+                    continue;
+                };
+                deliveries.push_front(back);
+                let at = state
+                    .flow
+                    .stuck_deadline(limits.slow_timeout)
+                    .unwrap_or(now + limits.slow_timeout);
+                if now >= at {
+                    wake.extend(self.declare_stuck(&session, &mut state, &mut dropped));
+                    continue;
+                }
+                deadline = Some(deadline.map_or(at, |earliest| earliest.min(at)));
+                break;
+            }
+            state.wake_writer();
+            drop(state);
+            parked.put_back(session, deliveries);
+        }
+        self.report_dropped(dropped);
+        flow::wake(wake);
+        if parked.is_empty() { None } else { deadline }
+    }
+
+    /// Declares a connected subscriber stuck: its queue is full and its writer took nothing
+    /// from it for `slow_subscriber_timeout` while publishers waited. Nobody waits for it from
+    /// now on; by policy it is disconnected (v5: DISCONNECT 0x97 Quota exceeded) or skipped (its
+    /// queued QoS 0 messages dropped). Returns the waiters to wake.
+    fn declare_stuck(
+        &self,
+        session: &Session,
+        state: &mut SessionState,
+        dropped: &mut Vec<(ClientId, Delivery, DropReason)>,
+    ) -> Vec<Arc<HandleShared>> {
+        let limits = &self.inner.flow_limits;
+        sys::add(&self.inner.info.slow_subscribers, 1);
+        let waiters = state.flow.declare_stuck();
+        warn!(
+            client_id = %session.client_id,
+            queued = state.outbound.pending_len(),
+            in_flight = state.outbound.inflight_len(),
+            timeout_secs = limits.slow_timeout.as_secs(),
+            policy = ?limits.slow_policy,
+            "subscriber took nothing from its full queue within the slow-subscriber timeout: stuck"
+        );
+        match limits.slow_policy {
+            SlowSubscriberPolicy::Disconnect => {
+                if let Some(connection) = &state.connection {
+                    let how = if state.protocol.is_v5() {
+                        Close::Disconnect(ReasonCode::QUOTA_EXCEEDED)
+                    } else {
+                        Close::Silent
+                    };
+                    connection.close(how);
+                }
+            }
+            SlowSubscriberPolicy::Skip => {
+                for delivery in state.outbound.drop_qos0() {
+                    dropped.push((
+                        session.client_id.clone(),
+                        delivery,
+                        DropReason::SubscriberStuck,
+                    ));
+                }
+            }
+        }
+        waiters
     }
 
     /// Counts and reports the deliveries a queue refused.
@@ -929,9 +1097,14 @@ impl Server {
             }
         }
         state.control.clear();
-        if !inner.options.capabilities.queue_qos0_offline {
-            state.outbound.drop_qos0();
-        }
+        // Nobody waits for an offline session: its publishers place their deliveries under the
+        // offline limits.
+        flow::wake(state.flow.release_all());
+        let offline_qos0 = if inner.options.capabilities.queue_qos0_offline {
+            Vec::new()
+        } else {
+            state.outbound.drop_qos0()
+        };
         let mut orphans = Vec::new();
         let dropped_ids = if ends {
             self.clear_session(&mut sessions, session, &mut state, &mut orphans)
@@ -944,6 +1117,18 @@ impl Server {
         };
         drop(state);
         drop(sessions);
+        self.report_dropped(
+            offline_qos0
+                .into_iter()
+                .map(|delivery| {
+                    (
+                        session.client_id.clone(),
+                        delivery,
+                        DropReason::ClientOffline,
+                    )
+                })
+                .collect(),
+        );
         self.qos_dropped(&session.client_id, dropped_ids);
         self.reroute_shared(orphans);
         Some(Detached {
@@ -995,6 +1180,8 @@ impl Server {
             });
         }
         orphans.extend(state.outbound.take_shared());
+        flow::wake(state.flow.release_all());
+        state.flow.retained = None;
         state.subscriptions.clear();
         state.inbound_qos2.clear();
         state.control.clear();
@@ -1544,108 +1731,3 @@ fn restored_message(
     }))
 }
 
-#[cfg(test)]
-mod tests {
-    use mqtt_packets::Protocol;
-
-    use super::*;
-    use crate::session::ConnectionHandle;
-
-    /// Queues `count` deliveries to `session`; returns whether it reported a backlog.
-    fn queue(server: &Server, session: &Arc<Session>, count: usize) -> bool {
-        let mut deliveries = (0..count as u64).map(Delivery::for_test);
-        server.queue_to(
-            session,
-            &mut deliveries,
-            &mut HashMap::new(),
-            &mut Vec::new(),
-        )
-    }
-
-    /// Options with this online queue limit (QoS 0 while connected) and large other limits.
-    fn options(online: usize) -> Options {
-        let mut options = Options::default();
-        options.capabilities.maximum_client_writes_pending = online;
-        options.capabilities.maximum_queued_messages = 1_000_000;
-        options.capabilities.maximum_queued_bytes = 1 << 30;
-        options.capabilities.queue_qos0_offline = true;
-        options
-    }
-
-    /// A session with a connection and a send window of `window`.
-    fn connected(window: usize) -> Arc<Session> {
-        let session = Arc::new(Session::new("s".into(), Protocol::V5));
-        let mut state = session.state.lock();
-        state.connection = Some(ConnectionHandle::new(1));
-        state.peer.window = window;
-        drop(state);
-        session
-    }
-
-    #[test]
-    fn a_connected_subscriber_falling_behind_is_a_backlog() {
-        let server = Server::new(options(1_000_000));
-        let session = connected(100);
-        assert!(!queue(&server, &session, BACKLOG_MESSAGES));
-        assert!(queue(&server, &session, 1));
-        // Once the writer took the queue (QoS 0: written, nothing in flight), it is no longer
-        // one.
-        let mut out = Vec::new();
-        session.state.lock().outbound.next_batch(
-            Instant::now(),
-            usize::MAX,
-            usize::MAX,
-            &mut out,
-            &mut Vec::new(),
-        );
-        assert_eq!(out.len(), BACKLOG_MESSAGES + 1);
-        assert!(!queue(&server, &session, 1));
-    }
-
-    #[test]
-    fn a_backlog_starts_at_half_a_lower_queue_limit() {
-        let server = Server::new(options(100));
-        let session = connected(100);
-        assert!(!queue(&server, &session, 50));
-        assert!(queue(&server, &session, 1));
-    }
-
-    #[test]
-    fn a_backlog_counts_bytes_too() {
-        let server = Server::new(options(1_000_000));
-        let session = connected(100);
-        let message = Arc::new(Message {
-            payload: Bytes::from(vec![0u8; 64 * 1024]),
-            ..Message::for_test()
-        });
-        let mut deliveries = (0..16u64).map(|seq| Delivery {
-            message: message.clone(),
-            ..Delivery::for_test(seq)
-        });
-        // 16 x 64 KiB (and the topic): just over 1 MiB.
-        assert!(server.queue_to(
-            &session,
-            &mut deliveries,
-            &mut HashMap::new(),
-            &mut Vec::new()
-        ));
-    }
-
-    #[test]
-    fn a_queue_waiting_for_the_send_window_is_not_a_backlog() {
-        let server = Server::new(options(1_000_000));
-        let session = connected(0);
-        assert!(!queue(&server, &session, BACKLOG_MESSAGES * 2));
-    }
-
-    #[test]
-    fn an_offline_session_is_never_a_backlog() {
-        let server = Server::new(options(1_000_000));
-        let session = Arc::new(Session::new("s".into(), Protocol::V5));
-        assert!(!queue(&server, &session, BACKLOG_MESSAGES * 2));
-        assert_eq!(
-            session.state.lock().outbound.pending_len(),
-            BACKLOG_MESSAGES * 2
-        );
-    }
-}

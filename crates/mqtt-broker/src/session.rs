@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
 use crate::ClientInfo;
+use crate::flow::Flow;
 use crate::inline::InlineDelivery;
 use crate::outbound::{Outbound, Outgoing};
 
@@ -55,6 +56,8 @@ pub(crate) struct HandleShared {
     pub(crate) wake_pending: AtomicBool,
     /// Stops the reader (takeover, server close, administrative disconnect).
     pub(crate) kill: Notify,
+    /// Wakes the reader while it waits for room in a subscriber's queue (flow control).
+    pub(crate) room: Notify,
     /// How the connection is to be closed, once it is.
     pub(crate) close: Mutex<Option<Close>>,
     /// Acks queued but not yet written when the connection left its session: the writer
@@ -268,6 +271,8 @@ pub(crate) struct SessionState {
     /// Whether storage hooks mirror this session (it outlives its connection and a hook
     /// provides `ON_STORAGE_EVENT`).
     pub(crate) persist: bool,
+    /// Flow control: who waits for room in the queue, progress, retained messages to stream.
+    pub(crate) flow: Flow,
 }
 
 impl SessionState {
@@ -319,6 +324,7 @@ impl Session {
                 will: None,
                 last_generation: 0,
                 persist: false,
+                flow: Flow::default(),
             }),
             connected: AtomicBool::new(false),
             inline_sink: None,

@@ -2,13 +2,15 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use mqtt_packets::{ReasonCode, RetainHandling, Subscribe, Unsubscribe};
+use mqtt_packets::{QoS, ReasonCode, RetainHandling, Subscribe, Unsubscribe};
 use mqtt_topics::{TopicError, parse_filter};
 use tokio::time::Instant;
 
+use crate::flow::RetainedCursor;
 use crate::hooks::{Access, HookEvents};
-use crate::message::Delivery;
+use crate::message::{Delivery, Message};
 use crate::session::{Session, SubscriptionEntry};
 use crate::storage::{StorageEvent, StoredSubscription};
 use crate::sys;
@@ -124,48 +126,171 @@ pub(crate) fn subscribe(
     }
     // The SUBACK goes out before the retained messages it triggers.
     acknowledge(&codes);
-    let now = Instant::now();
-    for (filter, granted) in retained {
-        for (topic, message) in inner.retained.matching(&filter) {
-            if message.is_expired(now) {
-                if inner.retained.remove(&topic).is_some() {
-                    sys::sub(&inner.info.retained, u64::from(!topic.starts_with('$')));
-                    if !topic.starts_with('$') {
-                        inner
-                            .hooks
-                            .storage(&StorageEvent::RetainedCleared { topic: &topic });
-                    }
-                    for hook in inner.hooks.with(HookEvents::ON_RETAINED_EXPIRED) {
-                        hook.on_retained_expired(&topic);
+    if !retained.is_empty() {
+        if session.inline_sink.is_some() {
+            // The host program's subscription: straight into its channel.
+            let now = Instant::now();
+            for (filter, granted) in retained {
+                for (topic, message) in inner.retained.matching(&filter) {
+                    if let Some(delivery) =
+                        retained_delivery(server, session, client, &topic, message, granted, identifier, now)
+                    {
+                        server.enqueue(session, delivery);
                     }
                 }
-                continue;
             }
-            if !inner.hooks.acl(client, &topic, Access::Read) {
-                continue;
+        } else {
+            // Streamed by the subscriber's writer as its queue drains (see `send_retained`).
+            let mut state = session.state.lock();
+            let cursors = state.flow.retained.get_or_insert_with(Box::default);
+            for (filter, granted) in retained {
+                cursors.push_back(RetainedCursor {
+                    id: NEXT_CURSOR.fetch_add(1, Ordering::Relaxed),
+                    filter: filter.into_boxed_str(),
+                    granted,
+                    identifier,
+                    after: None,
+                });
             }
-            let delivery = Delivery {
-                qos: message.qos.min(granted),
-                // Retained messages sent at subscribe time carry RETAIN 1 (§3.3.1.3).
-                retain: true,
-                subscription_identifiers: identifier.into_iter().collect(),
-                shared: None,
-                seq: 0,
-                message,
-            };
-            if inner.hooks.provides(HookEvents::ON_RETAIN_PUBLISHED) {
-                let publish = delivery.to_publish(None, false, now);
-                for hook in inner.hooks.with(HookEvents::ON_RETAIN_PUBLISHED) {
-                    hook.on_retain_published(&session.client_id, &publish);
-                }
-            }
-            server.enqueue(session, delivery);
+            state.wake_writer();
         }
     }
     for hook in inner.hooks.with(HookEvents::ON_SUBSCRIBED) {
         hook.on_subscribed(client, &subscribe, &codes);
     }
     Ok(codes)
+}
+
+/// Tells retained cursors apart (see [`RetainedCursor::id`]).
+static NEXT_CURSOR: AtomicU64 = AtomicU64::new(1);
+
+/// Retained messages read from the index per page: one page is queued at a time, as the
+/// subscriber's queue drains.
+const RETAINED_PAGE: usize = 256;
+
+/// Nodes of the retained index one page may visit (a filter that matches few of many topics
+/// takes several short pages rather than one long walk under the index's lock).
+const RETAINED_VISITS: usize = 4096;
+
+/// Queues the next page of retained messages for the oldest subscription still waiting for
+/// them [MQTT-3.3.1-9]: called by the subscriber's writer while its queue is at most half full,
+/// so that every matching retained message is sent, paced by the queue (and behind it by the
+/// client's Receive Maximum), without copying them all at once. Returns whether it changed
+/// anything (messages queued or a subscription's retained messages finished).
+pub(crate) fn send_retained(
+    server: &Server,
+    session: &Arc<Session>,
+    client: &ClientInfo,
+    now: Instant,
+) -> bool {
+    let inner = &server.inner;
+    let limits = &inner.flow_limits;
+    let (id, filter, after, granted, identifier, room) = {
+        let mut state = session.state.lock();
+        let room = limits
+            .online_messages
+            .saturating_sub(state.outbound.pending_len())
+            .min(RETAINED_PAGE);
+        let Some(cursors) = state.flow.retained.as_mut() else {
+            return false;
+        };
+        let Some(cursor) = cursors.front() else {
+            state.flow.retained = None;
+            return false;
+        };
+        if room == 0 {
+            return false;
+        }
+        (
+            cursor.id,
+            cursor.filter.clone(),
+            cursor.after.clone(),
+            cursor.granted,
+            cursor.identifier,
+            room,
+        )
+    };
+    let page = inner
+        .retained
+        .matching_page(&filter, after.as_deref(), room, RETAINED_VISITS);
+    let deliveries: Vec<Delivery> = page
+        .entries
+        .into_iter()
+        .filter_map(|(topic, message)| {
+            retained_delivery(server, session, client, &topic, message, granted, identifier, now)
+        })
+        .collect();
+    let mut state = session.state.lock();
+    let Some(cursors) = state.flow.retained.as_mut() else {
+        // The session started clean meanwhile.
+        return true;
+    };
+    match cursors.front_mut() {
+        Some(cursor) if cursor.id == id => match page.resume {
+            Some(next) => cursor.after = Some(next),
+            None => {
+                cursors.pop_front();
+                if cursors.is_empty() {
+                    state.flow.retained = None;
+                }
+            }
+        },
+        _ => return true,
+    }
+    drop(state);
+    for delivery in deliveries {
+        server.enqueue(session, delivery);
+    }
+    true
+}
+
+/// The delivery of a retained message found for a new subscription, or `None` when it expired
+/// (it is then removed) or the client may not read it.
+#[allow(clippy::too_many_arguments)]
+fn retained_delivery(
+    server: &Server,
+    session: &Session,
+    client: &ClientInfo,
+    topic: &str,
+    message: Arc<Message>,
+    granted: QoS,
+    identifier: Option<NonZeroU32>,
+    now: Instant,
+) -> Option<Delivery> {
+    let inner = &server.inner;
+    if message.is_expired(now) {
+        if inner.retained.remove(topic).is_some() {
+            sys::sub(&inner.info.retained, u64::from(!topic.starts_with('$')));
+            if !topic.starts_with('$') {
+                inner
+                    .hooks
+                    .storage(&StorageEvent::RetainedCleared { topic });
+            }
+            for hook in inner.hooks.with(HookEvents::ON_RETAINED_EXPIRED) {
+                hook.on_retained_expired(topic);
+            }
+        }
+        return None;
+    }
+    if !inner.hooks.acl(client, topic, Access::Read) {
+        return None;
+    }
+    let delivery = Delivery {
+        qos: message.qos.min(granted),
+        // Retained messages sent at subscribe time carry RETAIN 1 (§3.3.1.3).
+        retain: true,
+        subscription_identifiers: identifier.into_iter().collect(),
+        shared: None,
+        seq: 0,
+        message,
+    };
+    if inner.hooks.provides(HookEvents::ON_RETAIN_PUBLISHED) {
+        let publish = delivery.to_publish(None, false, now);
+        for hook in inner.hooks.with(HookEvents::ON_RETAIN_PUBLISHED) {
+            hook.on_retain_published(&session.client_id, &publish);
+        }
+    }
+    Some(delivery)
 }
 
 /// Applies an UNSUBSCRIBE: exact filter comparison [MQTT-3.10.4-1]; 0x00 or 0x11 per filter.

@@ -51,7 +51,14 @@ pub struct SysInfo {
     /// PUBLISH packets sent, by QoS (0, 1, 2).
     pub messages_sent_by_qos: [AtomicU64; 3],
     /// Messages dropped, by reason, in the order of [`DROP_REASONS`].
-    pub messages_dropped_by_reason: [AtomicU64; 5],
+    pub messages_dropped_by_reason: [AtomicU64; 6],
+    /// Connections not being read now because a subscriber they publish to has a full queue
+    /// (flow control).
+    pub publishers_waiting: AtomicU64,
+    /// Times a connection stopped being read because a subscriber's queue was full.
+    pub publisher_waits: AtomicU64,
+    /// Subscribers declared stuck: a full queue and no progress for the slow-subscriber timeout.
+    pub slow_subscribers: AtomicU64,
     /// Messages waiting in session queues (refreshed every `$SYS` interval).
     pub queued: AtomicU64,
     /// Errors reported by hooks (a refused `init`, a failed restore).
@@ -61,12 +68,23 @@ pub struct SysInfo {
 }
 
 /// The names of the drop reasons, as counted in [`SysInfo::messages_dropped_by_reason`].
-pub const DROP_REASONS: [&str; 5] = [
+pub const DROP_REASONS: [&str; 6] = [
     "queue_full",
     "expired",
-    "too_large_for_client",
+    "too_large",
     "packet_ids_exhausted",
-    "client_offline",
+    "offline_qos0",
+    "subscriber_stuck",
+];
+
+/// The `$SYS` topic of each drop reason's counter, in the order of [`DROP_REASONS`].
+const DROP_REASON_TOPICS: [&str; 6] = [
+    "$SYS/broker/messages/dropped/queue_full",
+    "$SYS/broker/messages/dropped/expired",
+    "$SYS/broker/messages/dropped/too_large",
+    "$SYS/broker/messages/dropped/packet_ids_exhausted",
+    "$SYS/broker/messages/dropped/offline_qos0",
+    "$SYS/broker/messages/dropped/subscriber_stuck",
 ];
 
 pub(crate) fn drop_index(reason: crate::hooks::DropReason) -> usize {
@@ -77,6 +95,7 @@ pub(crate) fn drop_index(reason: crate::hooks::DropReason) -> usize {
         DropReason::TooLargeForClient => 2,
         DropReason::PacketIdsExhausted => 3,
         DropReason::ClientOffline => 4,
+        DropReason::SubscriberStuck => 5,
     }
 }
 
@@ -127,7 +146,13 @@ pub struct SysSnapshot {
     /// See [`SysInfo::messages_sent_by_qos`].
     pub messages_sent_by_qos: [u64; 3],
     /// See [`SysInfo::messages_dropped_by_reason`] (names in [`DROP_REASONS`]).
-    pub messages_dropped_by_reason: [u64; 5],
+    pub messages_dropped_by_reason: [u64; 6],
+    /// See [`SysInfo::publishers_waiting`].
+    pub publishers_waiting: u64,
+    /// See [`SysInfo::publisher_waits`].
+    pub publisher_waits: u64,
+    /// See [`SysInfo::slow_subscribers`].
+    pub slow_subscribers: u64,
     /// See [`SysInfo::queued`].
     pub queued: u64,
     /// See [`SysInfo::hook_errors`].
@@ -179,6 +204,9 @@ impl SysInfo {
             messages_received_by_qos: self.messages_received_by_qos.each_ref().map(get),
             messages_sent_by_qos: self.messages_sent_by_qos.each_ref().map(get),
             messages_dropped_by_reason: self.messages_dropped_by_reason.each_ref().map(get),
+            publishers_waiting: get(&self.publishers_waiting),
+            publisher_waits: get(&self.publisher_waits),
+            slow_subscribers: get(&self.slow_subscribers),
             queued: get(&self.queued),
             hook_errors: get(&self.hook_errors),
             storage_errors: get(&self.storage_errors),
@@ -190,7 +218,7 @@ impl SysInfo {
 /// strings).
 pub(crate) fn topics(snapshot: &SysSnapshot, now_unix: u64) -> Vec<(&'static str, String)> {
     let uptime = now_unix.saturating_sub(snapshot.started);
-    vec![
+    let mut topics = vec![
         ("$SYS/broker/version", env!("CARGO_PKG_VERSION").to_string()),
         ("$SYS/broker/time", now_unix.to_string()),
         ("$SYS/broker/uptime", uptime.to_string()),
@@ -240,6 +268,14 @@ pub(crate) fn topics(snapshot: &SysSnapshot, now_unix: u64) -> Vec<(&'static str
             snapshot.messages_dropped.to_string(),
         ),
         (
+            "$SYS/broker/clients/publishers_waiting",
+            snapshot.publishers_waiting.to_string(),
+        ),
+        (
+            "$SYS/broker/clients/slow_subscribers",
+            snapshot.slow_subscribers.to_string(),
+        ),
+        (
             "$SYS/broker/messages/inflight",
             snapshot.inflight.to_string(),
         ),
@@ -250,7 +286,14 @@ pub(crate) fn topics(snapshot: &SysSnapshot, now_unix: u64) -> Vec<(&'static str
         ),
         ("$SYS/broker/system/memory", snapshot.memory.to_string()),
         ("$SYS/broker/system/threads", snapshot.tasks.to_string()),
-    ]
+    ];
+    topics.extend(
+        DROP_REASON_TOPICS
+            .iter()
+            .copied()
+            .zip(snapshot.messages_dropped_by_reason.map(|count| count.to_string())),
+    );
+    topics
 }
 
 /// Resident memory in bytes from `/proc/self/statm` (Linux); 0 elsewhere.

@@ -246,6 +246,27 @@ pub(crate) fn prometheus_text(
     );
     metric(
         &mut out,
+        "mochi_publishers_waiting",
+        "gauge",
+        "Connections not being read because a subscriber they publish to has a full queue.",
+        snapshot.publishers_waiting,
+    );
+    metric(
+        &mut out,
+        "mochi_publisher_waits_total",
+        "counter",
+        "Times a connection stopped being read because a subscriber's queue was full.",
+        snapshot.publisher_waits,
+    );
+    metric(
+        &mut out,
+        "mochi_slow_subscribers_total",
+        "counter",
+        "Subscribers declared stuck (full queue, no progress for the slow-subscriber timeout).",
+        snapshot.slow_subscribers,
+    );
+    metric(
+        &mut out,
         "mochi_hook_errors_total",
         "counter",
         "Errors reported by hooks (refused init, failed restore).",

@@ -47,7 +47,7 @@ mod validate;
 
 pub use error::{TopicError, TopicKind};
 pub use matching::matches;
-pub use retained::RetainedIndex;
+pub use retained::{RetainedIndex, RetainedPage};
 pub use shared::{CustomChooser, ShareStrategy};
 pub use trie::{
     ClientMatch, Matches, SharedGroupId, SharedMatch, SubscriptionInfo, SubscriptionTrie,

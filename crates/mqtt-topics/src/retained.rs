@@ -1,6 +1,7 @@
 //! The retained-message index: one value per topic, found by filter.
 
-use std::collections::HashMap as StdHashMap;
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -8,13 +9,16 @@ use parking_lot::RwLock;
 
 use crate::matching::strip_share;
 
-type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
-
 /// Retained messages (or anything else kept per topic name), indexed by topic level so that a
 /// filter with a literal prefix visits only that part of the tree.
 ///
 /// One `RwLock` guards the tree: lookups happen on SUBSCRIBE and writes on retained PUBLISH, both
 /// far rarer than routing, and a lookup holds the read lock only while it walks.
+///
+/// Each node keeps its children in order, so that the topics matching a filter can also be read
+/// a page at a time ([`RetainedIndex::matching_page`]): a subscriber to `#` among a hundred
+/// thousand retained messages is served as its queue drains, without copying them all at once
+/// or holding the lock for the whole walk.
 #[derive(Debug)]
 pub struct RetainedIndex<V> {
     root: RwLock<Node<V>>,
@@ -23,14 +27,14 @@ pub struct RetainedIndex<V> {
 
 #[derive(Debug)]
 struct Node<V> {
-    children: HashMap<Box<str>, Node<V>>,
+    children: BTreeMap<Box<str>, Node<V>>,
     value: Option<(Arc<str>, V)>,
 }
 
 impl<V> Default for Node<V> {
     fn default() -> Self {
         Self {
-            children: HashMap::default(),
+            children: BTreeMap::new(),
             value: None,
         }
     }
@@ -137,6 +141,38 @@ impl<V: Clone> RetainedIndex<V> {
         out
     }
 
+    /// A page of the (topic, value) pairs whose topic matches `filter` (agreeing with
+    /// [`RetainedIndex::matching`]), in topic order (level by level, a topic before the topics
+    /// below it), starting strictly after the position `after` (`None`: from the start).
+    ///
+    /// The walk stops once it has `max_entries` pairs or has visited `max_visits` nodes, so that
+    /// one call holds the read lock for a bounded time whatever the index holds;
+    /// [`RetainedPage::resume`] is then the position to pass as `after` for the next page, and
+    /// `None` once the walk is complete. A topic set between pages is found if it comes after
+    /// the position; no topic is returned twice by one run of pages.
+    pub fn matching_page(
+        &self,
+        filter: &str,
+        after: Option<&str>,
+        max_entries: usize,
+        max_visits: usize,
+    ) -> RetainedPage<V> {
+        let key: Option<Vec<&str>> = after.map(|after| after.split('/').collect());
+        let root = self.root.read();
+        let mut walk = PageWalk {
+            entries: Vec::new(),
+            max_entries: max_entries.max(1),
+            visits_left: max_visits.max(1),
+            path: Vec::new(),
+            stopped_at: None,
+        };
+        walk.children(&root, Want::from_rest(strip_share(filter)), true, key.as_deref());
+        RetainedPage {
+            entries: walk.entries,
+            resume: walk.stopped_at,
+        }
+    }
+
     /// Keeps only the entries for which `keep` returns true (e.g. to drop expired messages),
     /// freeing emptied nodes; returns how many were removed.
     pub fn retain(&self, mut keep: impl FnMut(&str, &V) -> bool) -> usize {
@@ -172,6 +208,130 @@ impl<V: Clone> RetainedIndex<V> {
     /// The number of nodes, 1 when empty. For tests and metrics.
     pub fn node_count(&self) -> usize {
         self.root.read().count()
+    }
+}
+
+/// One page of [`RetainedIndex::matching_page`].
+#[derive(Debug)]
+pub struct RetainedPage<V> {
+    /// The matching (topic, value) pairs, in topic order.
+    pub entries: Vec<(Arc<str>, V)>,
+    /// Where the next page starts (pass it as `after`); `None` when the walk is complete.
+    pub resume: Option<String>,
+}
+
+/// What a node of a paged walk is asked for by the rest of the filter.
+#[derive(Clone, Copy)]
+enum Want<'f> {
+    /// The filter ends here: the node's own value matches, nothing below it.
+    Here,
+    /// `#`: the node's value and everything below it match.
+    Subtree,
+    /// These filter levels are still to match, starting with this node's children.
+    Rest(&'f str),
+}
+
+impl<'f> Want<'f> {
+    fn from_rest(rest: &'f str) -> Self {
+        if rest == "#" {
+            Self::Subtree
+        } else {
+            Self::Rest(rest)
+        }
+    }
+}
+
+/// The state of one [`RetainedIndex::matching_page`] walk: a depth-first walk in child order,
+/// which visits topics in the order of their levels.
+struct PageWalk<'a, V> {
+    entries: Vec<(Arc<str>, V)>,
+    max_entries: usize,
+    visits_left: usize,
+    /// The levels of the node being visited.
+    path: Vec<&'a str>,
+    stopped_at: Option<String>,
+}
+
+impl<'a, V: Clone> PageWalk<'a, V> {
+    /// Visits `node` (not the root), whose levels are `self.path`. `after` is `None` when the
+    /// node comes after the resume position, or the resume position's levels below this node
+    /// when the node is on its path (then the node itself is not after it). Returns whether the
+    /// page is complete.
+    fn visit(&mut self, node: &'a Node<V>, want: Want<'_>, after: Option<&[&str]>) -> bool {
+        if after.is_none()
+            && matches!(want, Want::Here | Want::Subtree)
+            && let Some((topic, value)) = &node.value
+        {
+            self.entries.push((topic.clone(), value.clone()));
+        }
+        self.visits_left = self.visits_left.saturating_sub(1);
+        if self.entries.len() >= self.max_entries || self.visits_left == 0 {
+            // Everything up to this node (before its children) has been seen.
+            self.stopped_at = Some(self.path.join("/"));
+            return true;
+        }
+        self.children(node, want, false, after)
+    }
+
+    /// Visits the children of `node` that `want` asks for and that come after the resume
+    /// position, in order. Returns whether the page is complete.
+    fn children(
+        &mut self,
+        node: &'a Node<V>,
+        want: Want<'_>,
+        root: bool,
+        after: Option<&[&str]>,
+    ) -> bool {
+        // Wildcards at the first level do not reach `$` topics [MQTT-4.7.2-1].
+        let visible = |name: &str| !(root && name.starts_with('$'));
+        // The children at or after the resume position's next level, and that level's rest.
+        let (from, below): (Option<&str>, &[&str]) = match after {
+            Some([first, rest @ ..]) => (Some(first), rest),
+            _ => (None, &[]),
+        };
+        let on_path = |name: &str| (Some(name) == from).then_some(below);
+        let range = match from {
+            Some(first) => node
+                .children
+                .range::<str, _>((Bound::Included(first), Bound::Unbounded)),
+            None => node.children.range::<str, _>(..),
+        };
+        let (level, next) = match want {
+            Want::Here => return false,
+            Want::Subtree => ("#", Want::Subtree),
+            Want::Rest(rest) => match rest.split_once('/') {
+                Some((level, next)) => (level, Want::from_rest(next)),
+                None => (rest, Want::Here),
+            },
+        };
+        match level {
+            "#" | "+" => {
+                for (name, child) in range {
+                    if !visible(name) {
+                        continue;
+                    }
+                    self.path.push(name);
+                    let done = self.visit(child, next, on_path(name));
+                    self.path.pop();
+                    if done {
+                        return true;
+                    }
+                }
+                false
+            }
+            literal => {
+                if from.is_some_and(|first| literal < first) {
+                    return false;
+                }
+                let Some((name, child)) = node.children.get_key_value(literal) else {
+                    return false;
+                };
+                self.path.push(name);
+                let done = self.visit(child, next, on_path(name));
+                self.path.pop();
+                done
+            }
+        }
     }
 }
 

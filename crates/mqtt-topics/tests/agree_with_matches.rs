@@ -136,4 +136,78 @@ proptest! {
         }
         prop_assert_eq!(index.node_count(), 1);
     }
+
+    /// Read a page at a time, the retained index returns exactly what `matching` returns, in
+    /// topic order (level by level), whatever the page and visit limits.
+    #[test]
+    fn retained_pages_agree_with_matching(
+        topics in prop::collection::btree_set(topic(), 1..40),
+        filters in prop::collection::vec(filter(), 1..6),
+        max_entries in 1..6usize,
+        max_visits in 1..8usize,
+    ) {
+        let index = RetainedIndex::new();
+        for topic in &topics {
+            index.set(topic, ());
+        }
+        for filter in &filters {
+            let mut paged: Vec<String> = Vec::new();
+            let mut after: Option<String> = None;
+            let mut pages = 0;
+            loop {
+                let page = index.matching_page(filter, after.as_deref(), max_entries, max_visits);
+                prop_assert!(page.entries.len() <= max_entries);
+                paged.extend(page.entries.into_iter().map(|(t, ())| t.to_string()));
+                pages += 1;
+                prop_assert!(pages < 1000, "the walk makes progress");
+                match page.resume {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            let mut expected: Vec<String> =
+                index.matching(filter).into_iter().map(|(t, ())| t.to_string()).collect();
+            expected.sort_by(|a, b| a.split('/').cmp(b.split('/')));
+            prop_assert_eq!(paged, expected, "filter {}", filter);
+        }
+    }
+
+    /// Topics set and cleared between pages: each topic that stays is returned once, a cleared
+    /// one never after it was cleared, and none twice.
+    #[test]
+    fn retained_pages_survive_changes_between_pages(
+        topics in prop::collection::btree_set(topic(), 1..40),
+        changes in prop::collection::vec((any::<bool>(), topic()), 0..20),
+        max_entries in 1..4usize,
+    ) {
+        let index = RetainedIndex::new();
+        for topic in &topics {
+            index.set(topic, ());
+        }
+        let mut stable: BTreeSet<String> = topics.clone();
+        let mut seen: Vec<String> = Vec::new();
+        let mut changes = changes.into_iter();
+        let mut after: Option<String> = None;
+        loop {
+            let page = index.matching_page("#", after.as_deref(), max_entries, 16);
+            seen.extend(page.entries.into_iter().map(|(t, ())| t.to_string()));
+            if let Some((set, topic)) = changes.next() {
+                stable.remove(&topic);
+                if set {
+                    index.set(&topic, ());
+                } else {
+                    index.remove(&topic);
+                }
+            }
+            match page.resume {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let unique: BTreeSet<String> = seen.iter().cloned().collect();
+        prop_assert_eq!(unique.len(), seen.len(), "no topic twice: {:?}", seen);
+        for topic in stable.iter().filter(|t| matches("#", t)) {
+            prop_assert!(unique.contains(topic), "{} missing from {:?}", topic, seen);
+        }
+    }
 }
