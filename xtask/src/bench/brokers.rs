@@ -38,8 +38,8 @@ impl Kind {
     pub(crate) fn configuration(self) -> &'static str {
         match self {
             Self::Mochi | Self::Baseline => {
-                "defaults, allow-all auth, listener 127.0.0.1, queue limits raised (1,000,000 \
-                 messages / 1 GiB per session) so fan-in is not cut by them"
+                "defaults (queue limits too: a subscriber falling behind slows the publishers \
+                 instead), allow-all auth, listener 127.0.0.1, log level warn"
             }
             Self::Mosquitto => {
                 "allow_anonymous, listener 127.0.0.1, max_queued_messages 1000000, \
@@ -96,9 +96,7 @@ impl Broker {
                     &config,
                     &format!(
                         "[[listeners]]\ntype = \"tcp\"\nid = \"bench\"\naddress = \
-                         \"127.0.0.1:{port}\"\n\n[capabilities]\nmaximum_queued_messages = \
-                         1000000\nmaximum_queued_bytes = 1073741824\n\
-                         maximum_client_writes_pending = 1000000\n\n[logging]\nlevel = \"warn\"\n"
+                         \"127.0.0.1:{port}\"\n\n[logging]\nlevel = \"warn\"\n"
                     ),
                 )?;
                 let binary = match kind {

@@ -197,14 +197,16 @@ pub(crate) fn frame(buf: &[u8]) -> Result<Option<(Frame, usize)>> {
 }
 
 /// Counts PUBLISH packets on `client` until `expected` arrived (acknowledging QoS 1/2), or the
-/// wait runs out; calls `each` with every payload. Returns the count.
+/// wait runs out; calls `each` with every payload, which says whether it counts (false: a
+/// duplicate). Returns the messages counted and those that did not count.
 pub(crate) async fn receive(
     mut client: Client,
     expected: usize,
-    mut each: impl FnMut(&[u8]) + Send,
-) -> Result<usize> {
+    mut each: impl FnMut(&[u8]) -> bool + Send,
+) -> Result<(usize, usize)> {
     use bytes::Buf as _;
     let mut received = 0;
+    let mut duplicates = 0;
     let mut acks = BytesMut::new();
     while received < expected {
         while let Some((frame, len)) = frame(&client.buf)? {
@@ -214,8 +216,11 @@ pub(crate) async fn receive(
                     packet_id,
                     payload,
                 } => {
-                    received += 1;
-                    each(client.buf.get(payload).unwrap_or_default());
+                    if each(client.buf.get(payload).unwrap_or_default()) {
+                        received += 1;
+                    } else {
+                        duplicates += 1;
+                    }
                     match (qos, packet_id) {
                         (1, Some(id)) => {
                             PubAck::new(id).encode(PROTOCOL, &mut acks)?;
@@ -250,12 +255,20 @@ pub(crate) async fn receive(
             Ok(Err(error)) => return Err(error.into()),
         }
     }
-    Ok(received)
+    Ok((received, duplicates))
+}
+
+/// What [`publish`] writes in the first 8 payload bytes of each message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Mark {
+    /// Nothing (the payload is filler).
+    None,
+    /// This publisher's index and the message's sequence number (see [`super::tally`]).
+    Sequence(usize),
 }
 
 /// Publishes `count` messages of `payload` bytes to `topic` at `qos`, keeping at most `window`
-/// unacknowledged (QoS 1/2); with `stamp`, the first 8 payload bytes carry the nanoseconds since
-/// it. Returns once every message is acknowledged (QoS 1/2; PUBREL sent for QoS 2) or written.
+/// unacknowledged (QoS 1/2); the first 8 payload bytes carry the `mark`. Returns once every message is acknowledged (QoS 1/2; PUBREL sent for QoS 2) or written.
 ///
 /// With a window above 1, messages are coalesced into writes of up to 64 KiB (pipelined). With
 /// a window of 1 (mqtt-stresser's mode: publish, then wait for the token), each message is one
@@ -268,7 +281,7 @@ pub(crate) async fn publish(
     count: usize,
     window: usize,
     payload: usize,
-    stamp: Option<std::time::Instant>,
+    mark: Mark,
 ) -> Result<()> {
     let Client {
         mut read,
@@ -315,8 +328,8 @@ pub(crate) async fn publish(
         }
     });
     let window = window.max(1);
-    // One write per message: mqtt-stresser's mode, and stamped messages (stamped at the write).
-    let write_each = window == 1 || stamp.is_some();
+    // One write per message: mqtt-stresser's mode.
+    let write_each = window == 1;
     let template = Template::new(topic, qos, payload)?;
     let mut out = BytesMut::with_capacity(128 * 1024);
     for i in 0..count {
@@ -332,9 +345,11 @@ pub(crate) async fn publish(
         let id = (qos != QoS::AtMostOnce)
             .then(|| PacketId::new(u16::try_from(i % 65_535 + 1).unwrap_or(1)))
             .flatten();
-        let nanos =
-            stamp.map(|start| u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
-        template.append(&mut out, id, nanos);
+        let head = match mark {
+            Mark::None => None,
+            Mark::Sequence(publisher) => Some(u64::from_be_bytes(super::tally::tag(publisher, i))),
+        };
+        template.append(&mut out, id, head);
         if write_each || out.len() >= 64 * 1024 {
             write.lock().await.write_all(&out).await?;
             out.clear();
@@ -348,7 +363,7 @@ pub(crate) async fn publish(
     Ok(())
 }
 
-/// A PUBLISH encoded once with the codec; each copy gets its packet identifier and stamp
+/// A PUBLISH encoded once with the codec; each copy gets its packet identifier and mark
 /// patched in, so that encoding takes as little CPU as possible from the broker under test.
 struct Template {
     encoded: BytesMut,
@@ -372,9 +387,9 @@ impl Template {
         })
     }
 
-    /// Appends a copy with this packet identifier (QoS 1/2) and, if given, the nanoseconds
-    /// stamped in the first 8 payload bytes.
-    fn append(&self, out: &mut BytesMut, id: Option<PacketId>, nanos: Option<u64>) {
+    /// Appends a copy with this packet identifier (QoS 1/2) and, if given, `head` in the first
+    /// 8 payload bytes (big-endian).
+    fn append(&self, out: &mut BytesMut, id: Option<PacketId>, head: Option<u64>) {
         let start = out.len();
         out.extend_from_slice(&self.encoded);
         let at = start + self.payload_at;
@@ -383,15 +398,15 @@ impl Template {
         {
             field.copy_from_slice(&id.get().to_be_bytes());
         }
-        if let Some(nanos) = nanos
-            && let Some(head) = out.get_mut(at..at + 8)
+        if let Some(head) = head
+            && let Some(field) = out.get_mut(at..at + 8)
         {
-            head.copy_from_slice(&nanos.to_be_bytes());
+            field.copy_from_slice(&head.to_be_bytes());
         }
     }
 }
 
-/// The nanoseconds stamped in a payload by [`publish`].
+/// The nanoseconds stamped in the first 8 bytes of a latency row's payload.
 pub(crate) fn stamp_of(payload: &[u8]) -> Option<u64> {
     let head: [u8; 8] = payload.get(..8)?.try_into().ok()?;
     Some(u64::from_be_bytes(head))

@@ -9,7 +9,10 @@
 mod brokers;
 mod client;
 mod report;
+mod rumqttc_client;
 mod scenarios;
+mod sink;
+mod tally;
 
 use std::io::Write as _;
 use std::path::Path;
@@ -128,7 +131,28 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
             qos,
             payload,
         });
+        // The same rows with rumqttc clients (`--only rumqttc`): what users' clients see.
+        if payload == 64 {
+            for (publishers, subscribers) in [(10, 1), (1, 10)] {
+                list.push(Scenario::Rumqttc {
+                    publishers,
+                    subscribers,
+                    messages,
+                    qos,
+                    payload,
+                });
+            }
+        }
     }
+    // Fan-in at 1 KiB, the row of issue 18's table (17 % delivered before end-to-end flow
+    // control, with the queue limits at their defaults).
+    list.push(Scenario::Rumqttc {
+        publishers: 10,
+        subscribers: 1,
+        messages: scale(20_000, 2_000),
+        qos: QoS::AtMostOnce,
+        payload: 1024,
+    });
     list.push(Scenario::Connections {
         count: scale(10_000, 2_000),
     });
@@ -156,7 +180,7 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
 }
 
 /// The name of the one-at-a-time rows' reference in the results: publishers writing to a sink
-/// that only reads, with no broker (see `scenarios::sink_reference`). Not a broker.
+/// that only reads, with no broker (see `sink::sink_reference`). Not a broker.
 pub(crate) const SINK: &str = "sink";
 
 /// CPU seconds used by a process so far (user + system), from /proc.
@@ -203,7 +227,11 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<()> {
         }
         return Ok(());
     }
-    super::cargo(&["build", "--release", "-p", "mochi-mqtt", "--bin", "mochi"])?;
+    // Only when our current build is to run: `--brokers baseline,mosquitto,rumqttd` leaves the
+    // work tree's broker crates alone (they may be half-way through a change).
+    if settings.brokers.contains(&Kind::Mochi) {
+        super::cargo(&["build", "--release", "-p", "mochi-mqtt", "--bin", "mochi"])?;
+    }
     let brokers: Vec<Kind> = settings
         .brokers
         .iter()
@@ -248,11 +276,11 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<()> {
                     total,
                     &format!("{} on the sink (pass {})", scenario.name(), pass + 1),
                 );
-                // The row's reference, without a broker (see `scenarios::sink_reference`); its CPU is all
+                // The row's reference, without a broker (see `sink::sink_reference`); its CPU is all
                 // the load generator's (the sink's readers run in this process).
                 let own_before = cpu_seconds("self");
                 let began = Instant::now();
-                match runtime.block_on(scenarios::sink_reference(clients, messages, payload)) {
+                match runtime.block_on(sink::sink_reference(clients, messages, payload)) {
                     Ok(measured) => {
                         let elapsed = began.elapsed().as_secs_f64().max(1e-9);
                         let own = (cpu_seconds("self") - own_before) / elapsed * 100.0;

@@ -13,11 +13,15 @@ use anyhow::Result;
 use super::Row;
 use super::scenarios::Measured;
 
-/// The pass with the median headline figure (rate, or p99 latency, or connect rate).
+/// The pass with the median headline figure (rate, or p99 latency, or connect rate), with the
+/// most messages any pass lost in `worst_lost`.
 pub(crate) fn median_pass(mut passes: Vec<(Measured, f64, f64)>) -> Option<(Measured, f64, f64)> {
+    let worst_lost = passes.iter().map(|(m, ..)| m.lost()).max().unwrap_or(0);
     passes.sort_by(|a, b| headline(&a.0).total_cmp(&headline(&b.0)));
     let middle = passes.len() / 2;
-    passes.into_iter().nth(middle)
+    let mut median = passes.into_iter().nth(middle)?;
+    median.0.worst_lost = worst_lost;
+    Some(median)
 }
 
 /// The figure compared between brokers: p99 latency, connect rate, the per-client median
@@ -40,6 +44,8 @@ fn figure(m: &Measured) -> String {
         let mut text = format!("p50 {p50:.0} µs / p99 {p99:.0} µs / p99.9 {p999:.0} µs");
         if m.loss() > 0.0 {
             let _ = write!(text, " LOSSY {:.1} %", m.loss() * 100.0);
+        } else if m.worst_lost > 0 {
+            let _ = write!(text, " LOSSY in another pass: up to {} lost", m.worst_lost);
         }
         return text;
     }
@@ -57,14 +63,28 @@ fn figure(m: &Measured) -> String {
         ),
         None => format!("{:.0} msg/s", m.rate),
     };
-    if m.loss() > 0.0 {
+    if m.lost() > 0 {
         let _ = write!(
             text,
             " LOSSY: {} of {} lost ({:.1} %)",
-            m.expected - m.received.min(m.expected),
+            m.lost(),
             m.expected,
             m.loss() * 100.0
         );
+    } else if m.worst_lost > 0 {
+        let _ = write!(
+            text,
+            " LOSSY in another pass: up to {} of {} lost",
+            m.worst_lost, m.expected
+        );
+    } else if m.expected > 0 {
+        text.push_str(", none lost");
+    }
+    if m.duplicates > 0 {
+        let _ = write!(text, " DUPLICATES: {}", m.duplicates);
+    }
+    if !m.errors.is_empty() {
+        let _ = write!(text, " ERRORS: {}", m.errors.len());
     }
     text
 }
@@ -91,6 +111,9 @@ pub(crate) fn table(rows: &[Row], passes: usize) {
             row.broker_cpu,
             row.generator_cpu
         );
+        for error in row.measured.errors.iter().take(3) {
+            println!("  {:<10} error: {error}", "");
+        }
     }
 }
 
@@ -100,7 +123,8 @@ pub(crate) fn csv(rows: &[Row], path: &Path) -> Result<()> {
     let mut out = String::from(
         "scenario,broker,sent,expected,received,loss,rate_msg_s,per_client_min_msg_s,\
          per_client_median_msg_s,per_client_max_msg_s,seconds,p50_us,p99_us,p999_us,\
-         connects_s,kib_per_connection,broker_cpu_pct,generator_cpu_pct\n",
+         connects_s,kib_per_connection,broker_cpu_pct,generator_cpu_pct,duplicates,\
+         worst_lost_any_pass,errors\n",
     );
     for row in rows {
         let m = &row.measured;
@@ -110,7 +134,7 @@ pub(crate) fn csv(rows: &[Row], path: &Path) -> Result<()> {
         let _ = writeln!(
             out,
             "\"{}\",{},{},{},{},{:.4},{:.0},{:.0},{:.0},{:.0},{:.3},{:.0},{:.0},{:.0},{:.0},{:.3},\
-             {:.0},{:.0}",
+             {:.0},{:.0},{},{},\"{}\"",
             row.scenario,
             row.broker,
             m.sent,
@@ -128,7 +152,10 @@ pub(crate) fn csv(rows: &[Row], path: &Path) -> Result<()> {
             connects,
             kib,
             row.broker_cpu,
-            row.generator_cpu
+            row.generator_cpu,
+            m.duplicates,
+            m.worst_lost,
+            m.errors.join("; ").replace('"', "'")
         );
     }
     std::fs::File::create(path)?.write_all(out.as_bytes())?;

@@ -2,10 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use mqtt_packets::QoS;
 
-use super::client::{self, Client};
+use super::client::{self, Client, Mark};
+use super::rumqttc_client;
+use super::tally::Tally;
 
 /// Messages each publisher keeps unacknowledged in the pipelined modes.
 pub(crate) const WINDOW: usize = 100;
@@ -30,6 +32,15 @@ pub(crate) enum Scenario {
     },
     /// 1 publisher → `subscribers`.
     FanOut {
+        subscribers: usize,
+        messages: usize,
+        qos: QoS,
+        payload: usize,
+    },
+    /// A fan row (`publishers` → `subscribers`) with `rumqttc` clients instead of our own: what
+    /// users' clients see (see `rumqttc_client`).
+    Rumqttc {
+        publishers: usize,
         subscribers: usize,
         messages: usize,
         qos: QoS,
@@ -88,6 +99,22 @@ impl Scenario {
                 qos_name(*qos),
                 size(*payload)
             ),
+            Self::Rumqttc {
+                publishers,
+                subscribers,
+                qos,
+                payload,
+                ..
+            } => format!(
+                "{} {publishers}->{subscribers} QoS {} {} (rumqttc)",
+                if *subscribers == 1 {
+                    "fan-in"
+                } else {
+                    "fan-out"
+                },
+                qos_name(*qos),
+                size(*payload)
+            ),
             Self::Latency { rate, .. } => format!("latency {rate} msg/s QoS 0"),
             Self::Connections { count } => format!("{count} idle connections"),
         }
@@ -96,7 +123,7 @@ impl Scenario {
 
 impl Scenario {
     /// The shape of a one-at-a-time stresser row (clients, messages, payload), which also has
-    /// a [`sink_reference`].
+    /// a [`sink_reference`](super::sink::sink_reference).
     pub(crate) fn one_at_a_time(&self) -> Option<(usize, usize, usize)> {
         match *self {
             Self::Stresser {
@@ -130,9 +157,21 @@ pub(crate) struct Measured {
     /// Connections: connects per second and KiB of broker memory per connection.
     pub(crate) connections: Option<(f64, f64)>,
     pub(crate) seconds: f64,
+    /// Messages received more than once (fan rows; not counted in `received`).
+    pub(crate) duplicates: usize,
+    /// Connection errors that ended a client's part of the row (rumqttc rows).
+    pub(crate) errors: Vec<String>,
+    /// The most messages lost in any pass of the row (set with the median pass), so that a
+    /// loss in a pass other than the median one is reported too.
+    pub(crate) worst_lost: usize,
 }
 
 impl Measured {
+    /// The expected messages that did not arrive.
+    pub(crate) fn lost(&self) -> usize {
+        self.expected.saturating_sub(self.received)
+    }
+
     /// The share of expected messages that did not arrive.
     pub(crate) fn loss(&self) -> f64 {
         if self.expected == 0 {
@@ -168,6 +207,13 @@ pub(crate) async fn run(
             qos,
             payload,
         } => fan(port, 1, *subscribers, *messages, *qos, *payload).await,
+        Scenario::Rumqttc {
+            publishers,
+            subscribers,
+            messages,
+            qos,
+            payload,
+        } => rumqttc_client::fan(port, *publishers, *subscribers, *messages, *qos, *payload).await,
         Scenario::Latency { rate, seconds } => latency(port, *rate, *seconds).await,
         Scenario::Connections { count } => connections(port, *count, rss).await,
     }
@@ -185,7 +231,7 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 /// The per-client rates' minimum, median and maximum.
-fn spread(rates: &mut [f64]) -> (f64, f64, f64) {
+pub(crate) fn spread(rates: &mut [f64]) -> (f64, f64, f64) {
     let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
     let max = rates.iter().copied().fold(0.0, f64::max);
     (min, median(rates), max)
@@ -217,11 +263,20 @@ async fn stresser(
     let start = Instant::now();
     for (topic, subscriber, publisher) in pairs {
         tasks.push(tokio::spawn(async move {
-            let receiving = tokio::spawn(client::receive(subscriber, messages, |_| {}));
+            let receiving = tokio::spawn(client::receive(subscriber, messages, |_| true));
             let began = Instant::now();
-            client::publish(publisher, &topic, qos, messages, window, payload, None).await?;
+            client::publish(
+                publisher,
+                &topic,
+                qos,
+                messages,
+                window,
+                payload,
+                Mark::None,
+            )
+            .await?;
             let published = began.elapsed();
-            let received = receiving.await??;
+            let (received, _) = receiving.await??;
             anyhow::Ok((received, published))
         }));
     }
@@ -245,180 +300,9 @@ async fn stresser(
     })
 }
 
-/// The reference for a one-at-a-time stresser row: its publishers, writing the same messages one
-/// per write as in the row, to a sink with no broker and no subscribers. The sink answers
-/// CONNACK, then one thread reads every connection in bulk once a millisecond and discards what
-/// it reads. It shows how much of the row is the cost of the publishers' own system calls. It is
-/// a reference, not a bound: in runs on 2026-11-27 a peer broker that left the messages in the
-/// socket buffers longer let its publishers go up to about 20 % faster than this.
-pub(crate) async fn sink_reference(
-    clients: usize,
-    messages: usize,
-    payload: usize,
-) -> Result<Measured> {
-    /// Tells the sink to stop when the run ends, also on an early error.
-    struct Stop(std::sync::Arc<std::sync::atomic::AtomicBool>);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let port = listener.local_addr()?.port();
-    let stop = Stop(std::sync::Arc::default());
-    let stopped = stop.0.clone();
-    let sink = std::thread::spawn(move || sink(&listener, clients, &stopped));
-    let run = format!("{:x}", rand_id());
-    let mut publishers = Vec::new();
-    for i in 0..clients {
-        publishers.push(Client::connect(port, &format!("p-{run}-{i}")).await?);
-    }
-    let start = Instant::now();
-    let tasks: Vec<_> = publishers
-        .into_iter()
-        .enumerate()
-        .map(|(i, publisher)| {
-            let topic = format!("bench/{run}/stress/{i}");
-            tokio::spawn(async move {
-                let began = Instant::now();
-                client::publish(
-                    publisher,
-                    &topic,
-                    QoS::AtMostOnce,
-                    messages,
-                    1,
-                    payload,
-                    None,
-                )
-                .await?;
-                anyhow::Ok(began.elapsed())
-            })
-        })
-        .collect();
-    let mut rates = Vec::new();
-    for task in tasks {
-        let published = task.await??;
-        rates.push(messages as f64 / published.as_secs_f64().max(1e-9));
-    }
-    // The publishers' connections are closed: the sink's readers end, with what they read.
-    let packets = tokio::task::spawn_blocking(move || sink.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("the sink panicked"))??;
-    let seconds = start.elapsed().as_secs_f64();
-    Ok(Measured {
-        sent: clients * messages,
-        expected: clients * messages,
-        received: packets,
-        rate: packets as f64 / seconds,
-        per_client: Some(spread(&mut rates)),
-        per_client_headline: true,
-        seconds,
-        ..Measured::default()
-    })
-}
-
-/// The sink of [`sink_reference`]: accepts `clients` connections and answers each CONNECT with
-/// CONNACK; then one thread reads every connection until it would block, sleeps a millisecond,
-/// and goes round again until every client has closed. Reading in bulk takes little CPU from the
-/// publishers (a reader woken by every write takes the most). Returns the PUBLISH packets read
-/// in all; an error if the wait ran out before every client closed.
-fn sink(
-    listener: &std::net::TcpListener,
-    clients: usize,
-    stop: &std::sync::atomic::AtomicBool,
-) -> Result<usize> {
-    use std::io::{ErrorKind, Read as _, Write as _};
-    struct Reader {
-        stream: std::net::TcpStream,
-        held: Vec<u8>,
-    }
-    // Counts the whole packets in `held` and drops them; true if one was not a PUBLISH.
-    let count = |held: &mut Vec<u8>, publishes: &mut usize| -> Result<bool> {
-        let mut other = false;
-        let mut at = 0;
-        while let Some((frame, len)) = client::frame(held.get(at..).unwrap_or_default())? {
-            if matches!(frame, client::Frame::Publish { .. }) {
-                *publishes += 1;
-            } else {
-                other = true;
-            }
-            at += len;
-        }
-        held.drain(..at);
-        Ok(other)
-    };
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut publishes = 0;
-    let mut readers = Vec::new();
-    let deadline = Instant::now() + client::WAIT;
-    let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed) || Instant::now() > deadline;
-    listener.set_nonblocking(true)?;
-    for _ in 0..clients {
-        let mut stream = loop {
-            match listener.accept() {
-                Ok((stream, _)) => break stream,
-                Err(error) if error.kind() == ErrorKind::WouldBlock => {
-                    if stopped() {
-                        bail!("the sink stopped before every publisher connected");
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(error) => return Err(error.into()),
-            }
-        };
-        stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(client::WAIT))?;
-        let mut held = Vec::new();
-        // Up to the CONNECT, then CONNACK.
-        loop {
-            let read = stream.read(&mut buf)?;
-            if read == 0 {
-                bail!("a publisher closed before CONNACK");
-            }
-            held.extend_from_slice(buf.get(..read).unwrap_or_default());
-            if count(&mut held, &mut publishes)? {
-                break;
-            }
-        }
-        stream.write_all(&[0x20, 2, 0, 0])?;
-        stream.set_nonblocking(true)?;
-        readers.push(Reader { stream, held });
-    }
-    while !readers.is_empty() && !stopped() {
-        let mut index = 0;
-        while let Some(reader) = readers.get_mut(index) {
-            let closed = loop {
-                match reader.stream.read(&mut buf) {
-                    Ok(0) => break true,
-                    Ok(read) => {
-                        reader
-                            .held
-                            .extend_from_slice(buf.get(..read).unwrap_or_default());
-                        count(&mut reader.held, &mut publishes)?;
-                    }
-                    Err(error) if error.kind() == ErrorKind::WouldBlock => break false,
-                    Err(error) => return Err(error.into()),
-                }
-            };
-            if closed {
-                readers.swap_remove(index);
-            } else {
-                index += 1;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    if !readers.is_empty() {
-        bail!(
-            "the sink stopped with {} publishers still connected",
-            readers.len()
-        );
-    }
-    Ok(publishes)
-}
-
 /// `publishers` publishers (each `messages`, pipelined) to `subscribers` subscribers of one
-/// filter matching every publisher's topic; every subscriber expects every message.
+/// filter matching every publisher's topic; every subscriber expects every message. Messages
+/// carry their publisher and sequence number, so a duplicate never makes up for a loss.
 async fn fan(
     port: u16,
     publishers: usize,
@@ -443,7 +327,12 @@ async fn fan(
     let start = Instant::now();
     let receiving: Vec<_> = receivers
         .into_iter()
-        .map(|subscriber| tokio::spawn(client::receive(subscriber, expected, |_| {})))
+        .map(|subscriber| {
+            let mut tally = Tally::new(publishers, messages);
+            tokio::spawn(client::receive(subscriber, expected, move |payload| {
+                tally.record(payload)
+            }))
+        })
         .collect();
     let publishing: Vec<_> = senders
         .into_iter()
@@ -451,16 +340,19 @@ async fn fan(
         .map(|(p, publisher)| {
             let topic = format!("bench/{run}/fan/{p}");
             tokio::spawn(async move {
-                client::publish(publisher, &topic, qos, messages, WINDOW, payload, None).await
+                let mark = Mark::Sequence(p);
+                client::publish(publisher, &topic, qos, messages, WINDOW, payload, mark).await
             })
         })
         .collect();
     for task in publishing {
         task.await??;
     }
-    let mut received = 0;
+    let (mut received, mut duplicates) = (0, 0);
     for task in receiving {
-        received += task.await??;
+        let (counted, again) = task.await??;
+        received += counted;
+        duplicates += again;
     }
     let seconds = start.elapsed().as_secs_f64();
     Ok(Measured {
@@ -469,6 +361,7 @@ async fn fan(
         received,
         rate: received as f64 / seconds,
         seconds,
+        duplicates,
         ..Measured::default()
     })
 }
@@ -490,6 +383,7 @@ async fn latency(port: u16, rate: u32, seconds: u64) -> Result<Measured> {
                 let now = u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 samples.lock().push(now.saturating_sub(sent));
             }
+            true
         })
     });
     // Paced: one message per tick.
@@ -500,7 +394,7 @@ async fn latency(port: u16, rate: u32, seconds: u64) -> Result<Measured> {
         ticks.tick().await;
         publish_one(&mut publisher, &topic, origin).await?;
     }
-    let received = receiving.await??;
+    let (received, _) = receiving.await??;
     let mut values: Vec<f64> = samples
         .lock()
         .iter()
@@ -585,7 +479,7 @@ async fn connections(
 }
 
 /// A run id, so that topics and client ids of passes never meet.
-fn rand_id() -> u64 {
+pub(crate) fn rand_id() -> u64 {
     use std::hash::{BuildHasher as _, Hasher as _};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(0);
