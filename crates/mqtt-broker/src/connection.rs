@@ -1133,9 +1133,14 @@ impl Connection {
                     }
                 }
                 // A client that sends requests but does not read the answers (PINGRESP, acks) is
-                // closed before its unsent answers grow without bound.
-                let unsent = self.session.state.lock().control.len();
-                if unsent > control_limit {
+                // closed before its unsent answers grow without bound. PUBRELs answer the
+                // client's PUBRECs to our QoS 2 messages: one per message in flight, so the
+                // send window is allowed on top.
+                let (unsent, window) = {
+                    let state = self.session.state.lock();
+                    (state.control.len(), state.peer.window)
+                };
+                if unsent > control_limit.saturating_add(window) {
                     warn!(client_id = %self.client.client_id, unsent, "client does not read its acknowledgements");
                     self.close(ReasonCode::QUOTA_EXCEEDED);
                     return End::Abnormal("too many unsent acknowledgements".into());

@@ -397,8 +397,13 @@ impl Raw {
 }
 
 /// Polls `condition` until it holds (every 10 ms, up to `TIMEOUT`).
-pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
+pub async fn wait_until(what: &str, condition: impl FnMut() -> bool) {
+    wait_until_within(what, TIMEOUT, condition).await;
+}
+
+/// Polls `condition` until it holds (every 10 ms, up to `limit`).
+pub async fn wait_until_within(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
     while !condition() {
         assert!(
             tokio::time::Instant::now() < deadline,
