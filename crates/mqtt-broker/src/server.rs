@@ -1731,3 +1731,111 @@ fn restored_message(
     }))
 }
 
+
+#[cfg(test)]
+mod tests {
+    use mqtt_packets::Protocol;
+
+    use super::*;
+    use crate::session::ConnectionHandle;
+
+    fn connected(id: &str) -> Arc<Session> {
+        let session = Arc::new(Session::new(id.into(), Protocol::V5));
+        session.state.lock().connection = Some(ConnectionHandle::new(1));
+        session
+    }
+
+    fn server(online: usize) -> Server {
+        let mut options = Options::default();
+        options.capabilities.maximum_client_writes_pending = online;
+        Server::new(options)
+    }
+
+    /// A read fanning out to a full subscriber and to one with room: the one with room gets
+    /// everything at once; only the full one's deliveries wait, in order, and they are placed
+    /// once its writer made room.
+    #[test]
+    fn a_read_waits_only_on_the_full_subscriber() {
+        let server = server(4);
+        let full = connected("full");
+        let free = connected("free");
+        for seq in 0..4 {
+            server.enqueue(&full, Delivery::for_test(seq));
+        }
+        let mut staged = Staged::default();
+        for seq in 0..3 {
+            staged.push(&full, Delivery::for_test(seq));
+            staged.push(&free, Delivery::for_test(seq));
+        }
+        let waiter = Arc::new(HandleShared::default());
+        let mut parked = Parked::default();
+        server.deliver_from_read(&mut staged, &waiter, &mut parked);
+        assert_eq!(free.state.lock().outbound.pending_len(), 3);
+        assert_eq!(full.state.lock().outbound.pending_len(), 4);
+        assert!(parked.holds(&full) && !parked.holds(&free));
+
+        let now = Instant::now();
+        assert!(
+            server.retry_parked(&mut parked, &waiter, now).is_some(),
+            "still full: wait"
+        );
+        // The writer takes one: still over half full, nobody is woken.
+        let limits = server.inner.flow_limits;
+        let take = |count: usize| {
+            let mut guard = full.state.lock();
+            let state = &mut *guard;
+            state
+                .outbound
+                .next_batch(now, 10, count, &mut Vec::new(), &mut Vec::new());
+            state.flow.room_made(&state.outbound, &limits)
+        };
+        assert!(take(1).is_empty());
+        // Then the whole queue: the waiter is woken, and everything parked fits.
+        let woken = take(3);
+        assert_eq!(woken.len(), 1);
+        assert!(Arc::ptr_eq(&woken[0], &waiter));
+        assert_eq!(server.retry_parked(&mut parked, &waiter, now), None);
+        assert!(parked.is_empty());
+        assert_eq!(full.state.lock().outbound.pending_len(), 3);
+        assert_eq!(server.info().snapshot().messages_dropped, 0);
+    }
+
+    /// A subscriber whose writer takes nothing for the slow-subscriber timeout is declared stuck
+    /// by the waiting publisher, which then goes on: by default the subscriber is disconnected
+    /// with 0x97.
+    #[test]
+    fn a_subscriber_without_progress_is_declared_stuck_after_the_timeout() {
+        let server = server(2);
+        let full = connected("full");
+        server.enqueue(&full, Delivery::for_test(0));
+        server.enqueue(&full, Delivery::for_test(1));
+        let mut staged = Staged::default();
+        staged.push(&full, Delivery::for_test(2));
+        let waiter = Arc::new(HandleShared::default());
+        let mut parked = Parked::default();
+        server.deliver_from_read(&mut staged, &waiter, &mut parked);
+        let start = Instant::now();
+        let timeout = server.inner.flow_limits.slow_timeout;
+        let deadline = server
+            .retry_parked(&mut parked, &waiter, start)
+            .expect("waits");
+        assert!(deadline >= start + timeout - Duration::from_millis(100));
+        assert!(
+            server
+                .retry_parked(&mut parked, &waiter, deadline - Duration::from_millis(1))
+                .is_some(),
+            "not before the deadline"
+        );
+        assert_eq!(server.retry_parked(&mut parked, &waiter, deadline), None);
+        assert_eq!(server.info().snapshot().slow_subscribers, 1);
+        let close = full
+            .state
+            .lock()
+            .connection
+            .as_ref()
+            .and_then(|connection| connection.close.lock().clone());
+        assert_eq!(close, Some(Close::Disconnect(ReasonCode::QUOTA_EXCEEDED)));
+        // Nobody waits for it now: its QoS 0 is dropped, counted as `subscriber_stuck`.
+        assert_eq!(server.info().snapshot().messages_dropped_by_reason[5], 1);
+    }
+}

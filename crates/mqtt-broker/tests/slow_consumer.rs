@@ -1,5 +1,9 @@
-//! A subscriber that stops reading must not block the publisher or other subscribers: its
-//! messages are dropped (and counted) once its queue is full.
+//! Subscribers that stop reading. A subscriber whose queue is full holds its publishers back
+//! (flow control) but only for so long: one that takes nothing from its full queue for the
+//! slow-subscriber timeout is declared stuck and, by policy, disconnected (v5: DISCONNECT 0x97)
+//! or skipped, so that a silent client never freezes the broker, and a healthy subscriber to the
+//! same topic keeps receiving everything. The stuck cases run over in-memory streams under
+//! Tokio's paused clock: no test waits 30 real seconds.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -8,65 +12,224 @@ mod support;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mqtt_packets::{Packet, Protocol, QoS};
+use mqtt_broker::{AllowAllHook, ConnectionInfo, Options, Server, SlowSubscriberPolicy};
+use mqtt_packets::{
+    DecodeContext, Disconnect, MqttString, Packet, PacketId, Protocol, QoS, ReasonCode,
+    Subscribe, Subscription, decode,
+};
 use support::{Raw, connect, publish};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::time::Instant;
 
-const BATCHES: u32 = 40;
-const BATCH: u32 = 500;
-const PAYLOAD: usize = 1024;
+/// A client over an in-memory stream (deterministic under the paused clock).
+struct Client {
+    stream: DuplexStream,
+    buf: BytesMut,
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_consumer_does_not_block_the_publisher() {
-    let test = async {
-        let (server, addr) = support::start().await;
-
-        // The slow subscriber: a small receive buffer, and it never reads after its SUBACK.
-        let mut slow = Raw::connect_with_receive_buffer(addr, Protocol::V5, 4096).await;
-        slow.send(connect(Protocol::V5, "slow").into()).await;
-        support::connack(slow.recv().await.unwrap());
-        slow.subscribe("flood/t", QoS::AtMostOnce).await;
-
-        let mut fast = Raw::v5(addr, "fast").await;
-        fast.subscribe("flood/t", QoS::AtMostOnce).await;
-        let mut publisher = Raw::v5(addr, "pub").await;
-
-        let mut next = 0u32;
-        for _ in 0..BATCHES {
-            // One write of BATCH messages; it must never wait on the slow subscriber.
-            let mut out = BytesMut::new();
-            for i in next..next + BATCH {
-                let mut payload = vec![0u8; PAYLOAD];
-                payload[..4].copy_from_slice(&i.to_be_bytes());
-                Packet::from(publish("flood/t", &payload, QoS::AtMostOnce, false, 0))
-                    .encode(Protocol::V5, &mut out)
-                    .unwrap();
-            }
-            support::within(publisher.stream.write_all(&out))
+impl Client {
+    /// Connects as a v5 client with a stream buffer of `buffer` bytes each way.
+    async fn connect(server: &Server, id: &str, buffer: usize, receive_maximum: u16) -> Self {
+        let (client, served) = tokio::io::duplex(buffer);
+        let server = server.clone();
+        tokio::spawn(async move {
+            server
+                .serve_connection(served, ConnectionInfo::new("test", None))
                 .await
-                .unwrap();
-            // The reading subscriber gets every message, in order.
-            for i in next..next + BATCH {
-                let received = fast.expect_publish().await;
-                assert_eq!(received.payload.len(), PAYLOAD);
-                assert_eq!(&received.payload[..4], &i.to_be_bytes());
+        });
+        let mut client = Self {
+            stream: client,
+            buf: BytesMut::new(),
+        };
+        let mut connect = connect(Protocol::V5, id);
+        connect.properties.receive_maximum = std::num::NonZeroU16::new(receive_maximum);
+        client.send(Packet::from(connect)).await;
+        support::connack(client.recv().await.expect("CONNACK"));
+        client
+    }
+
+    async fn send(&mut self, packet: Packet) {
+        let mut out = BytesMut::new();
+        packet.encode(Protocol::V5, &mut out).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    /// The next packet, or `None` once the server closed the stream.
+    async fn recv(&mut self) -> Option<Packet> {
+        let context = DecodeContext::new(Protocol::V5);
+        loop {
+            if let Some(packet) = decode(&mut self.buf, &context).unwrap() {
+                return Some(packet);
             }
-            next += BATCH;
+            if self.stream.read_buf(&mut self.buf).await.ok()? == 0 {
+                return None;
+            }
         }
-        // The publisher's connection is still served promptly.
-        publisher.ping().await;
-        let snapshot = server.info().snapshot();
-        assert!(
-            snapshot.messages_dropped > 0,
-            "the slow subscriber's messages were dropped: {snapshot:?}"
+    }
+
+    async fn subscribe(&mut self, filter: &str, qos: QoS) {
+        let subscribe = Subscribe::new(
+            PacketId::new(1).unwrap(),
+            vec![Subscription {
+                filter: MqttString::new(filter).unwrap(),
+                options: support::options(qos),
+            }],
         );
-        assert!(snapshot.messages_dropped < u64::from(BATCHES * BATCH));
-        assert!(server.connected_clients().contains(&"slow".to_string()));
-        drop(slow);
+        self.send(subscribe.into()).await;
+        match self.recv().await {
+            Some(Packet::SubAck(_)) => {}
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+}
+
+const FLOOD: u32 = 4_000;
+
+/// A publisher writing `FLOOD` QoS 0 messages of 1 KiB, numbered; it waits whenever the broker
+/// stops reading it.
+fn flood(mut publisher: Client) -> tokio::task::JoinHandle<Client> {
+    tokio::spawn(async move {
+        for i in 0..FLOOD {
+            let mut payload = vec![0u8; 1024];
+            payload[..4].copy_from_slice(&i.to_be_bytes());
+            publisher
+                .send(publish("flood/t", &payload, QoS::AtMostOnce, false, 0).into())
+                .await;
+        }
+        publisher
+    })
+}
+
+/// Reads `FLOOD` messages in order (the healthy subscriber).
+fn read_all(mut subscriber: Client) -> tokio::task::JoinHandle<Client> {
+    tokio::spawn(async move {
+        for i in 0..FLOOD {
+            match subscriber.recv().await {
+                Some(Packet::Publish(publish)) => {
+                    assert_eq!(&publish.payload[..4], &i.to_be_bytes(), "in order, none lost");
+                }
+                other => panic!("expected message {i}, got {other:?}"),
+            }
+        }
+        subscriber
+    })
+}
+
+fn server(policy: SlowSubscriberPolicy) -> Server {
+    let mut options = Options::default();
+    options.slow_subscriber_policy = policy;
+    let server = Server::new(options);
+    server.add_hook(AllowAllHook).unwrap();
+    server
+}
+
+/// A subscriber that never reads is cut after `slow_subscriber_timeout` (30 s by default); until
+/// then the publisher is held back, and the healthy subscriber gets every message.
+#[tokio::test(start_paused = true)]
+async fn a_subscriber_that_never_reads_is_disconnected_after_the_timeout() {
+    let server = server(SlowSubscriberPolicy::Disconnect);
+    let mut slow = Client::connect(&server, "slow", 8 * 1024, 100).await;
+    slow.subscribe("flood/t", QoS::AtMostOnce).await;
+    let mut fast = Client::connect(&server, "fast", 64 * 1024, 100).await;
+    fast.subscribe("flood/t", QoS::AtMostOnce).await;
+    let publisher = Client::connect(&server, "pub", 64 * 1024, 100).await;
+    let start = Instant::now();
+    let reading = read_all(fast);
+    let publishing = flood(publisher);
+    let fast = reading.await.unwrap();
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(30),
+        "the publisher waited for the slow subscriber first: {elapsed:?}"
+    );
+    let mut publisher = publishing.await.unwrap();
+    let snapshot = server.info().snapshot();
+    assert_eq!(snapshot.slow_subscribers, 1, "{snapshot:?}");
+    assert!(!server.connected_clients().contains(&"slow".to_string()));
+    // The slow client finds its connection closed once it reads.
+    while slow.recv().await.is_some() {}
+    // The publisher's connection is served promptly again.
+    publisher.send(Packet::PingReq).await;
+    assert_eq!(publisher.recv().await, Some(Packet::PingResp));
+    drop(fast);
+}
+
+/// A v5 subscriber that reads but never acknowledges: its window (Receive Maximum 5) stays
+/// full, its queue fills, and after the timeout it gets DISCONNECT 0x97 Quota exceeded.
+#[tokio::test(start_paused = true)]
+async fn a_subscriber_that_never_acknowledges_gets_disconnect_0x97() {
+    let server = server(SlowSubscriberPolicy::Disconnect);
+    let mut silent = Client::connect(&server, "silent", 1 << 20, 5).await;
+    silent.subscribe("flood/t", QoS::AtLeastOnce).await;
+    let mut publisher = Client::connect(&server, "pub", 1 << 20, 100).await;
+    let start = Instant::now();
+    let publishing = tokio::spawn(async move {
+        for i in 0..2_000u16 {
+            let id = i % 1000 + 1;
+            publisher
+                .send(publish("flood/t", b"x", QoS::AtLeastOnce, false, id).into())
+                .await;
+        }
+        publisher
+    });
+    let mut publishes = 0;
+    let disconnect = loop {
+        match silent.recv().await {
+            Some(Packet::Publish(_)) => publishes += 1,
+            Some(Packet::Disconnect(disconnect)) => break disconnect,
+            other => panic!("unexpected {other:?}"),
+        }
     };
-    tokio::time::timeout(Duration::from_secs(120), test)
-        .await
-        .expect("the flood took too long");
+    assert_eq!(disconnect, Disconnect::new(ReasonCode::QUOTA_EXCEEDED));
+    assert_eq!(publishes, 5, "never more than its Receive Maximum [MQTT-3.3.4-9]");
+    assert!(start.elapsed() >= Duration::from_secs(30));
+    assert_eq!(silent.recv().await, None);
+    let mut publisher = publishing.await.unwrap();
+    // Every message was acknowledged to the publisher once it could go on.
+    let mut acks = 0;
+    while acks < 2_000 {
+        match publisher.recv().await {
+            Some(Packet::PubAck(_)) => acks += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(server.info().snapshot().slow_subscribers, 1);
+}
+
+/// With the skip policy a stuck subscriber stays connected: its QoS 0 messages are dropped
+/// (counted as `subscriber_stuck`) and nobody waits for it.
+#[tokio::test(start_paused = true)]
+async fn the_skip_policy_keeps_a_stuck_subscriber_and_drops_its_qos0() {
+    let server = server(SlowSubscriberPolicy::Skip);
+    let mut slow = Client::connect(&server, "slow", 8 * 1024, 100).await;
+    slow.subscribe("flood/t", QoS::AtMostOnce).await;
+    let mut fast = Client::connect(&server, "fast", 64 * 1024, 100).await;
+    fast.subscribe("flood/t", QoS::AtMostOnce).await;
+    let publisher = Client::connect(&server, "pub", 64 * 1024, 100).await;
+    let reading = read_all(fast);
+    let publishing = flood(publisher);
+    let _fast = reading.await.unwrap();
+    let _publisher = publishing.await.unwrap();
+    let snapshot = server.info().snapshot();
+    assert_eq!(snapshot.slow_subscribers, 1);
+    assert!(
+        snapshot.messages_dropped_by_reason[5] > 0,
+        "subscriber_stuck: {snapshot:?}"
+    );
+    assert!(server.connected_clients().contains(&"slow".to_string()));
+    // It reads again: what it was sent, in order, then it is no longer skipped.
+    let mut last = None;
+    while let Ok(Some(packet)) =
+        tokio::time::timeout(Duration::from_secs(1), slow.recv()).await
+    {
+        let Packet::Publish(publish) = packet else {
+            panic!("unexpected {packet:?}")
+        };
+        let i = u32::from_be_bytes(publish.payload[..4].try_into().unwrap());
+        assert!(last.is_none_or(|last| i > last), "in order");
+        last = Some(i);
+    }
+    assert!(last.is_some());
 }
 
 /// Large payloads go out from the shared message beside their packet heads (a vectored write).
