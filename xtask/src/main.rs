@@ -65,7 +65,9 @@ tasks:
   bench [--quick] [--passes N] [--brokers mochi,mosquitto,rumqttd] [--only TEXT]
                   load scenarios against mochi and the peers installed here; table,
                   target/bench/results.csv and results.svg; `--brokers mochi,baseline`
-                  compares with the build at MOCHI_BENCH_BASELINE (passes alternate)";
+                  compares with the build at MOCHI_BENCH_BASELINE (passes alternate);
+                  `--only rumqttc` runs the fan rows with rumqttc clients; mochi is built
+                  only when --brokers names it";
 
 /// The README's test command; `.ci/run` runs the same line.
 const TEST_COMMAND: &[&str] = &["test", "--workspace", "--all-features"];

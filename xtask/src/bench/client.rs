@@ -198,17 +198,19 @@ pub(crate) fn frame(buf: &[u8]) -> Result<Option<(Frame, usize)>> {
 
 /// Counts PUBLISH packets on `client` until `expected` arrived (acknowledging QoS 1/2), or the
 /// wait runs out; calls `each` with every payload, which says whether it counts (false: a
-/// duplicate). Returns the messages counted and those that did not count.
+/// duplicate).
 pub(crate) async fn receive(
     mut client: Client,
     expected: usize,
     mut each: impl FnMut(&[u8]) -> bool + Send,
-) -> Result<(usize, usize)> {
+) -> Result<Received> {
     use bytes::Buf as _;
     let mut received = 0;
     let mut duplicates = 0;
+    let mut last = None;
     let mut acks = BytesMut::new();
     while received < expected {
+        let before = received;
         while let Some((frame, len)) = frame(&client.buf)? {
             match frame {
                 Frame::Publish {
@@ -238,6 +240,9 @@ pub(crate) async fn receive(
             }
             client.buf.advance(len);
         }
+        if received > before {
+            last = Some(std::time::Instant::now());
+        }
         if !acks.is_empty() {
             client.write.write_all(&acks).await?;
             acks.clear();
@@ -255,7 +260,23 @@ pub(crate) async fn receive(
             Ok(Err(error)) => return Err(error.into()),
         }
     }
-    Ok((received, duplicates))
+    Ok(Received {
+        counted: received,
+        duplicates,
+        last,
+    })
+}
+
+/// What [`receive`] counted.
+#[derive(Debug)]
+pub(crate) struct Received {
+    /// Messages that counted.
+    pub(crate) counted: usize,
+    /// Messages that did not count (duplicates).
+    pub(crate) duplicates: usize,
+    /// When the read that brought the last counted message was done: without the quiet wait
+    /// that ends a count short of `expected`.
+    pub(crate) last: Option<std::time::Instant>,
 }
 
 /// What [`publish`] writes in the first 8 payload bytes of each message.
@@ -268,7 +289,8 @@ pub(crate) enum Mark {
 }
 
 /// Publishes `count` messages of `payload` bytes to `topic` at `qos`, keeping at most `window`
-/// unacknowledged (QoS 1/2); the first 8 payload bytes carry the `mark`. Returns once every message is acknowledged (QoS 1/2; PUBREL sent for QoS 2) or written.
+/// unacknowledged (QoS 1/2); the first 8 payload bytes carry the `mark`. Returns once every
+/// message is acknowledged (QoS 1/2; PUBREL sent for QoS 2) or written.
 ///
 /// With a window above 1, messages are coalesced into writes of up to 64 KiB (pipelined). With
 /// a window of 1 (mqtt-stresser's mode: publish, then wait for the token), each message is one

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: the same load scenarios against our broker and, where installed,
 //! Mosquitto and rumqttd, one broker at a time; a table on the terminal, a CSV and an SVG chart
-//! under `target/bench/`.
+//! under `target/bench/`. The load generator is our own client (`client`), and for the fan rows
+//! also `rumqttc` (`rumqttc_client`, the rows named "(rumqttc)": `--only rumqttc`).
 
 // xtask is a plain synchronous program (the load generator has its own runtime, and these
 // calls run outside it): blocking file access and sleeps are fine here.

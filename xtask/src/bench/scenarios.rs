@@ -276,7 +276,7 @@ async fn stresser(
             )
             .await?;
             let published = began.elapsed();
-            let (received, _) = receiving.await??;
+            let received = receiving.await??.counted;
             anyhow::Ok((received, published))
         }));
     }
@@ -348,13 +348,17 @@ async fn fan(
     for task in publishing {
         task.await??;
     }
+    // Up to the last delivery, or the publishers' end if later: a subscriber that stopped short
+    // of its count (loss) waited a quiet period that is not part of the rate.
+    let mut end = Instant::now();
     let (mut received, mut duplicates) = (0, 0);
     for task in receiving {
-        let (counted, again) = task.await??;
-        received += counted;
-        duplicates += again;
+        let got = task.await??;
+        received += got.counted;
+        duplicates += got.duplicates;
+        end = end.max(got.last.unwrap_or(start));
     }
-    let seconds = start.elapsed().as_secs_f64();
+    let seconds = end.duration_since(start).as_secs_f64().max(1e-9);
     Ok(Measured {
         sent: expected,
         expected: expected * subscribers,
@@ -394,7 +398,7 @@ async fn latency(port: u16, rate: u32, seconds: u64) -> Result<Measured> {
         ticks.tick().await;
         publish_one(&mut publisher, &topic, origin).await?;
     }
-    let (received, _) = receiving.await??;
+    let received = receiving.await??.counted;
     let mut values: Vec<f64> = samples
         .lock()
         .iter()
