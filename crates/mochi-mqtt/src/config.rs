@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use mqtt_broker::{Capabilities, Compatibilities, Options};
+use mqtt_broker::{
+    Capabilities, Compatibilities, DropOrder, Options, OverloadPolicy, SlowSubscriberPolicy,
+};
 use mqtt_hook_auth::Ledger;
 use mqtt_hook_debug::{DebugOptions, PayloadFormat};
 use mqtt_packets::QoS;
@@ -133,6 +135,33 @@ pub(crate) enum ShareStrategyConfig {
     Sticky,
 }
 
+/// [`OverloadPolicy`]: what a connected subscriber's full queue does to its publishers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum OverloadPolicyConfig {
+    #[default]
+    Backpressure,
+    Drop,
+}
+
+/// [`SlowSubscriberPolicy`]: what happens to a subscriber declared stuck.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SlowSubscriberPolicyConfig {
+    #[default]
+    Disconnect,
+    Skip,
+}
+
+/// [`DropOrder`]: which message a full queue nobody waits for drops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum DropOrderConfig {
+    #[default]
+    Newest,
+    Oldest,
+}
+
 /// [`Options`] (durations in seconds).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -144,6 +173,15 @@ pub(crate) struct OptionsConfig {
     pub(crate) share_strategy: ShareStrategyConfig,
     /// How long a graceful shutdown (SIGINT, SIGTERM) waits for clients to go.
     pub(crate) shutdown_timeout_secs: u64,
+    /// Flow control: `backpressure` (publishers wait for a full subscriber) or `drop` (QoS 0
+    /// to it is dropped).
+    pub(crate) overload_policy: OverloadPolicyConfig,
+    /// How long a subscriber may take nothing from its full queue before it is stuck.
+    pub(crate) slow_subscriber_timeout_secs: u64,
+    /// `disconnect` or `skip` a stuck subscriber.
+    pub(crate) slow_subscriber_policy: SlowSubscriberPolicyConfig,
+    /// `newest` or `oldest`: which message a full offline queue drops.
+    pub(crate) queue_drop_order: DropOrderConfig,
 }
 
 impl Default for OptionsConfig {
@@ -156,6 +194,10 @@ impl Default for OptionsConfig {
             sys_topic_resend_interval_secs: options.sys_topic_resend_interval.as_secs(),
             share_strategy: ShareStrategyConfig::RoundRobin,
             shutdown_timeout_secs: options.shutdown_timeout.as_secs(),
+            overload_policy: OverloadPolicyConfig::default(),
+            slow_subscriber_timeout_secs: options.slow_subscriber_timeout.as_secs(),
+            slow_subscriber_policy: SlowSubscriberPolicyConfig::default(),
+            queue_drop_order: DropOrderConfig::default(),
         }
     }
 }
@@ -508,6 +550,12 @@ impl Config {
                 bail!("{key}.address: {:?} is not host:port", listener.address);
             }
         }
+        if self.options.slow_subscriber_timeout_secs == 0 {
+            bail!(
+                "options.slow_subscriber_timeout_secs: must be at least 1 (a subscriber is given \
+                 that long to take a message from its full queue)"
+            );
+        }
         if self.capabilities.maximum_qos > 2 {
             bail!("capabilities.maximum_qos: must be 0, 1 or 2");
         }
@@ -575,6 +623,19 @@ impl Config {
             ShareStrategyConfig::Sticky => ShareStrategy::Sticky,
         };
         options.shutdown_timeout = self.shutdown_timeout();
+        options.overload_policy = match o.overload_policy {
+            OverloadPolicyConfig::Backpressure => OverloadPolicy::Backpressure,
+            OverloadPolicyConfig::Drop => OverloadPolicy::Drop,
+        };
+        options.slow_subscriber_timeout = Duration::from_secs(o.slow_subscriber_timeout_secs);
+        options.slow_subscriber_policy = match o.slow_subscriber_policy {
+            SlowSubscriberPolicyConfig::Disconnect => SlowSubscriberPolicy::Disconnect,
+            SlowSubscriberPolicyConfig::Skip => SlowSubscriberPolicy::Skip,
+        };
+        options.queue_drop_order = match o.queue_drop_order {
+            DropOrderConfig::Newest => DropOrder::Newest,
+            DropOrderConfig::Oldest => DropOrder::Oldest,
+        };
 
         let caps = &mut options.capabilities;
         caps.maximum_clients = c.maximum_clients.unwrap_or(usize::MAX);
@@ -791,6 +852,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("hooks.auth.allow_all"), "{error}");
+    }
+
+    #[test]
+    fn flow_control_keys_parse_into_the_options() {
+        let text = "[options]\noverload_policy = \"drop\"\nslow_subscriber_timeout_secs = 5\n\
+                    slow_subscriber_policy = \"skip\"\nqueue_drop_order = \"oldest\"\n";
+        let config = Config::parse(text).unwrap();
+        config.validate().unwrap();
+        let options = config.broker_options();
+        assert_eq!(options.overload_policy, OverloadPolicy::Drop);
+        assert_eq!(options.slow_subscriber_timeout, Duration::from_secs(5));
+        assert_eq!(options.slow_subscriber_policy, SlowSubscriberPolicy::Skip);
+        assert_eq!(options.queue_drop_order, DropOrder::Oldest);
+
+        let defaults = Config::parse("").unwrap().broker_options();
+        assert_eq!(defaults.overload_policy, OverloadPolicy::Backpressure);
+        assert_eq!(defaults.slow_subscriber_timeout, Duration::from_secs(30));
+        assert_eq!(defaults.slow_subscriber_policy, SlowSubscriberPolicy::Disconnect);
+        assert_eq!(defaults.queue_drop_order, DropOrder::Newest);
+
+        let error = Config::parse("[options]\noverload_policy = \"block\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("backpressure"), "{error}");
+        let error = Config::parse("[options]\nslow_subscriber_timeout_secs = 0\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("slow_subscriber_timeout_secs"), "{error}");
     }
 
     #[test]
