@@ -131,10 +131,26 @@ impl Broker {
                 command
             }
         };
+        // `MOCHI_BENCH_BROKER_LOG=path`: the brokers' output goes there (appended), e.g. to see
+        // why a broker closed a connection; otherwise it is drained and dropped.
+        let log = match std::env::var_os("MOCHI_BENCH_BROKER_LOG") {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .with_context(|| format!("could not open {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let (stdout, stderr) = match log {
+            Some(file) => (Stdio::from(file.try_clone()?), Stdio::from(file)),
+            None => (Stdio::piped(), Stdio::null()),
+        };
         let child = command
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .with_context(|| format!("could not start {}", kind.name()))?;
         let mut broker = Self { kind, port, child };
