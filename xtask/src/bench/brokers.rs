@@ -133,7 +133,7 @@ impl Broker {
         };
         // `MOCHI_BENCH_BROKER_LOG=path`: the brokers' output goes there (appended), e.g. to see
         // why a broker closed a connection; otherwise it is drained and dropped.
-        let log = match std::env::var_os("MOCHI_BENCH_BROKER_LOG") {
+        let log = match std::env::var_os("MOCHI_BENCH_BROKER_LOG").map(std::path::PathBuf::from) {
             Some(path) => Some(
                 std::fs::OpenOptions::new()
                     .create(true)
