@@ -1322,9 +1322,12 @@ impl Connection {
         };
         sys::sub(&info.publishers_waiting, 1);
         if end.is_some() {
-            // Not placed, so not acknowledged: the publisher sends QoS 1/2 messages again.
-            self.parked.clear();
-            self.held.clear();
+            // The connection is taken over or the server closes: nobody waits any more. What
+            // was accepted is placed as the server's own messages would be (a QoS 2 message
+            // already answered in the session's inbound state must not be lost), and
+            // acknowledged if the closing writer still can.
+            self.server.place_parked(&mut self.parked);
+            self.push_held();
         }
         end
     }

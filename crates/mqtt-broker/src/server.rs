@@ -679,13 +679,13 @@ impl Server {
         delivered
     }
 
-    /// Puts one of the server's own deliveries in a session's queue and wakes its writer
+    /// Puts the server's own deliveries in a session's queue, in order, and wakes its writer
     /// ([`Admission::Force`]: nobody waits).
-    pub(crate) fn enqueue(&self, session: &Arc<Session>, delivery: Delivery) {
+    pub(crate) fn enqueue(&self, session: &Arc<Session>, deliveries: Vec<Delivery>) {
         let mut dropped = Vec::new();
         self.queue_to(
             session,
-            &mut std::iter::once(delivery),
+            &mut deliveries.into_iter(),
             Admission::Force,
             &mut Parked::default(),
             &mut HashMap::new(),
@@ -932,6 +932,24 @@ impl Server {
         self.report_dropped(dropped);
         flow::wake(wake);
         if parked.is_empty() { None } else { deadline }
+    }
+
+    /// Places a connection's parked deliveries without waiting ([`Admission::Force`]): the
+    /// connection ends.
+    pub(crate) fn place_parked(&self, parked: &mut Parked) {
+        let mut compacted = HashMap::new();
+        let mut dropped = Vec::new();
+        for (session, deliveries) in parked.take() {
+            self.queue_to(
+                &session,
+                &mut deliveries.into_iter(),
+                Admission::Force,
+                parked,
+                &mut compacted,
+                &mut dropped,
+            );
+        }
+        self.report_dropped(dropped);
     }
 
     /// Declares a connected subscriber stuck: its queue is full and its writer took nothing
@@ -1759,9 +1777,7 @@ mod tests {
         let server = server(4);
         let full = connected("full");
         let free = connected("free");
-        for seq in 0..4 {
-            server.enqueue(&full, Delivery::for_test(seq));
-        }
+        server.enqueue(&full, (0..4).map(Delivery::for_test).collect());
         let mut staged = Staged::default();
         for seq in 0..3 {
             staged.push(&full, Delivery::for_test(seq));
@@ -1807,8 +1823,7 @@ mod tests {
     fn a_subscriber_without_progress_is_declared_stuck_after_the_timeout() {
         let server = server(2);
         let full = connected("full");
-        server.enqueue(&full, Delivery::for_test(0));
-        server.enqueue(&full, Delivery::for_test(1));
+        server.enqueue(&full, vec![Delivery::for_test(0), Delivery::for_test(1)]);
         let mut staged = Staged::default();
         staged.push(&full, Delivery::for_test(2));
         let waiter = Arc::new(HandleShared::default());

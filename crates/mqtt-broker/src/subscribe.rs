@@ -135,7 +135,7 @@ pub(crate) fn subscribe(
                     if let Some(delivery) =
                         retained_delivery(server, session, client, &topic, message, granted, identifier, now)
                     {
-                        server.enqueue(session, delivery);
+                        server.enqueue(session, vec![delivery]);
                     }
                 }
             }
@@ -238,9 +238,7 @@ pub(crate) fn send_retained(
         _ => return true,
     }
     drop(state);
-    for delivery in deliveries {
-        server.enqueue(session, delivery);
-    }
+    server.enqueue(session, deliveries);
     true
 }
 

@@ -258,17 +258,20 @@ impl<'a, V: Clone> PageWalk<'a, V> {
     /// when the node is on its path (then the node itself is not after it). Returns whether the
     /// page is complete.
     fn visit(&mut self, node: &'a Node<V>, want: Want<'_>, after: Option<&[&str]>) -> bool {
-        if after.is_none()
-            && matches!(want, Want::Here | Want::Subtree)
-            && let Some((topic, value)) = &node.value
-        {
-            self.entries.push((topic.clone(), value.clone()));
-        }
-        self.visits_left = self.visits_left.saturating_sub(1);
-        if self.entries.len() >= self.max_entries || self.visits_left == 0 {
-            // Everything up to this node (before its children) has been seen.
-            self.stopped_at = Some(self.path.join("/"));
-            return true;
+        // Nodes on the resume position's path were seen by an earlier page: they are walked
+        // through, not counted, so that every page stops strictly after the position.
+        if after.is_none() {
+            if matches!(want, Want::Here | Want::Subtree)
+                && let Some((topic, value)) = &node.value
+            {
+                self.entries.push((topic.clone(), value.clone()));
+            }
+            self.visits_left = self.visits_left.saturating_sub(1);
+            if self.entries.len() >= self.max_entries || self.visits_left == 0 {
+                // Everything up to this node (before its children) has been seen.
+                self.stopped_at = Some(self.path.join("/"));
+                return true;
+            }
         }
         self.children(node, want, false, after)
     }
@@ -418,6 +421,30 @@ mod tests {
         assert_eq!(topics(&index, "$SYS/#"), ["$SYS/x"]);
         assert_eq!(topics(&index, "a/b"), ["a/b"]);
         assert_eq!(topics(&index, "$share/g/a/b"), ["a/b"]);
+    }
+
+    /// Pages of one entry or one visit each still move on, also past the empty level and
+    /// through the levels of the position they resume from.
+    #[test]
+    fn the_smallest_pages_make_progress() {
+        let index = RetainedIndex::new();
+        for (i, topic) in ["", "/", "a", "a/b", "a/b/c", "b"].iter().enumerate() {
+            index.set(topic, i as u32);
+        }
+        for (entries, visits) in [(1, 1), (1, 100), (100, 1)] {
+            let mut after: Option<String> = None;
+            let mut seen = Vec::new();
+            for _ in 0..100 {
+                let page = index.matching_page("#", after.as_deref(), entries, visits);
+                seen.extend(page.entries.into_iter().map(|(t, _)| t.to_string()));
+                after = page.resume;
+                if after.is_none() {
+                    break;
+                }
+            }
+            assert!(after.is_none(), "the walk ended");
+            assert_eq!(seen, ["", "/", "a", "a/b", "a/b/c", "b"]);
+        }
     }
 
     #[test]
