@@ -226,8 +226,9 @@ async fn publish(
             Some(Instant::now())
         }
         Ok(Ok(Ok(()))) => None,
+        // The cause of a failed publish above, if there was one.
         Ok(Ok(Err(failure))) => {
-            error.get_or_insert_with(|| format!("publisher: {failure}"));
+            error = Some(format!("publisher: {failure}"));
             None
         }
         Ok(Err(join)) => {
