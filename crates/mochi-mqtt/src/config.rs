@@ -869,7 +869,10 @@ mod tests {
         let defaults = Config::parse("").unwrap().broker_options();
         assert_eq!(defaults.overload_policy, OverloadPolicy::Backpressure);
         assert_eq!(defaults.slow_subscriber_timeout, Duration::from_secs(30));
-        assert_eq!(defaults.slow_subscriber_policy, SlowSubscriberPolicy::Disconnect);
+        assert_eq!(
+            defaults.slow_subscriber_policy,
+            SlowSubscriberPolicy::Disconnect
+        );
         assert_eq!(defaults.queue_drop_order, DropOrder::Newest);
 
         let error = Config::parse("[options]\noverload_policy = \"block\"\n")

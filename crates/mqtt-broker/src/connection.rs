@@ -2076,8 +2076,8 @@ fn write_loop<W: AsyncWrite + Unpin>(
                 (state.peer, current)
             };
             crate::flow::wake(room_made);
-            let streamed = stream_retained
-                && crate::subscribe::send_retained(&server, &session, &client, now);
+            let streamed =
+                stream_retained && crate::subscribe::send_retained(&server, &session, &client, now);
             if !current {
                 // Left the session while closing: what was queued before still goes out.
                 control.extend(handle.unsent.lock().drain(..));

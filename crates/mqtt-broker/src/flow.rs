@@ -225,7 +225,9 @@ impl Flow {
     /// later. `None` while nobody waits.
     pub(crate) fn stuck_deadline(&self, timeout: Duration) -> Option<Instant> {
         let since = self.waiting_since?;
-        let from = self.last_progress.map_or(since, |progress| progress.max(since));
+        let from = self
+            .last_progress
+            .map_or(since, |progress| progress.max(since));
         Some(from + timeout)
     }
 
@@ -293,16 +295,16 @@ impl Parked {
             Some((last, deliveries)) if Arc::ptr_eq(last, session) => {
                 deliveries.push_back(delivery);
             }
-            _ => self
-                .0
-                .push((session.clone(), VecDeque::from([delivery]))),
+            _ => self.0.push((session.clone(), VecDeque::from([delivery]))),
         }
     }
 
     /// Whether deliveries to `session` are parked: later ones must wait behind them
     /// [MQTT-4.6.0-6].
     pub(crate) fn holds(&self, session: &Arc<Session>) -> bool {
-        self.0.iter().any(|(parked, _)| Arc::ptr_eq(parked, session))
+        self.0
+            .iter()
+            .any(|(parked, _)| Arc::ptr_eq(parked, session))
     }
 
     /// Takes the parked deliveries, by session.
@@ -315,11 +317,6 @@ impl Parked {
         if !deliveries.is_empty() {
             self.0.push((session, deliveries));
         }
-    }
-
-    /// Forgets everything parked (the connection ends without acknowledging it).
-    pub(crate) fn clear(&mut self) {
-        self.0.clear();
     }
 }
 
@@ -395,7 +392,14 @@ mod tests {
         let limits = limits();
         for n in 0..4 {
             assert!(matches!(
-                offer(&session, QoS::AtMostOnce, n, Admission::Wait(&waiter), &limits, now),
+                offer(
+                    &session,
+                    QoS::AtMostOnce,
+                    n,
+                    Admission::Wait(&waiter),
+                    &limits,
+                    now
+                ),
                 Admitted::Queued(_)
             ));
         }
@@ -413,9 +417,13 @@ mod tests {
             Some(now + limits.slow_timeout)
         );
         // The writer takes one: not yet half empty, nobody is woken.
-        state.outbound.next_batch(now, 10, 1, &mut Vec::new(), &mut Vec::new());
+        state
+            .outbound
+            .next_batch(now, 10, 1, &mut Vec::new(), &mut Vec::new());
         assert!(state.flow.room_made(&state.outbound, &limits).is_empty());
-        state.outbound.next_batch(now, 10, 1, &mut Vec::new(), &mut Vec::new());
+        state
+            .outbound
+            .next_batch(now, 10, 1, &mut Vec::new(), &mut Vec::new());
         assert_eq!(state.flow.room_made(&state.outbound, &limits).len(), 1);
         assert_eq!(state.flow.stuck_deadline(limits.slow_timeout), None);
     }
@@ -430,14 +438,35 @@ mod tests {
             ..limits()
         };
         for n in 0..4 {
-            offer(&session, QoS::AtLeastOnce, n, Admission::Wait(&waiter), &limits, now);
+            offer(
+                &session,
+                QoS::AtLeastOnce,
+                n,
+                Admission::Wait(&waiter),
+                &limits,
+                now,
+            );
         }
         assert!(matches!(
-            offer(&session, QoS::AtMostOnce, 9, Admission::Wait(&waiter), &limits, now),
+            offer(
+                &session,
+                QoS::AtMostOnce,
+                9,
+                Admission::Wait(&waiter),
+                &limits,
+                now
+            ),
             Admitted::Dropped(_, DropReason::QueueFull)
         ));
         assert!(matches!(
-            offer(&session, QoS::AtLeastOnce, 9, Admission::Wait(&waiter), &limits, now),
+            offer(
+                &session,
+                QoS::AtLeastOnce,
+                9,
+                Admission::Wait(&waiter),
+                &limits,
+                now
+            ),
             Admitted::Parked(_)
         ));
     }
@@ -449,12 +478,26 @@ mod tests {
         let limits = limits();
         for n in 0..8 {
             assert!(matches!(
-                offer(&session, QoS::AtLeastOnce, n, Admission::Force, &limits, now),
+                offer(
+                    &session,
+                    QoS::AtLeastOnce,
+                    n,
+                    Admission::Force,
+                    &limits,
+                    now
+                ),
                 Admitted::Queued(_)
             ));
         }
         assert!(matches!(
-            offer(&session, QoS::AtLeastOnce, 9, Admission::Force, &limits, now),
+            offer(
+                &session,
+                QoS::AtLeastOnce,
+                9,
+                Admission::Force,
+                &limits,
+                now
+            ),
             Admitted::Dropped(_, DropReason::QueueFull)
         ));
     }
@@ -466,17 +509,38 @@ mod tests {
         let waiter = Arc::new(HandleShared::default());
         let limits = limits();
         assert!(matches!(
-            offer(&session, QoS::AtMostOnce, 0, Admission::Wait(&waiter), &limits, now),
+            offer(
+                &session,
+                QoS::AtMostOnce,
+                0,
+                Admission::Wait(&waiter),
+                &limits,
+                now
+            ),
             Admitted::Dropped(_, DropReason::ClientOffline)
         ));
         for n in 0..6 {
             assert!(matches!(
-                offer(&session, QoS::AtLeastOnce, n, Admission::Wait(&waiter), &limits, now),
+                offer(
+                    &session,
+                    QoS::AtLeastOnce,
+                    n,
+                    Admission::Wait(&waiter),
+                    &limits,
+                    now
+                ),
                 Admitted::Queued(_)
             ));
         }
         assert!(matches!(
-            offer(&session, QoS::AtLeastOnce, 6, Admission::Wait(&waiter), &limits, now),
+            offer(
+                &session,
+                QoS::AtLeastOnce,
+                6,
+                Admission::Wait(&waiter),
+                &limits,
+                now
+            ),
             Admitted::Dropped(_, DropReason::QueueFull)
         ));
         assert!(session.state.lock().flow.waiters.is_empty(), "nobody waits");
@@ -552,17 +616,38 @@ mod tests {
         let limits = limits();
         session.state.lock().flow.declare_stuck();
         assert!(matches!(
-            offer(&session, QoS::AtMostOnce, 0, Admission::Wait(&waiter), &limits, now),
+            offer(
+                &session,
+                QoS::AtMostOnce,
+                0,
+                Admission::Wait(&waiter),
+                &limits,
+                now
+            ),
             Admitted::Dropped(_, DropReason::SubscriberStuck)
         ));
         for n in 0..6 {
             assert!(matches!(
-                offer(&session, QoS::AtLeastOnce, n, Admission::Wait(&waiter), &limits, now),
+                offer(
+                    &session,
+                    QoS::AtLeastOnce,
+                    n,
+                    Admission::Wait(&waiter),
+                    &limits,
+                    now
+                ),
                 Admitted::Queued(_)
             ));
         }
         assert!(matches!(
-            offer(&session, QoS::AtLeastOnce, 6, Admission::Wait(&waiter), &limits, now),
+            offer(
+                &session,
+                QoS::AtLeastOnce,
+                6,
+                Admission::Wait(&waiter),
+                &limits,
+                now
+            ),
             Admitted::Dropped(_, DropReason::QueueFull)
         ));
     }

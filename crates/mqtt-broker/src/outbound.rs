@@ -381,7 +381,11 @@ impl Outbound {
     /// Takes out the queued QoS 0 messages (when a client goes offline and QoS 0 is not kept,
     /// or a stuck subscriber is skipped), in order.
     pub(crate) fn drop_qos0(&mut self) -> Vec<Delivery> {
-        if self.pending.iter().all(|delivery| delivery.qos != QoS::AtMostOnce) {
+        if self
+            .pending
+            .iter()
+            .all(|delivery| delivery.qos != QoS::AtMostOnce)
+        {
             return Vec::new();
         }
         let (dropped, kept): (VecDeque<Delivery>, VecDeque<Delivery>) =
@@ -476,8 +480,7 @@ mod tests {
         let now = Instant::now();
         let mut outbound = Outbound::default();
         for payload in ["a", "b", "c"] {
-            outbound
-                .push(delivery(QoS::AtLeastOnce, payload, None));
+            outbound.push(delivery(QoS::AtLeastOnce, payload, None));
         }
         let first = batch(&mut outbound, now, 2);
         assert_eq!(payloads(&first), ["a", "b"]);
@@ -501,8 +504,7 @@ mod tests {
         let mut ids = std::collections::HashSet::new();
         for _ in 0..3 {
             for _ in 0..8 {
-                outbound
-                    .push(delivery(QoS::AtLeastOnce, "x", None));
+                outbound.push(delivery(QoS::AtLeastOnce, "x", None));
             }
             for out in batch(&mut outbound, now, 1000) {
                 let Outgoing::Publish {
@@ -522,8 +524,7 @@ mod tests {
     fn ids_wrap_and_skip_those_in_flight() {
         let now = Instant::now();
         let mut outbound = Outbound::default();
-        outbound
-            .push(delivery(QoS::AtLeastOnce, "held", None));
+        outbound.push(delivery(QoS::AtLeastOnce, "held", None));
         let held = batch(&mut outbound, now, 10);
         let Outgoing::Publish {
             packet_id: Some(held_id),
@@ -535,8 +536,7 @@ mod tests {
         assert_eq!(held_id.get(), 1);
         outbound.last_id = u16::MAX - 1;
         for _ in 0..3 {
-            outbound
-                .push(delivery(QoS::AtLeastOnce, "x", None));
+            outbound.push(delivery(QoS::AtLeastOnce, "x", None));
         }
         let ids: Vec<u16> = batch(&mut outbound, now, 10)
             .into_iter()
@@ -555,10 +555,8 @@ mod tests {
     fn qos2_flow_and_error_pubrec() {
         let now = Instant::now();
         let mut outbound = Outbound::default();
-        outbound
-            .push(delivery(QoS::ExactlyOnce, "a", None));
-        outbound
-            .push(delivery(QoS::ExactlyOnce, "b", None));
+        outbound.push(delivery(QoS::ExactlyOnce, "a", None));
+        outbound.push(delivery(QoS::ExactlyOnce, "b", None));
         let out = batch(&mut outbound, now, 10);
         let ids: Vec<PacketId> = out
             .iter()
@@ -607,8 +605,7 @@ mod tests {
             (QoS::AtLeastOnce, "3"),
             (QoS::ExactlyOnce, "4"),
         ] {
-            outbound
-                .push(delivery(qos, payload, None));
+            outbound.push(delivery(qos, payload, None));
         }
         let out = batch(&mut outbound, now, 10);
         let id_of = |i: usize| match &out[i] {
@@ -639,11 +636,9 @@ mod tests {
         let now = Instant::now();
         let mut outbound = Outbound::default();
         for payload in ["1", "2", "3", "4"] {
-            outbound
-                .push(delivery(QoS::AtLeastOnce, payload, None));
+            outbound.push(delivery(QoS::AtLeastOnce, payload, None));
         }
-        outbound
-            .push(delivery(QoS::AtLeastOnce, "new", None));
+        outbound.push(delivery(QoS::AtLeastOnce, "new", None));
         let first = batch(&mut outbound, now, 4);
         assert_eq!(payloads(&first), ["1", "2", "3", "4"]);
         // Reconnect with Receive Maximum 2.
@@ -691,8 +686,7 @@ mod tests {
             "old",
             Some(now + Duration::from_secs(5)),
         ));
-        outbound
-            .push(delivery(QoS::AtLeastOnce, "new", None));
+        outbound.push(delivery(QoS::AtLeastOnce, "new", None));
         let mut out = Vec::new();
         let mut dropped = Vec::new();
         outbound.next_batch(
@@ -710,7 +704,10 @@ mod tests {
     #[test]
     fn fits_counts_messages_and_bytes_and_an_empty_queue_takes_anything() {
         let mut outbound = Outbound::default();
-        assert!(outbound.fits(1 << 30, 1, 10), "an empty queue takes any message");
+        assert!(
+            outbound.fits(1 << 30, 1, 10),
+            "an empty queue takes any message"
+        );
         outbound.push(delivery(QoS::AtLeastOnce, "xxxx", None));
         // "t" + "xxxx": 5 bytes queued.
         assert_eq!(outbound.pending_bytes(), 5);

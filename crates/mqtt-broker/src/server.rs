@@ -18,10 +18,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::flow::{self, Admission, Admitted, FlowLimits, Parked};
 use crate::hooks::{Access, DropReason, HookEvents, Hooks, PublishDecision, RetainChange};
 use crate::inline::InlineClient;
 use crate::message::{Delivery, Message};
-use crate::flow::{self, Admission, Admitted, FlowLimits, Parked};
 use crate::options::SlowSubscriberPolicy;
 use crate::session::{Close, HandleShared, Session, SessionState, SubscriptionEntry};
 use crate::staged::{LastRoute, Staged};
@@ -787,9 +787,9 @@ impl Server {
                 parked.push(session, delivery);
                 continue;
             }
-            if let Some(delivery) =
-                self.place(session, &mut state, delivery, admission, now, compacted, dropped)
-            {
+            if let Some(delivery) = self.place(
+                session, &mut state, delivery, admission, now, compacted, dropped,
+            ) {
                 waiting = true;
                 parked.push(session, delivery);
             }
@@ -818,9 +818,7 @@ impl Server {
         let inner = &self.inner;
         let limits = &inner.flow_limits;
         let mut delivery = delivery;
-        if state.connection.is_none()
-            && (delivery.qos > QoS::AtMostOnce || limits.qos0_offline)
-        {
+        if state.connection.is_none() && (delivery.qos > QoS::AtMostOnce || limits.qos0_offline) {
             let message = &delivery.message;
             delivery.message = compacted
                 .entry(Arc::as_ptr(message) as usize)
@@ -1748,7 +1746,6 @@ fn restored_message(
         expires_at,
     }))
 }
-
 
 #[cfg(test)]
 mod tests {

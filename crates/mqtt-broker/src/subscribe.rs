@@ -132,9 +132,9 @@ pub(crate) fn subscribe(
             let now = Instant::now();
             for (filter, granted) in retained {
                 for (topic, message) in inner.retained.matching(&filter) {
-                    if let Some(delivery) =
-                        retained_delivery(server, session, client, &topic, message, granted, identifier, now)
-                    {
+                    if let Some(delivery) = retained_delivery(
+                        server, session, client, &topic, message, granted, identifier, now,
+                    ) {
                         server.enqueue(session, vec![delivery]);
                     }
                 }
@@ -217,7 +217,9 @@ pub(crate) fn send_retained(
         .entries
         .into_iter()
         .filter_map(|(topic, message)| {
-            retained_delivery(server, session, client, &topic, message, granted, identifier, now)
+            retained_delivery(
+                server, session, client, &topic, message, granted, identifier, now,
+            )
         })
         .collect();
     let mut state = session.state.lock();

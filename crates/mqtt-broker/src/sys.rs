@@ -288,10 +288,11 @@ pub(crate) fn topics(snapshot: &SysSnapshot, now_unix: u64) -> Vec<(&'static str
         ("$SYS/broker/system/threads", snapshot.tasks.to_string()),
     ];
     topics.extend(
-        DROP_REASON_TOPICS
-            .iter()
-            .copied()
-            .zip(snapshot.messages_dropped_by_reason.map(|count| count.to_string())),
+        DROP_REASON_TOPICS.iter().copied().zip(
+            snapshot
+                .messages_dropped_by_reason
+                .map(|count| count.to_string()),
+        ),
     );
     topics
 }

@@ -323,7 +323,12 @@ async fn offline_overflow(order: DropOrder) -> Vec<u32> {
 
     for i in 0..150u32 {
         server
-            .publish("q/1", i.to_be_bytes().to_vec(), false, mqtt_packets::QoS::AtLeastOnce)
+            .publish(
+                "q/1",
+                i.to_be_bytes().to_vec(),
+                false,
+                mqtt_packets::QoS::AtLeastOnce,
+            )
             .unwrap();
     }
     for _ in 0..7 {

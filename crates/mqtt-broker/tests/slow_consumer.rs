@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use mqtt_broker::{AllowAllHook, ConnectionInfo, Options, Server, SlowSubscriberPolicy};
 use mqtt_packets::{
-    DecodeContext, Disconnect, MqttString, Packet, PacketId, Protocol, QoS, ReasonCode,
+    Connect, DecodeContext, Disconnect, MqttString, Packet, PacketId, Protocol, QoS, ReasonCode,
     Subscribe, Subscription, decode,
 };
 use support::{Raw, connect, publish};
@@ -30,6 +30,15 @@ struct Client {
 impl Client {
     /// Connects as a v5 client with a stream buffer of `buffer` bytes each way.
     async fn connect(server: &Server, id: &str, buffer: usize, receive_maximum: u16) -> Self {
+        let mut connect = connect(Protocol::V5, id);
+        connect.properties.receive_maximum = std::num::NonZeroU16::new(receive_maximum);
+        let (client, connack) = Self::open(server, buffer, connect).await;
+        support::connack(connack);
+        client
+    }
+
+    /// Sends this CONNECT over a new stream; returns the client and its answer.
+    async fn open(server: &Server, buffer: usize, connect: Connect) -> (Self, Packet) {
         let (client, served) = tokio::io::duplex(buffer);
         let server = server.clone();
         tokio::spawn(async move {
@@ -41,11 +50,9 @@ impl Client {
             stream: client,
             buf: BytesMut::new(),
         };
-        let mut connect = connect(Protocol::V5, id);
-        connect.properties.receive_maximum = std::num::NonZeroU16::new(receive_maximum);
         client.send(Packet::from(connect)).await;
-        support::connack(client.recv().await.expect("CONNACK"));
-        client
+        let connack = client.recv().await.expect("CONNACK");
+        (client, connack)
     }
 
     async fn send(&mut self, packet: Packet) {
@@ -106,7 +113,11 @@ fn read_all(mut subscriber: Client) -> tokio::task::JoinHandle<Client> {
         for i in 0..FLOOD {
             match subscriber.recv().await {
                 Some(Packet::Publish(publish)) => {
-                    assert_eq!(&publish.payload[..4], &i.to_be_bytes(), "in order, none lost");
+                    assert_eq!(
+                        &publish.payload[..4],
+                        &i.to_be_bytes(),
+                        "in order, none lost"
+                    );
                 }
                 other => panic!("expected message {i}, got {other:?}"),
             }
@@ -181,7 +192,10 @@ async fn a_subscriber_that_never_acknowledges_gets_disconnect_0x97() {
         }
     };
     assert_eq!(disconnect, Disconnect::new(ReasonCode::QUOTA_EXCEEDED));
-    assert_eq!(publishes, 5, "never more than its Receive Maximum [MQTT-3.3.4-9]");
+    assert_eq!(
+        publishes, 5,
+        "never more than its Receive Maximum [MQTT-3.3.4-9]"
+    );
     assert!(start.elapsed() >= Duration::from_secs(30));
     assert_eq!(silent.recv().await, None);
     let mut publisher = publishing.await.unwrap();
@@ -219,9 +233,7 @@ async fn the_skip_policy_keeps_a_stuck_subscriber_and_drops_its_qos0() {
     assert!(server.connected_clients().contains(&"slow".to_string()));
     // It reads again: what it was sent, in order, then it is no longer skipped.
     let mut last = None;
-    while let Ok(Some(packet)) =
-        tokio::time::timeout(Duration::from_secs(1), slow.recv()).await
-    {
+    while let Ok(Some(packet)) = tokio::time::timeout(Duration::from_secs(1), slow.recv()).await {
         let Packet::Publish(publish) = packet else {
             panic!("unexpected {packet:?}")
         };
@@ -304,4 +316,83 @@ async fn large_payloads_arrive_whole_when_written_in_parts() {
     tokio::time::timeout(Duration::from_secs(120), test)
         .await
         .expect("the exchange took too long");
+}
+
+/// A publisher taken over while it waits for a full subscriber: the message it was waiting to
+/// place is not lost. It is a QoS 2 message whose id is already in the session's inbound state,
+/// so the new connection's resend is answered PUBREC without a second delivery [MQTT-4.3.3-9];
+/// the subscriber gets it exactly once.
+#[tokio::test(start_paused = true)]
+async fn a_publisher_taken_over_while_it_waits_loses_nothing() {
+    let mut options = Options::default();
+    options.slow_subscriber_timeout = Duration::from_secs(3600);
+    let server = Server::new(options);
+    server.add_hook(AllowAllHook).unwrap();
+    let mut subscriber = Client::connect(&server, "sub", 1 << 20, 5).await;
+    subscriber.subscribe("t", QoS::ExactlyOnce).await;
+    // Another publisher fills the subscriber's queue: 5 in flight, 1,024 queued.
+    let mut filler = Client::connect(&server, "filler", 1 << 20, 100).await;
+    for i in 0..1_029u16 {
+        filler
+            .send(publish("t", b"fill", QoS::AtLeastOnce, false, i % 1000 + 1).into())
+            .await;
+    }
+    for _ in 0..1_029 {
+        assert!(matches!(filler.recv().await, Some(Packet::PubAck(_))));
+    }
+    let (mut first, connack) =
+        Client::open(&server, 1 << 20, support::persistent_v5("pub", true)).await;
+    support::connack(connack);
+    first
+        .send(publish("t", b"precious", QoS::ExactlyOnce, false, 7).into())
+        .await;
+    // Busy-wait (the paused clock does not move while this task runs) until it waits.
+    while server.info().snapshot().publishers_waiting == 0 {
+        tokio::task::yield_now().await;
+    }
+    let (mut second, connack) =
+        Client::open(&server, 1 << 20, support::persistent_v5("pub", false)).await;
+    assert!(support::connack(connack).session_present);
+    let mut resend = publish("t", b"precious", QoS::ExactlyOnce, false, 7);
+    resend.dup = true;
+    second.send(resend.into()).await;
+    match second.recv().await {
+        Some(Packet::PubRec(pubrec)) => assert_eq!(pubrec.packet_id.get(), 7),
+        other => panic!("expected PUBREC, got {other:?}"),
+    }
+    second
+        .send(mqtt_packets::PubRel::new(PacketId::new(7).unwrap()).into())
+        .await;
+    assert!(matches!(second.recv().await, Some(Packet::PubComp(_))));
+    drop(first);
+    // The subscriber reads now, acknowledging everything: "precious" arrives once.
+    let mut publishes = 0;
+    let mut precious = 0;
+    while let Ok(Some(packet)) =
+        tokio::time::timeout(Duration::from_secs(1), subscriber.recv()).await
+    {
+        match packet {
+            Packet::Publish(publish) => {
+                publishes += 1;
+                if &publish.payload[..] == b"precious" {
+                    precious += 1;
+                }
+                let id = publish.packet_id.unwrap();
+                if publish.qos == QoS::AtLeastOnce {
+                    subscriber.send(mqtt_packets::PubAck::new(id).into()).await;
+                } else {
+                    subscriber.send(mqtt_packets::PubRec::new(id).into()).await;
+                }
+            }
+            Packet::PubRel(pubrel) => {
+                subscriber
+                    .send(mqtt_packets::PubComp::new(pubrel.packet_id).into())
+                    .await;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(publishes, 1_030);
+    assert_eq!(precious, 1);
+    assert_eq!(server.info().snapshot().messages_dropped, 0);
 }

@@ -166,7 +166,12 @@ impl<V: Clone> RetainedIndex<V> {
             path: Vec::new(),
             stopped_at: None,
         };
-        walk.children(&root, Want::from_rest(strip_share(filter)), true, key.as_deref());
+        walk.children(
+            &root,
+            Want::from_rest(strip_share(filter)),
+            true,
+            key.as_deref(),
+        );
         RetainedPage {
             entries: walk.entries,
             resume: walk.stopped_at,
