@@ -921,6 +921,10 @@ impl Connection {
             state.inbound_qos2.clear();
             state.outbound.clear();
             state.flow.retained = None;
+            // Deliveries parked for the old session's subscriptions are dropped by their
+            // connections, which are woken to find out.
+            state.epoch += 1;
+            crate::flow::wake(state.flow.release_all());
         }
         state.flow.attached(Instant::now());
         state.protocol = client.protocol;
@@ -1101,13 +1105,16 @@ impl Connection {
                             }
                         }
                         Ok(Some(Some(end))) => {
-                            server.deliver(&mut self.staged);
+                            // What the read accepted before the end is placed as any read's,
+                            // waiting for room (a kill, or the close this end may have asked
+                            // for, places the rest at once); the end stays the reason.
+                            self.hand_over().await;
                             self.flush_counters();
                             self.boxed_release_acks_on_exit().await;
                             return end;
                         }
                         Err(error) => {
-                            server.deliver(&mut self.staged);
+                            self.hand_over().await;
                             self.flush_counters();
                             self.boxed_release_acks_on_exit().await;
                             warn!(client_id = %self.client.client_id, %error, "closing on a bad packet");
@@ -1126,24 +1133,26 @@ impl Connection {
                     if let Some(auth) = self.pending_auth.take()
                         && let Some(end) = self.boxed_reauthenticate(*auth).await
                     {
-                        server.deliver(&mut self.staged);
+                        self.hand_over().await;
                         self.flush_counters();
                         self.boxed_release_acks_on_exit().await;
                         return end;
                     }
                 }
-                // A client that sends requests but does not read the answers (PINGRESP, acks) is
-                // closed before its unsent answers grow without bound. PUBRELs answer the
-                // client's PUBRECs to our QoS 2 messages: one per message in flight, so the
-                // send window is allowed on top.
+                // A client whose answers (PINGRESP, acks) pile up unsent is not read until they
+                // are written, and is closed if they are not within the slow-subscriber timeout:
+                // its unsent answers never grow without bound. PUBRELs answer the client's PUBRECs
+                // to our QoS 2 messages: one per message in flight, so the send window is allowed
+                // on top.
                 let (unsent, window) = {
                     let state = self.session.state.lock();
                     (state.control.len(), state.peer.window)
                 };
-                if unsent > control_limit.saturating_add(window) {
-                    warn!(client_id = %self.client.client_id, unsent, "client does not read its acknowledgements");
-                    self.close(ReasonCode::QUOTA_EXCEEDED);
-                    return End::Abnormal("too many unsent acknowledgements".into());
+                let limit = control_limit.saturating_add(window);
+                if unsent > limit
+                    && let Some(end) = self.boxed_wait_for_answers(limit).await
+                {
+                    return end;
                 }
                 let size = read_size.current;
                 let read = async {
@@ -1278,8 +1287,8 @@ impl Connection {
 
     /// Hands the deliveries staged so far to their subscribers' queues. If a connected
     /// subscriber's queue is full, waits (without reading) until every delivery is placed.
-    /// `Some` ends the connection (it was killed meanwhile); the held acknowledgements are then
-    /// not sent.
+    /// `Some` ends the connection (it was killed meanwhile): what it accepted is then placed
+    /// without waiting, and the held acknowledgements go out if storage allows.
     ///
     /// Cancel safety: not cancel safe; the reader awaits it to completion.
     async fn hand_over(&mut self) -> Option<End> {
@@ -1290,6 +1299,40 @@ impl Connection {
             return None;
         }
         self.boxed_wait_for_room(shared).await
+    }
+
+    /// [`Connection::wait_for_answers`] in a box (see [`serve`]): waiting is the rare path.
+    fn boxed_wait_for_answers(
+        &mut self,
+        limit: usize,
+    ) -> Pin<Box<impl Future<Output = Option<End>> + Send>> {
+        Box::pin(self.wait_for_answers(limit))
+    }
+
+    /// Waits, without reading, until the writer has taken this connection's unsent answers down
+    /// to half of `limit`. `Some` ends the connection: killed, or its answers were not written
+    /// within the slow-subscriber timeout (DISCONNECT 0x97).
+    async fn wait_for_answers(&mut self, limit: usize) -> Option<End> {
+        let shared = self.handle.shared();
+        let deadline = Instant::now() + self.server.inner.flow_limits.slow_timeout;
+        shared.answers_waiting.store(true, Ordering::Relaxed);
+        let end = loop {
+            let unsent = self.session.state.lock().control.len();
+            if unsent <= limit / 2 {
+                break None;
+            }
+            tokio::select! {
+                () = shared.room.notified() => {}
+                () = shared.kill.notified() => break Some(End::Killed),
+                () = tokio::time::sleep_until(deadline) => {
+                    warn!(client_id = %self.client.client_id, unsent, "client does not read its acknowledgements");
+                    self.close(ReasonCode::QUOTA_EXCEEDED);
+                    break Some(End::Abnormal("too many unsent acknowledgements".into()));
+                }
+            }
+        };
+        shared.answers_waiting.store(false, Ordering::Relaxed);
+        end
     }
 
     /// [`Connection::wait_for_room`] in a box (see [`serve`]): waiting is the rare path.
@@ -1306,6 +1349,7 @@ impl Connection {
         let info = &self.server.inner.info;
         sys::add(&info.publisher_waits, 1);
         sys::add(&info.publishers_waiting, 1);
+        shared.waiting.store(true, Ordering::Relaxed);
         debug!(client_id = %self.client.client_id, "not reading: a subscriber's queue is full");
         let end = loop {
             let Some(deadline) =
@@ -1320,14 +1364,15 @@ impl Connection {
                 () = shared.kill.notified() => break Some(End::Killed),
             }
         };
+        shared.waiting.store(false, Ordering::Relaxed);
         sys::sub(&info.publishers_waiting, 1);
         if end.is_some() {
             // The connection is taken over or the server closes: nobody waits any more. What
-            // was accepted is placed as the server's own messages would be (a QoS 2 message
-            // already answered in the session's inbound state must not be lost), and
+            // was accepted is placed whatever the queue limits (it is one read at most; a QoS 2
+            // message already in the session's inbound state must not be lost), and
             // acknowledged if the closing writer still can.
-            self.server.place_parked(&mut self.parked);
-            self.push_held();
+            self.server.place_parked(&mut self.parked, &shared);
+            self.boxed_release_acks_on_exit().await;
         }
         end
     }
@@ -2049,15 +2094,16 @@ fn write_loop<W: AsyncWrite + Unpin>(
                     // Taken rather than drained, so that the session does not keep the queue's
                     // capacity (a kilobyte for the CONNACK alone) while the connection idles.
                     control.extend(std::mem::take(&mut state.control));
+                    if !control.is_empty() && handle.answers_waiting.load(Ordering::Relaxed) {
+                        // The reader waits for its answers to be taken (see
+                        // `Connection::wait_for_answers`).
+                        handle.room.notify_one();
+                    }
                     if !closing {
                         let window = state.peer.window;
-                        let queued = state.outbound.pending_len();
                         state
                             .outbound
                             .next_batch(now, window, BATCH, &mut outgoing, &mut dropped);
-                        if state.outbound.pending_len() < queued {
-                            state.flow.progressed(now);
-                        }
                         // Publishers waiting for room go on once the queue is half empty.
                         room_made = state.flow.room_made(&state.outbound, limits);
                         // Retained messages of a new subscription follow as the queue drains.
@@ -2288,6 +2334,11 @@ fn write_loop<W: AsyncWrite + Unpin>(
                         hook.on_packet_sent(&client, packet, len);
                     }
                 }
+            }
+            if streamed && packets == 0 {
+                // Pages of retained messages that were all expired, refused or sparse: let the
+                // other tasks of this thread run before the next page.
+                tokio::task::yield_now().await;
             }
             if progressed && current && !closing {
                 continue;

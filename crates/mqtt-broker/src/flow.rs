@@ -1,5 +1,5 @@
 //! Flow control from subscriber back to publisher: what a full queue does to a message, who
-//! waits for room in it, and when a subscriber that makes no progress stops holding anyone back.
+//! waits for room in it, and when a subscriber that does not drain stops holding anyone back.
 //!
 //! Plain data with methods that take `now`, kept in each session under its lock:
 //!
@@ -9,9 +9,15 @@
 //!   reading (its acknowledgements wait too), so TCP slows the publisher down. Nothing is dropped.
 //!   When the subscriber's writer has taken the queue down to half, it wakes the waiters
 //!   ([`Flow::room_made`]), which offer their parked deliveries again.
-//! - A subscriber whose writer takes nothing from its full queue for `slow_subscriber_timeout`
+//! - Two exceptions keep waiting from turning into a deadlock, since a connection that waits
+//!   does not read its client's acknowledgements either: a connection never waits for its own
+//!   session (a client subscribed to what it publishes), nor for a subscriber whose own reader is
+//!   waiting (two clients publishing to each other). Such deliveries are queued up to twice the
+//!   limits, like the server's own messages.
+//! - A subscriber that does not drain its full queue to half within `slow_subscriber_timeout`
 //!   while someone waits is **stuck** ([`Flow::stuck_deadline`]): a waiting publisher declares it
-//!   so, and from then on nobody waits for it (it is disconnected, or skipped, by policy).
+//!   so, and from then on nobody waits for it (it is disconnected, or skipped, by policy). One
+//!   whose own reader waits for someone else is given twice as long.
 //! - An **offline** session (or a skipped subscriber) cannot hold anyone back: its queue is
 //!   bounded by `maximum_queued_messages` and `maximum_queued_bytes`, and its overflow is dropped
 //!   (the new message or the oldest, [`DropOrder`]) and counted.
@@ -78,6 +84,9 @@ pub(crate) enum Admission<'a> {
     /// The server's own messages: nobody to hold back, so the queue takes up to twice its
     /// limits before it drops.
     Force,
+    /// The parked deliveries of a connection that ends while it waits: accepted already, and
+    /// bounded by one read, so they are queued whatever the limits.
+    Final,
 }
 
 /// What became of a delivery offered to a session's queue.
@@ -120,12 +129,23 @@ pub(crate) fn admit(
     if outbound.fits(size, limits.online_messages, limits.bytes) {
         return Admitted::Queued(outbound.push(delivery));
     }
+    // Waiting for one's own session, or for a subscriber that itself waits, could wait forever:
+    // neither reads the acknowledgements that would make room.
+    let admission = match (admission, &state.connection) {
+        (Admission::Wait(waiter), Some(connection))
+            if connection.is(waiter) || connection.reader_waits() =>
+        {
+            Admission::Force
+        }
+        (admission, _) => admission,
+    };
     match admission {
         Admission::Wait(waiter) if !qos0 || limits.overload == OverloadPolicy::Backpressure => {
             state.flow.wait(waiter, now);
             Admitted::Parked(delivery)
         }
         Admission::Wait(_) => Admitted::Dropped(delivery, DropReason::QueueFull),
+        Admission::Final => Admitted::Queued(outbound.push(delivery)),
         Admission::Force => {
             let messages = limits.online_messages.saturating_mul(2);
             if outbound.fits(size, messages, limits.bytes.saturating_mul(2)) {
@@ -147,11 +167,15 @@ fn bounded(
     evicted: &mut Vec<Delivery>,
 ) -> Admitted {
     let size = delivery.message.size();
+    if messages == 0 {
+        return Admitted::Dropped(delivery, DropReason::QueueFull);
+    }
     if !outbound.fits(size, messages, limits.bytes) {
-        match limits.drop_order {
-            DropOrder::Newest => return Admitted::Dropped(delivery, DropReason::QueueFull),
-            DropOrder::Oldest => outbound.evict_oldest(size, messages, limits.bytes, evicted),
+        // A QoS 0 message never pushes out the older messages it would replace.
+        if limits.drop_order == DropOrder::Newest || delivery.qos == QoS::AtMostOnce {
+            return Admitted::Dropped(delivery, DropReason::QueueFull);
         }
+        outbound.evict_oldest(size, messages, limits.bytes, evicted);
     }
     Admitted::Queued(outbound.push(delivery))
 }
@@ -163,12 +187,11 @@ pub(crate) struct Flow {
     waiters: Vec<Arc<HandleShared>>,
     /// When the first of the current waiters started waiting.
     waiting_since: Option<Instant>,
-    /// When the writer last took a message from the queue.
-    last_progress: Option<Instant>,
     /// Declared stuck: nobody waits for it until its queue is half empty again.
     stuck: bool,
     /// Retained messages still to send for the subscriptions that asked for them, oldest
     /// subscription first (see `subscribe::send_retained`).
+    #[allow(clippy::box_collection)] // 8 bytes per session until a subscription asks for them.
     pub(crate) retained: Option<Box<VecDeque<RetainedCursor>>>,
     /// Drops not logged yet, and when the last line about them went out.
     unlogged_drops: u64,
@@ -184,9 +207,12 @@ impl Flow {
         self.waiting_since.get_or_insert(now);
     }
 
-    /// The writer took messages from the queue at `now`.
-    pub(crate) fn progressed(&mut self, now: Instant) {
-        self.last_progress = Some(now);
+    /// `waiter` placed everything it waited to place here: it waits no more.
+    pub(crate) fn unwait(&mut self, waiter: &Arc<HandleShared>) {
+        self.waiters.retain(|known| !Arc::ptr_eq(known, waiter));
+        if self.waiters.is_empty() {
+            self.waiting_since = None;
+        }
     }
 
     /// After the writer took from the queue: once the queue is half empty, the waiters to wake
@@ -214,21 +240,19 @@ impl Flow {
     /// A connection took the session: it starts with a clean record.
     pub(crate) fn attached(&mut self, now: Instant) {
         self.stuck = false;
-        self.last_progress = Some(now);
         if !self.waiters.is_empty() {
             self.waiting_since = Some(now);
         }
     }
 
-    /// When the subscriber counts as stuck if its writer takes nothing from the queue until
-    /// then: `timeout` after someone started waiting or after its last progress, whichever is
-    /// later. `None` while nobody waits.
-    pub(crate) fn stuck_deadline(&self, timeout: Duration) -> Option<Instant> {
+    /// When the subscriber counts as stuck if its queue is not half empty by then: `timeout`
+    /// after someone started waiting for it (twice that while its own reader waits for another
+    /// subscriber, which it cannot help). A subscriber that drains, however slowly, but not
+    /// enough to take its publishers' messages again within the timeout is stuck too: it would
+    /// otherwise hold them back without end. `None` while nobody waits.
+    pub(crate) fn stuck_deadline(&self, timeout: Duration, reader_waits: bool) -> Option<Instant> {
         let since = self.waiting_since?;
-        let from = self
-            .last_progress
-            .map_or(since, |progress| progress.max(since));
-        Some(from + timeout)
+        Some(since + if reader_waits { timeout * 2 } else { timeout })
     }
 
     /// Declares the subscriber stuck: nobody waits for it any more. Returns the waiters to wake.
@@ -280,42 +304,49 @@ pub(crate) struct RetainedCursor {
     pub(crate) after: Option<String>,
 }
 
-/// Deliveries a connection's read could not queue yet, by subscriber, each in order.
+/// Deliveries a connection's read could not queue yet, by subscriber, each in order, with the
+/// subscriber session's epoch when they were parked (see `SessionState::epoch`).
 #[derive(Debug, Default)]
-pub(crate) struct Parked(Vec<(Arc<Session>, VecDeque<Delivery>)>);
+pub(crate) struct Parked(Vec<ParkedRun>);
+
+/// The deliveries parked for one session.
+#[derive(Debug)]
+pub(crate) struct ParkedRun {
+    pub(crate) session: Arc<Session>,
+    /// The session's epoch when they were parked: a session that started clean since has none
+    /// of the subscriptions they were for.
+    pub(crate) epoch: u64,
+    pub(crate) deliveries: VecDeque<Delivery>,
+}
 
 impl Parked {
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
-    /// Parks `delivery` for `session`, after those already parked for it.
-    pub(crate) fn push(&mut self, session: &Arc<Session>, delivery: Delivery) {
+    /// Parks `delivery` for `session` (at `epoch`), after those already parked for it.
+    pub(crate) fn push(&mut self, session: &Arc<Session>, epoch: u64, delivery: Delivery) {
         match self.0.last_mut() {
-            Some((last, deliveries)) if Arc::ptr_eq(last, session) => {
-                deliveries.push_back(delivery);
+            Some(run) if Arc::ptr_eq(&run.session, session) => {
+                run.deliveries.push_back(delivery);
             }
-            _ => self.0.push((session.clone(), VecDeque::from([delivery]))),
+            _ => self.0.push(ParkedRun {
+                session: session.clone(),
+                epoch,
+                deliveries: VecDeque::from([delivery]),
+            }),
         }
     }
 
-    /// Whether deliveries to `session` are parked: later ones must wait behind them
-    /// [MQTT-4.6.0-6].
-    pub(crate) fn holds(&self, session: &Arc<Session>) -> bool {
-        self.0
-            .iter()
-            .any(|(parked, _)| Arc::ptr_eq(parked, session))
-    }
-
     /// Takes the parked deliveries, by session.
-    pub(crate) fn take(&mut self) -> Vec<(Arc<Session>, VecDeque<Delivery>)> {
+    pub(crate) fn take(&mut self) -> Vec<ParkedRun> {
         std::mem::take(&mut self.0)
     }
 
-    /// Puts back what is still parked for `session` (from [`Parked::take`]).
-    pub(crate) fn put_back(&mut self, session: Arc<Session>, deliveries: VecDeque<Delivery>) {
-        if !deliveries.is_empty() {
-            self.0.push((session, deliveries));
+    /// Puts back a run still (partly) parked (from [`Parked::take`]).
+    pub(crate) fn put_back(&mut self, run: ParkedRun) {
+        if !run.deliveries.is_empty() {
+            self.0.push(run);
         }
     }
 }
@@ -413,7 +444,7 @@ mod tests {
         let state = &mut *guard;
         assert_eq!(state.flow.waiters.len(), 1);
         assert_eq!(
-            state.flow.stuck_deadline(limits.slow_timeout),
+            state.flow.stuck_deadline(limits.slow_timeout, false),
             Some(now + limits.slow_timeout)
         );
         // The writer takes one: not yet half empty, nobody is woken.
@@ -425,7 +456,7 @@ mod tests {
             .outbound
             .next_batch(now, 10, 1, &mut Vec::new(), &mut Vec::new());
         assert_eq!(state.flow.room_made(&state.outbound, &limits).len(), 1);
-        assert_eq!(state.flow.stuck_deadline(limits.slow_timeout), None);
+        assert_eq!(state.flow.stuck_deadline(limits.slow_timeout, false), None);
     }
 
     #[test]
@@ -587,25 +618,145 @@ mod tests {
     }
 
     #[test]
-    fn stuck_counts_from_the_later_of_waiting_and_progress() {
+    fn stuck_counts_from_the_first_wait_and_unwaiting_resets_it() {
         let start = Instant::now();
         let timeout = Duration::from_secs(30);
         let mut flow = Flow::default();
-        assert_eq!(flow.stuck_deadline(timeout), None);
-        // Idle for an hour before anyone waits: the hour does not count.
-        flow.progressed(start);
-        let waiter = Arc::new(HandleShared::default());
-        let later = start + Duration::from_secs(3600);
-        flow.wait(&waiter, later);
-        assert_eq!(flow.stuck_deadline(timeout), Some(later + timeout));
-        // Progress while waiting pushes the deadline on.
-        flow.progressed(later + Duration::from_secs(20));
+        assert_eq!(flow.stuck_deadline(timeout, false), None);
+        let first = Arc::new(HandleShared::default());
+        let second = Arc::new(HandleShared::default());
+        flow.wait(&first, start);
+        flow.wait(&second, start + Duration::from_secs(10));
+        flow.wait(&first, start + Duration::from_secs(20));
+        assert_eq!(flow.waiters.len(), 2, "each waiter once");
+        assert_eq!(flow.stuck_deadline(timeout, false), Some(start + timeout));
         assert_eq!(
-            flow.stuck_deadline(timeout),
-            Some(later + Duration::from_secs(50))
+            flow.stuck_deadline(timeout, true),
+            Some(start + timeout * 2),
+            "longer while its own reader waits"
         );
+        flow.unwait(&first);
+        assert_eq!(flow.stuck_deadline(timeout, false), Some(start + timeout));
+        flow.unwait(&second);
+        assert_eq!(flow.stuck_deadline(timeout, false), None);
+        // Idle for an hour before anyone waits again: the hour does not count.
+        let later = start + Duration::from_secs(3600);
+        flow.wait(&first, later);
+        assert_eq!(flow.stuck_deadline(timeout, false), Some(later + timeout));
         assert_eq!(flow.declare_stuck().len(), 1);
         assert!(flow.is_stuck());
+    }
+
+    #[test]
+    fn a_connection_never_waits_for_itself_or_for_a_subscriber_that_waits() {
+        let now = Instant::now();
+        let limits = limits();
+        let itself = session(true);
+        let own = {
+            let state = itself.state.lock();
+            state.connection.as_ref().unwrap().shared()
+        };
+        for n in 0..8 {
+            assert!(matches!(
+                offer(
+                    &itself,
+                    QoS::AtLeastOnce,
+                    n,
+                    Admission::Wait(&own),
+                    &limits,
+                    now
+                ),
+                Admitted::Queued(_)
+            ));
+        }
+        assert!(matches!(
+            offer(
+                &itself,
+                QoS::AtLeastOnce,
+                9,
+                Admission::Wait(&own),
+                &limits,
+                now
+            ),
+            Admitted::Dropped(_, DropReason::QueueFull)
+        ));
+        let other = session(true);
+        {
+            let state = other.state.lock();
+            let connection = state.connection.as_ref().unwrap();
+            connection
+                .waiting
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let waiter = Arc::new(HandleShared::default());
+        for n in 0..8 {
+            assert!(matches!(
+                offer(
+                    &other,
+                    QoS::AtLeastOnce,
+                    n,
+                    Admission::Wait(&waiter),
+                    &limits,
+                    now
+                ),
+                Admitted::Queued(_)
+            ));
+        }
+        assert!(other.state.lock().flow.waiters.is_empty());
+    }
+
+    #[test]
+    fn the_final_placement_takes_everything() {
+        let now = Instant::now();
+        let session = session(true);
+        let limits = limits();
+        for n in 0..20 {
+            assert!(matches!(
+                offer(
+                    &session,
+                    QoS::ExactlyOnce,
+                    n,
+                    Admission::Final,
+                    &limits,
+                    now
+                ),
+                Admitted::Queued(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn drop_oldest_never_evicts_for_qos0_and_a_zero_limit_keeps_nothing() {
+        let now = Instant::now();
+        let session = session(false);
+        let limits = FlowLimits {
+            drop_order: DropOrder::Oldest,
+            qos0_offline: true,
+            ..limits()
+        };
+        for n in 0..6 {
+            offer(
+                &session,
+                QoS::AtLeastOnce,
+                n,
+                Admission::Force,
+                &limits,
+                now,
+            );
+        }
+        assert!(matches!(
+            offer(&session, QoS::AtMostOnce, 6, Admission::Force, &limits, now),
+            Admitted::Dropped(_, DropReason::QueueFull)
+        ));
+        let empty = Session::new(ClientId::from("e"), Protocol::V5);
+        let none = FlowLimits {
+            messages: 0,
+            ..limits
+        };
+        assert!(matches!(
+            offer(&empty, QoS::AtLeastOnce, 0, Admission::Force, &none, now),
+            Admitted::Dropped(_, DropReason::QueueFull)
+        ));
     }
 
     #[test]
@@ -667,16 +818,22 @@ mod tests {
         let a = Arc::new(session(true));
         let b = Arc::new(session(true));
         let mut parked = Parked::default();
-        parked.push(&a, delivery(QoS::AtLeastOnce, 1));
-        parked.push(&a, delivery(QoS::AtLeastOnce, 2));
-        parked.push(&b, delivery(QoS::AtLeastOnce, 3));
-        assert!(parked.holds(&a) && parked.holds(&b));
+        parked.push(&a, 1, delivery(QoS::AtLeastOnce, 1));
+        parked.push(&a, 1, delivery(QoS::AtLeastOnce, 2));
+        parked.push(&b, 3, delivery(QoS::AtLeastOnce, 3));
         let taken = parked.take();
         assert!(parked.is_empty());
-        let order: Vec<Vec<u8>> = taken
+        let order: Vec<(u64, Vec<u8>)> = taken
             .iter()
-            .map(|(_, d)| d.iter().map(|d| d.message.payload[0]).collect())
+            .map(|run| {
+                let payloads = run
+                    .deliveries
+                    .iter()
+                    .map(|d| d.message.payload[0])
+                    .collect();
+                (run.epoch, payloads)
+            })
             .collect();
-        assert_eq!(order, [vec![1, 2], vec![3]]);
+        assert_eq!(order, [(1, vec![1, 2]), (3, vec![3])]);
     }
 }

@@ -421,7 +421,6 @@ impl Outbound {
     }
 
     /// The payload and topic bytes of the messages queued and not yet in flight.
-    #[cfg(test)]
     pub(crate) fn pending_bytes(&self) -> usize {
         self.pending_bytes
     }

@@ -687,6 +687,7 @@ impl Server {
             session,
             &mut deliveries.into_iter(),
             Admission::Force,
+            Instant::now(),
             &mut Parked::default(),
             &mut HashMap::new(),
             &mut dropped,
@@ -720,6 +721,7 @@ impl Server {
     fn hand_over(&self, staged: &mut Staged, admission: Admission<'_>, parked: &mut Parked) {
         let mut dropped = Vec::new();
         let mut compacted = HashMap::new();
+        let now = Instant::now();
         // Grouped by session, each session's deliveries in order [MQTT-4.6.0-6]: a read batch of
         // fan-out publishes then locks each subscriber's session, checks its ACL and wakes its
         // writer once, not once per message.
@@ -728,6 +730,7 @@ impl Server {
                 session,
                 deliveries,
                 admission,
+                now,
                 parked,
                 &mut compacted,
                 &mut dropped,
@@ -739,11 +742,13 @@ impl Server {
     /// Puts `deliveries` in `session`'s queue under one lock and wakes its writer; those refused
     /// go to `dropped`, and those that must wait for room (see [`Admission::Wait`]) to `parked`,
     /// with every later one to the same session, in order.
+    #[allow(clippy::too_many_arguments)]
     fn queue_to(
         &self,
         session: &Arc<Session>,
         deliveries: &mut dyn Iterator<Item = Delivery>,
         admission: Admission<'_>,
+        now: Instant,
         parked: &mut Parked,
         compacted: &mut HashMap<usize, Arc<Message>>,
         dropped: &mut Vec<(ClientId, Delivery, DropReason)>,
@@ -759,9 +764,8 @@ impl Server {
             return;
         }
         let check_acl = inner.hooks.provides(HookEvents::ON_ACL_CHECK);
-        let now = Instant::now();
-        // Deliveries already parked for this subscriber: the next ones wait behind them.
-        let mut waiting = parked.holds(session);
+        // Once one delivery waits, the later ones to this subscriber wait behind it.
+        let mut waiting = false;
         let mut state = session.state.lock();
         // The ACL answer for the previous topic of this run: a burst on one topic asks once.
         let mut last_check: Option<(Bytes, bool)> = None;
@@ -784,14 +788,14 @@ impl Server {
                 continue;
             }
             if waiting {
-                parked.push(session, delivery);
+                parked.push(session, state.epoch, delivery);
                 continue;
             }
             if let Some(delivery) = self.place(
                 session, &mut state, delivery, admission, now, compacted, dropped,
             ) {
                 waiting = true;
-                parked.push(session, delivery);
+                parked.push(session, state.epoch, delivery);
             }
         }
         state.wake_writer();
@@ -897,9 +901,15 @@ impl Server {
         let mut dropped = Vec::new();
         let mut wake = Vec::new();
         let mut deadline: Option<Instant> = None;
-        for (session, mut deliveries) in parked.take() {
+        for mut run in parked.take() {
+            let session = run.session.clone();
             let mut state = session.state.lock();
-            while let Some(delivery) = deliveries.pop_front() {
+            if state.epoch != run.epoch {
+                // The session started clean or ended: the subscriptions these were for are gone.
+                state.flow.unwait(waiter);
+                continue;
+            }
+            while let Some(delivery) = run.deliveries.pop_front() {
                 let Some(back) = self.place(
                     &session,
                     &mut state,
@@ -911,10 +921,14 @@ impl Server {
                 ) else {
                     continue;
                 };
-                deliveries.push_front(back);
+                run.deliveries.push_front(back);
+                let reader_waits = state
+                    .connection
+                    .as_ref()
+                    .is_some_and(|connection| connection.reader_waits());
                 let at = state
                     .flow
-                    .stuck_deadline(limits.slow_timeout)
+                    .stuck_deadline(limits.slow_timeout, reader_waits)
                     .unwrap_or(now + limits.slow_timeout);
                 if now >= at {
                     wake.extend(self.declare_stuck(&session, &mut state, &mut dropped));
@@ -923,29 +937,43 @@ impl Server {
                 deadline = Some(deadline.map_or(at, |earliest| earliest.min(at)));
                 break;
             }
+            if run.deliveries.is_empty() {
+                state.flow.unwait(waiter);
+            }
             state.wake_writer();
             drop(state);
-            parked.put_back(session, deliveries);
+            parked.put_back(run);
         }
         self.report_dropped(dropped);
         flow::wake(wake);
         if parked.is_empty() { None } else { deadline }
     }
 
-    /// Places a connection's parked deliveries without waiting ([`Admission::Force`]): the
-    /// connection ends.
-    pub(crate) fn place_parked(&self, parked: &mut Parked) {
+    /// Places a connection's parked deliveries without waiting ([`Admission::Final`]): the
+    /// connection ends, and what it accepted is not lost.
+    pub(crate) fn place_parked(&self, parked: &mut Parked, waiter: &Arc<HandleShared>) {
         let mut compacted = HashMap::new();
         let mut dropped = Vec::new();
-        for (session, deliveries) in parked.take() {
-            self.queue_to(
-                &session,
-                &mut deliveries.into_iter(),
-                Admission::Force,
-                parked,
-                &mut compacted,
-                &mut dropped,
-            );
+        let now = Instant::now();
+        for run in parked.take() {
+            let session = run.session;
+            let mut state = session.state.lock();
+            state.flow.unwait(waiter);
+            if state.epoch != run.epoch {
+                continue;
+            }
+            for delivery in run.deliveries {
+                self.place(
+                    &session,
+                    &mut state,
+                    delivery,
+                    Admission::Final,
+                    now,
+                    &mut compacted,
+                    &mut dropped,
+                );
+            }
+            state.wake_writer();
         }
         self.report_dropped(dropped);
     }
@@ -1198,6 +1226,7 @@ impl Server {
         orphans.extend(state.outbound.take_shared());
         flow::wake(state.flow.release_all());
         state.flow.retained = None;
+        state.epoch += 1;
         state.subscriptions.clear();
         state.inbound_qos2.clear();
         state.control.clear();
@@ -1785,7 +1814,13 @@ mod tests {
         server.deliver_from_read(&mut staged, &waiter, &mut parked);
         assert_eq!(free.state.lock().outbound.pending_len(), 3);
         assert_eq!(full.state.lock().outbound.pending_len(), 4);
-        assert!(parked.holds(&full) && !parked.holds(&free));
+        let runs = parked.take();
+        assert_eq!(runs.len(), 1);
+        assert!(Arc::ptr_eq(&runs[0].session, &full));
+        assert_eq!(runs[0].deliveries.len(), 3);
+        for run in runs {
+            parked.put_back(run);
+        }
 
         let now = Instant::now();
         assert!(

@@ -58,6 +58,12 @@ pub(crate) struct HandleShared {
     pub(crate) kill: Notify,
     /// Wakes the reader while it waits for room in a subscriber's queue (flow control).
     pub(crate) room: Notify,
+    /// Set while the reader waits for room in a subscriber's queue: it reads nothing meanwhile,
+    /// not even its client's acknowledgements, so nobody waits for this connection's own queue
+    /// (see `flow.rs`).
+    pub(crate) waiting: AtomicBool,
+    /// Set while the reader waits for the writer to take its unsent answers (acks, PINGRESP).
+    pub(crate) answers_waiting: AtomicBool,
     /// How the connection is to be closed, once it is.
     pub(crate) close: Mutex<Option<Close>>,
     /// Acks queued but not yet written when the connection left its session: the writer
@@ -95,6 +101,16 @@ impl ConnectionHandle {
     /// The shared part, for a task that waits on it without borrowing the handle.
     pub(crate) fn shared(&self) -> Arc<HandleShared> {
         self.shared.clone()
+    }
+
+    /// Whether this is the connection whose shared part is `shared`.
+    pub(crate) fn is(&self, shared: &Arc<HandleShared>) -> bool {
+        Arc::ptr_eq(&self.shared, shared)
+    }
+
+    /// Whether this connection's reader waits for room in a subscriber's queue.
+    pub(crate) fn reader_waits(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Asks the connection to end; the first reason given wins.
@@ -271,8 +287,11 @@ pub(crate) struct SessionState {
     /// Whether storage hooks mirror this session (it outlives its connection and a hook
     /// provides `ON_STORAGE_EVENT`).
     pub(crate) persist: bool,
-    /// Flow control: who waits for room in the queue, progress, retained messages to stream.
+    /// Flow control: who waits for room in the queue, retained messages to stream.
     pub(crate) flow: Flow,
+    /// Increases each time the session starts clean or ends: deliveries parked for an earlier
+    /// epoch were for subscriptions it no longer has.
+    pub(crate) epoch: u64,
 }
 
 impl SessionState {
@@ -325,6 +344,7 @@ impl Session {
                 last_generation: 0,
                 persist: false,
                 flow: Flow::default(),
+                epoch: 0,
             }),
             connected: AtomicBool::new(false),
             inline_sink: None,

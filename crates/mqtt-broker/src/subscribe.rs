@@ -144,6 +144,8 @@ pub(crate) fn subscribe(
             let mut state = session.state.lock();
             let cursors = state.flow.retained.get_or_insert_with(Box::default);
             for (filter, granted) in retained {
+                // Subscribing again restarts the filter's retained messages: one cursor each.
+                cursors.retain(|cursor| *cursor.filter != *filter);
                 cursors.push_back(RetainedCursor {
                     id: NEXT_CURSOR.fetch_add(1, Ordering::Relaxed),
                     filter: filter.into_boxed_str(),
@@ -185,12 +187,13 @@ pub(crate) fn send_retained(
 ) -> bool {
     let inner = &server.inner;
     let limits = &inner.flow_limits;
-    let (id, filter, after, granted, identifier, room) = {
+    let (id, filter, after, granted, identifier, room, room_bytes) = {
         let mut state = session.state.lock();
         let room = limits
             .online_messages
             .saturating_sub(state.outbound.pending_len())
             .min(RETAINED_PAGE);
+        let room_bytes = limits.bytes.saturating_sub(state.outbound.pending_bytes());
         let Some(cursors) = state.flow.retained.as_mut() else {
             return false;
         };
@@ -208,27 +211,45 @@ pub(crate) fn send_retained(
             cursor.granted,
             cursor.identifier,
             room,
+            room_bytes,
         )
     };
     let page = inner
         .retained
         .matching_page(&filter, after.as_deref(), room, RETAINED_VISITS);
-    let deliveries: Vec<Delivery> = page
-        .entries
-        .into_iter()
-        .filter_map(|(topic, message)| {
-            retained_delivery(
-                server, session, client, &topic, message, granted, identifier, now,
-            )
-        })
-        .collect();
+    // Within the queue's byte limit too (a page of large messages is cut, at least one goes):
+    // the cursor then stands on the last message taken.
+    let mut budget = room_bytes;
+    let mut deliveries: Vec<Delivery> = Vec::new();
+    let mut last_taken: Option<Arc<str>> = None;
+    let mut cut = false;
+    for (topic, message) in page.entries {
+        let size = message.size();
+        if !deliveries.is_empty() && size > budget {
+            cut = true;
+            break;
+        }
+        if let Some(delivery) = retained_delivery(
+            server, session, client, &topic, message, granted, identifier, now,
+        ) {
+            budget = budget.saturating_sub(size);
+            deliveries.push(delivery);
+        }
+        last_taken = Some(topic);
+    }
+    let next = match (cut, last_taken) {
+        (true, Some(topic)) => Some(topic.to_string()),
+        _ => page.resume,
+    };
     let mut state = session.state.lock();
     let Some(cursors) = state.flow.retained.as_mut() else {
         // The session started clean meanwhile.
         return true;
     };
     match cursors.front_mut() {
-        Some(cursor) if cursor.id == id => match page.resume {
+        // The same cursor at the same place (a writer of an earlier connection may have read
+        // this page too).
+        Some(cursor) if cursor.id == id && cursor.after == after => match next {
             Some(next) => cursor.after = Some(next),
             None => {
                 cursors.pop_front();
@@ -319,6 +340,13 @@ pub(crate) fn unsubscribe(
         .map(|filter| {
             let persist = {
                 let mut state = session.state.lock();
+                // Retained messages still to send for it are not sent [MQTT-3.10.4-2].
+                if let Some(cursors) = state.flow.retained.as_mut() {
+                    cursors.retain(|cursor| *cursor.filter != *filter.as_str());
+                    if cursors.is_empty() {
+                        state.flow.retained = None;
+                    }
+                }
                 state.subscriptions.remove(filter.as_str()).is_some() && state.persist
             };
             if persist {

@@ -272,6 +272,10 @@ pub(crate) fn topics(snapshot: &SysSnapshot, now_unix: u64) -> Vec<(&'static str
             snapshot.publishers_waiting.to_string(),
         ),
         (
+            "$SYS/broker/clients/publisher_waits",
+            snapshot.publisher_waits.to_string(),
+        ),
+        (
             "$SYS/broker/clients/slow_subscribers",
             snapshot.slow_subscribers.to_string(),
         ),

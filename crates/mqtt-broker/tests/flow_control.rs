@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use mqtt_broker::hooks::{DropReason, HookEvents};
 use mqtt_broker::{DropOrder, Hook, Options, Server};
-use mqtt_packets::Publish as RawPublish;
+use mqtt_packets::{Packet as Packet5, Publish as RawPublish};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use support::Raw;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -110,7 +111,7 @@ fn publish_all(
             }
         }
         let client = sending.await.unwrap();
-        // QoS 0: make sure the last messages left the client (PINGRESP comes after them).
+        // The DISCONNECT goes after every message.
         client.disconnect().await.unwrap();
         while !matches!(
             eventloop.poll().await,
@@ -235,35 +236,264 @@ async fn fifty_thousand_retained_messages_arrive_in_one_subscription_mqtt_3_3_1_
     all_retained_arrive(50_000).await;
 }
 
-/// A v5 client with a Receive Maximum of 10 gets every retained message, never more than 10
-/// unacknowledged at once [MQTT-3.3.4-9].
+/// A v5 client with a Receive Maximum of 10 that acknowledges one message at a time gets every
+/// retained message, never more than 10 unacknowledged at once [MQTT-3.3.4-9].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_messages_are_paced_by_receive_maximum_mqtt_3_3_4_9() {
-    use rumqttc::v5::mqttbytes::QoS as QoS5;
-    use rumqttc::v5::mqttbytes::v5::Packet as Packet5;
-    use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
-
     const COUNT: u32 = 3_000;
     let (server, addr) = support::start().await;
     retain_many(&server, COUNT);
-    let mut options = Options5::new("paced", addr.ip().to_string(), addr.port());
-    options.set_keep_alive(Duration::from_secs(60));
-    options.set_receive_maximum(Some(10));
-    let (client, mut eventloop) = Client5::new(options, 100);
-    client.subscribe("r/#", QoS5::AtLeastOnce).await.unwrap();
+    let mut connect = support::connect(mqtt_packets::Protocol::V5, "paced");
+    connect.properties.receive_maximum = std::num::NonZeroU16::new(10);
+    let (mut client, _) = Raw::accepted(addr, connect).await;
+    client
+        .subscribe("r/#", mqtt_packets::QoS::AtLeastOnce)
+        .await;
+    let mut unacknowledged = std::collections::VecDeque::new();
+    let mut topics = BTreeSet::new();
+    let mut most = 0;
+    let mut rounds = 0;
+    while topics.len() < COUNT as usize {
+        // Fill the window, check now and then that nothing more comes, then acknowledge the
+        // five oldest.
+        while unacknowledged.len() < 10 && topics.len() < COUNT as usize {
+            let publish = client.expect_publish().await;
+            assert!(publish.retain);
+            topics.insert(publish.topic.to_string());
+            unacknowledged.push_back(publish.packet_id.unwrap());
+            most = most.max(unacknowledged.len());
+        }
+        if rounds % 100 == 0 && unacknowledged.len() == 10 {
+            let extra = client.try_recv(Duration::from_millis(50)).await;
+            assert!(
+                extra.is_none(),
+                "more than the Receive Maximum in flight: {extra:?}"
+            );
+        }
+        rounds += 1;
+        for _ in 0..5 {
+            if let Some(id) = unacknowledged.pop_front() {
+                client.send(mqtt_packets::PubAck::new(id).into()).await;
+            }
+        }
+    }
+    assert_eq!(most, 10, "the window was used");
+    assert_eq!(server.info().snapshot().messages_dropped, 0);
+}
+
+/// UNSUBSCRIBE while a subscription's retained messages are still being sent stops them: what
+/// was queued may still arrive, nothing more is added [MQTT-3.10.4-2].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_stops_the_retained_messages_still_to_come_mqtt_3_10_4_2() {
+    const COUNT: u32 = 20_000;
+    let (server, addr) = support::start().await;
+    retain_many(&server, COUNT);
+    let mut connect = support::connect(mqtt_packets::Protocol::V5, "quitter");
+    connect.properties.receive_maximum = std::num::NonZeroU16::new(10);
+    let (mut client, _) = Raw::accepted(addr, connect).await;
+    client
+        .subscribe("r/#", mqtt_packets::QoS::AtLeastOnce)
+        .await;
+    let mut received = 0;
+    let mut ids = Vec::new();
+    while ids.len() < 10 {
+        let publish = client.expect_publish().await;
+        ids.push(publish.packet_id.unwrap());
+        received += 1;
+    }
+    let unsuback = client.unsubscribe(2, &["r/#"]).await;
+    assert_eq!(unsuback.reason_codes, [mqtt_packets::ReasonCode::SUCCESS]);
+    // Acknowledge everything from now on: what was already queued drains, then nothing.
+    for id in ids {
+        client.send(mqtt_packets::PubAck::new(id).into()).await;
+    }
+    while let Some(packet) = client.try_recv(Duration::from_millis(500)).await {
+        let Packet5::Publish(publish) = packet else {
+            panic!("unexpected {packet:?}");
+        };
+        received += 1;
+        client
+            .send(mqtt_packets::PubAck::new(publish.packet_id.unwrap()).into())
+            .await;
+    }
+    assert!(
+        received < 2 * 1024,
+        "{received} of {COUNT} arrived: the cursor went on after UNSUBSCRIBE"
+    );
+}
+
+/// Retained messages larger than the queue's byte limit allows at once are sent a few at a
+/// time, not cut: 100 of 200 KiB with a 2 MiB queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_retained_messages_arrive_whole_within_the_byte_limit() {
+    const COUNT: u32 = 100;
+    let mut options = Options::default();
+    options.capabilities.maximum_queued_bytes = 2 << 20;
+    let (server, addr) = support::start_with(options, true).await;
+    for i in 0..COUNT {
+        let mut payload = vec![0u8; 200 * 1024];
+        payload[..4].copy_from_slice(&i.to_be_bytes());
+        server
+            .publish(
+                &format!("big/{i}"),
+                payload,
+                true,
+                mqtt_packets::QoS::AtLeastOnce,
+            )
+            .unwrap();
+    }
+    let mut client_options = client_options("big", addr);
+    client_options.set_max_packet_size(1 << 20, 1 << 20);
+    let (subscriber, mut eventloop) = AsyncClient::new(client_options, 100);
+    subscriber
+        .subscribe("big/+", QoS::AtLeastOnce)
+        .await
+        .unwrap();
     let mut topics = BTreeSet::new();
     tokio::time::timeout(TRANSFER, async {
         while topics.len() < COUNT as usize {
-            if let Event5::Incoming(Packet5::Publish(publish)) = eventloop.poll().await.unwrap() {
-                assert!(publish.retain);
+            if let Event::Incoming(Packet::Publish(publish)) = eventloop.poll().await.unwrap() {
+                assert_eq!(publish.payload.len(), 200 * 1024);
                 topics.insert(publish.topic.clone());
             }
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("{} of {COUNT} retained messages arrived", topics.len()));
-    // The client would have failed the connection had the broker exceeded its Receive Maximum
-    // (rumqttc checks it); the broker never had more than 10 in flight.
+    .unwrap_or_else(|_| panic!("{} of {COUNT} arrived", topics.len()));
+    assert_eq!(server.info().snapshot().messages_dropped, 0);
+}
+
+/// A client subscribed to what it publishes, with a small Receive Maximum, publishing far more
+/// than its queue holds while it acknowledges nothing it receives: it never waits for its own
+/// queue (it could not read the acknowledgements that make room), so it is neither stuck nor cut
+/// off, and gets everything once it acknowledges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_subscribed_to_its_own_messages_is_never_held_back_by_itself() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const COUNT: u16 = 2_000;
+    let (server, addr) = support::start().await;
+    let mut connect = support::connect(mqtt_packets::Protocol::V5, "echo");
+    connect.properties.receive_maximum = std::num::NonZeroU16::new(20);
+    let (mut client, _) = Raw::accepted(addr, connect).await;
+    client
+        .subscribe("echo/#", mqtt_packets::QoS::AtLeastOnce)
+        .await;
+    let (mut reader, mut writer) = client.stream.into_split();
+    let encode = |packet: mqtt_packets::Packet| {
+        let mut out = bytes::BytesMut::new();
+        packet.encode(mqtt_packets::Protocol::V5, &mut out).unwrap();
+        out
+    };
+    let mut burst = bytes::BytesMut::new();
+    for i in 0..COUNT {
+        burst.extend_from_slice(&encode(
+            support::publish(
+                "echo/x",
+                &i.to_be_bytes(),
+                mqtt_packets::QoS::AtLeastOnce,
+                false,
+                i + 1,
+            )
+            .into(),
+        ));
+    }
+    let (acks_to_send, mut to_send) = tokio::sync::mpsc::unbounded_channel::<u16>();
+    let writing = tokio::spawn(async move {
+        writer.write_all(&burst).await.unwrap();
+        // Then acknowledge what the reader asks for.
+        while let Some(id) = to_send.recv().await {
+            let ack = mqtt_packets::PubAck::new(mqtt_packets::PacketId::new(id).unwrap());
+            writer.write_all(&encode(ack.into())).await.unwrap();
+        }
+    });
+    let context = mqtt_packets::DecodeContext::new(mqtt_packets::Protocol::V5);
+    let mut buf = bytes::BytesMut::new();
+    let (mut acks, mut messages) = (0u16, 0u16);
+    let mut held = Vec::new();
+    support::within_limit(TRANSFER, async {
+        while acks < COUNT || messages < COUNT {
+            let packet = loop {
+                if let Some(packet) = mqtt_packets::decode(&mut buf, &context).unwrap() {
+                    break packet;
+                }
+                assert!(reader.read_buf(&mut buf).await.unwrap() > 0, "closed");
+            };
+            match packet {
+                Packet5::PubAck(_) => acks += 1,
+                Packet5::Publish(publish) => {
+                    assert_eq!(&publish.payload[..], &messages.to_be_bytes(), "in order");
+                    messages += 1;
+                    held.push(publish.packet_id.unwrap().get());
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+            // Acknowledge nothing until every PUBACK of ours arrived: meanwhile the window (20)
+            // stays full and the session's queue fills with the client's own messages.
+            if acks == COUNT {
+                for id in held.drain(..) {
+                    acks_to_send.send(id).unwrap();
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(messages, COUNT);
+    drop(acks_to_send);
+    writing.await.unwrap();
+    let snapshot = server.info().snapshot();
+    assert_eq!(snapshot.messages_dropped, 0, "{snapshot:?}");
+    assert_eq!(snapshot.slow_subscribers, 0);
+}
+
+/// A burst that ends with DISCONNECT, to a subscriber whose window (Receive Maximum 10) is full
+/// and whose queue fills: what the publisher sent before its DISCONNECT is placed as any read's,
+/// waiting for room, not dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_ending_with_disconnect_is_not_dropped_for_a_slow_subscriber() {
+    const COUNT: u16 = 3_000;
+    let (server, addr) = support::start_with(patient(), true).await;
+    let mut connect = support::connect(mqtt_packets::Protocol::V5, "slow");
+    connect.properties.receive_maximum = std::num::NonZeroU16::new(10);
+    let (mut subscriber, _) = Raw::accepted(addr, connect).await;
+    subscriber
+        .subscribe("burst/t", mqtt_packets::QoS::AtLeastOnce)
+        .await;
+    let mut publisher = Raw::v5(addr, "burst").await;
+    let mut out = bytes::BytesMut::new();
+    for i in 0..COUNT {
+        mqtt_packets::Packet::from(support::publish(
+            "burst/t",
+            &i.to_be_bytes(),
+            mqtt_packets::QoS::AtLeastOnce,
+            false,
+            i + 1,
+        ))
+        .encode(mqtt_packets::Protocol::V5, &mut out)
+        .unwrap();
+    }
+    mqtt_packets::Packet::from(mqtt_packets::Disconnect::default())
+        .encode(mqtt_packets::Protocol::V5, &mut out)
+        .unwrap();
+    let writing = tokio::spawn(async move {
+        publisher.send_bytes(&out).await;
+        publisher
+    });
+    support::wait_until_within("the publisher waits", TRANSFER, || {
+        server.info().snapshot().publishers_waiting > 0
+    })
+    .await;
+    for i in 0..COUNT {
+        let publish = subscriber.expect_publish().await;
+        assert_eq!(
+            &publish.payload[..],
+            &i.to_be_bytes(),
+            "in order, none lost"
+        );
+        subscriber
+            .send(mqtt_packets::PubAck::new(publish.packet_id.unwrap()).into())
+            .await;
+    }
+    drop(writing.await.unwrap());
     assert_eq!(server.info().snapshot().messages_dropped, 0);
 }
 

@@ -211,7 +211,8 @@ async fn a_subscriber_that_never_acknowledges_gets_disconnect_0x97() {
 }
 
 /// With the skip policy a stuck subscriber stays connected: its QoS 0 messages are dropped
-/// (counted as `subscriber_stuck`) and nobody waits for it.
+/// (counted as `subscriber_stuck`) and nobody waits for it. When it reads again it gets what
+/// stayed queued, in order.
 #[tokio::test(start_paused = true)]
 async fn the_skip_policy_keeps_a_stuck_subscriber_and_drops_its_qos0() {
     let server = server(SlowSubscriberPolicy::Skip);
@@ -231,7 +232,7 @@ async fn the_skip_policy_keeps_a_stuck_subscriber_and_drops_its_qos0() {
         "subscriber_stuck: {snapshot:?}"
     );
     assert!(server.connected_clients().contains(&"slow".to_string()));
-    // It reads again: what it was sent, in order, then it is no longer skipped.
+    // It reads again: what stayed queued, in order.
     let mut last = None;
     while let Ok(Some(packet)) = tokio::time::timeout(Duration::from_secs(1), slow.recv()).await {
         let Packet::Publish(publish) = packet else {
@@ -395,4 +396,127 @@ async fn a_publisher_taken_over_while_it_waits_loses_nothing() {
     assert_eq!(publishes, 1_030);
     assert_eq!(precious, 1);
     assert_eq!(server.info().snapshot().messages_dropped, 0);
+}
+
+/// A subscriber that starts a clean session while a publisher waits for room in its old one:
+/// the waiting deliveries were for the old session's subscriptions and are not delivered to the
+/// new one; the publisher goes on at once.
+#[tokio::test(start_paused = true)]
+async fn deliveries_waiting_for_a_session_that_starts_clean_are_not_delivered_to_it() {
+    let mut options = Options::default();
+    options.slow_subscriber_timeout = Duration::from_secs(3600);
+    let server = Server::new(options);
+    server.add_hook(AllowAllHook).unwrap();
+    let mut connect = support::persistent_v5("sub", true);
+    connect.properties.receive_maximum = std::num::NonZeroU16::new(5);
+    let (mut old, connack) = Client::open(&server, 1 << 20, connect).await;
+    support::connack(connack);
+    old.subscribe("t", QoS::AtLeastOnce).await;
+    let mut filler = Client::connect(&server, "filler", 1 << 20, 100).await;
+    for i in 0..1_029u16 {
+        filler
+            .send(publish("t", b"fill", QoS::AtLeastOnce, false, i % 1000 + 1).into())
+            .await;
+    }
+    for _ in 0..1_029 {
+        assert!(matches!(filler.recv().await, Some(Packet::PubAck(_))));
+    }
+    let mut publisher = Client::connect(&server, "pub", 1 << 20, 100).await;
+    publisher
+        .send(publish("t", b"old session's", QoS::AtLeastOnce, false, 9).into())
+        .await;
+    while server.info().snapshot().publishers_waiting == 0 {
+        tokio::task::yield_now().await;
+    }
+    let (mut new, connack) =
+        Client::open(&server, 1 << 20, support::persistent_v5("sub", true)).await;
+    assert!(!support::connack(connack).session_present);
+    match publisher.recv().await {
+        Some(Packet::PubAck(ack)) => assert_eq!(ack.packet_id.get(), 9),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    let arrived = tokio::time::timeout(Duration::from_secs(5), new.recv()).await;
+    assert!(arrived.is_err(), "the new session got {arrived:?}");
+    drop(old);
+}
+
+/// A subscriber that drains, but only a message now and then (one every 25 s, with a Receive
+/// Maximum of 1), never makes room for its publishers: it is stuck 30 s after they started
+/// waiting, however often it takes one.
+#[tokio::test(start_paused = true)]
+async fn a_trickling_subscriber_is_stuck_after_the_timeout() {
+    let server = server(SlowSubscriberPolicy::Disconnect);
+    let mut trickle = Client::connect(&server, "trickle", 1 << 20, 1).await;
+    trickle.subscribe("flood/t", QoS::AtLeastOnce).await;
+    let mut publisher = Client::connect(&server, "pub", 1 << 20, 100).await;
+    let publishing = tokio::spawn(async move {
+        for i in 0..1_100u16 {
+            publisher
+                .send(publish("flood/t", b"x", QoS::AtLeastOnce, false, i % 1000 + 1).into())
+                .await;
+        }
+        publisher
+    });
+    while server.info().snapshot().publishers_waiting == 0 {
+        tokio::task::yield_now().await;
+    }
+    let waiting_from = Instant::now();
+    let disconnect = loop {
+        match trickle.recv().await {
+            Some(Packet::Publish(publish)) => {
+                tokio::time::sleep(Duration::from_secs(25)).await;
+                // The server may have closed the connection meanwhile: its DISCONNECT is read
+                // next.
+                let mut out = BytesMut::new();
+                Packet::from(mqtt_packets::PubAck::new(publish.packet_id.unwrap()))
+                    .encode(Protocol::V5, &mut out)
+                    .unwrap();
+                trickle.stream.write_all(&out).await.ok();
+            }
+            Some(Packet::Disconnect(disconnect)) => break disconnect,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(disconnect, Disconnect::new(ReasonCode::QUOTA_EXCEEDED));
+    let elapsed = waiting_from.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(30) && elapsed < Duration::from_secs(60),
+        "{elapsed:?}"
+    );
+    drop(publishing.await.unwrap());
+    assert_eq!(server.info().snapshot().slow_subscribers, 1);
+}
+
+/// A client that publishes at QoS 1 and never reads its PUBACKs: once its unsent answers pile up
+/// it is no longer read (TCP holds it back), and it is closed when they were not written within
+/// the slow-subscriber timeout (30 s), not at once.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_reads_its_acknowledgements_is_held_back_then_closed() {
+    let server = server(SlowSubscriberPolicy::Disconnect);
+    let publisher = Client::connect(&server, "deaf", 8 * 1024, 100).await;
+    let (mut reader, mut writer) = tokio::io::split(publisher.stream);
+    let start = Instant::now();
+    let writing = tokio::spawn(async move {
+        for i in 0..5_000u16 {
+            let mut out = BytesMut::new();
+            Packet::from(publish("deaf/t", b"x", QoS::AtLeastOnce, false, i + 1))
+                .encode(Protocol::V5, &mut out)
+                .unwrap();
+            if writer.write_all(&out).await.is_err() {
+                break;
+            }
+        }
+        writer
+    });
+    // The client reads nothing until its writes went through: they are held back until the
+    // server gives up on it.
+    let _writer = writing.await.unwrap();
+    assert!(
+        start.elapsed() >= Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).await.ok();
+    assert!(!server.connected_clients().contains(&"deaf".to_string()));
 }

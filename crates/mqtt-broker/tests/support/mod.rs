@@ -413,6 +413,13 @@ pub async fn wait_until_within(what: &str, limit: Duration, mut condition: impl 
     }
 }
 
+/// Awaits `future` with `limit`.
+pub async fn within_limit<T>(limit: Duration, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, future)
+        .await
+        .expect("timed out")
+}
+
 /// Awaits `future` with `TIMEOUT`.
 pub async fn within<T>(future: impl Future<Output = T>) -> T {
     tokio::time::timeout(TIMEOUT, future)
