@@ -3,59 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod support;
+
 use std::time::Duration;
 
-use bytes::BytesMut;
-use mqtt_broker::{AllowAllHook, ConnectionInfo, Options, Server};
+use mqtt_broker::{AllowAllHook, Options, Server};
 use mqtt_packets::{
-    Connect, DecodeContext, Disconnect, MqttString, Packet, Protocol, QoS, ReasonCode, Will,
-    WillProperties, decode,
+    Connect, Disconnect, MqttString, Packet, Protocol, QoS, ReasonCode, Will, WillProperties,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use support::Duplex as Client;
 use tokio::time::Instant;
-
-struct Client {
-    stream: DuplexStream,
-    buf: BytesMut,
-}
-
-impl Client {
-    async fn connect(server: &Server, connect: Connect) -> (Self, Packet) {
-        let (client, served) = tokio::io::duplex(64 * 1024);
-        let server = server.clone();
-        tokio::spawn(async move {
-            server
-                .serve_connection(served, ConnectionInfo::new("test", None))
-                .await
-        });
-        let mut client = Self {
-            stream: client,
-            buf: BytesMut::new(),
-        };
-        client.send(Packet::from(connect)).await;
-        let connack = client.recv().await.expect("CONNACK");
-        (client, connack)
-    }
-
-    async fn send(&mut self, packet: Packet) {
-        let mut out = BytesMut::new();
-        packet.encode(Protocol::V5, &mut out).unwrap();
-        self.stream.write_all(&out).await.unwrap();
-    }
-
-    /// The next packet, or `None` when the server closed the stream.
-    async fn recv(&mut self) -> Option<Packet> {
-        let context = DecodeContext::new(Protocol::V5);
-        loop {
-            if let Some(packet) = decode(&mut self.buf, &context).unwrap() {
-                return Some(packet);
-            }
-            if self.stream.read_buf(&mut self.buf).await.ok()? == 0 {
-                return None;
-            }
-        }
-    }
-}
 
 fn server() -> Server {
     let server = Server::new(Options::default());
@@ -86,7 +43,7 @@ fn session_present(connack: &Packet) -> bool {
 #[tokio::test(start_paused = true)]
 async fn keep_alive_closes_after_one_and_a_half_times() {
     let server = server();
-    let (mut client, _) = Client::connect(&server, connect("ka", 10, None)).await;
+    let (mut client, _) = Client::open(&server, 64 * 1024, connect("ka", 10, None)).await;
     let start = Instant::now();
     let packet = client.recv().await;
     let elapsed = start.elapsed();
@@ -107,7 +64,7 @@ async fn keep_alive_closes_after_one_and_a_half_times() {
 #[tokio::test(start_paused = true)]
 async fn pings_keep_the_connection_alive() {
     let server = server();
-    let (mut client, _) = Client::connect(&server, connect("pinger", 10, None)).await;
+    let (mut client, _) = Client::open(&server, 64 * 1024, connect("pinger", 10, None)).await;
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_secs(9)).await;
         client.send(Packet::PingReq).await;
@@ -119,13 +76,15 @@ async fn pings_keep_the_connection_alive() {
 #[tokio::test(start_paused = true)]
 async fn session_expires_after_its_interval() {
     let server = server();
-    let (mut client, connack) = Client::connect(&server, connect("persistent", 0, Some(30))).await;
+    let (mut client, connack) =
+        Client::open(&server, 64 * 1024, connect("persistent", 0, Some(30))).await;
     assert!(!session_present(&connack));
     client.send(Packet::Disconnect(Disconnect::default())).await;
     assert_eq!(client.recv().await, None);
 
     tokio::time::sleep(Duration::from_secs(29)).await;
-    let (mut client, connack) = Client::connect(&server, connect("persistent", 0, Some(30))).await;
+    let (mut client, connack) =
+        Client::open(&server, 64 * 1024, connect("persistent", 0, Some(30))).await;
     assert!(
         session_present(&connack),
         "resumed within the interval [MQTT-3.2.2-3]"
@@ -135,7 +94,8 @@ async fn session_expires_after_its_interval() {
 
     tokio::time::sleep(Duration::from_secs(31)).await;
     assert_eq!(server.session_count(), 0, "expired and removed");
-    let (_client, connack) = Client::connect(&server, connect("persistent", 0, Some(30))).await;
+    let (_client, connack) =
+        Client::open(&server, 64 * 1024, connect("persistent", 0, Some(30))).await;
     assert!(!session_present(&connack));
 }
 
@@ -164,7 +124,7 @@ async fn will_delay_and_cancellation() {
     };
 
     // Dropped without DISCONNECT: the Will waits 10 s.
-    let (client, _) = Client::connect(&server, with_will("a")).await;
+    let (client, _) = Client::open(&server, 64 * 1024, with_will("a")).await;
     drop(client);
     tokio::time::sleep(Duration::from_secs(9)).await;
     assert!(wills.try_recv().is_none(), "not before the delay");
@@ -173,10 +133,10 @@ async fn will_delay_and_cancellation() {
     assert_eq!(will.topic, "wills/a");
 
     // Back within the delay: no Will.
-    let (client, _) = Client::connect(&server, with_will("b")).await;
+    let (client, _) = Client::open(&server, 64 * 1024, with_will("b")).await;
     drop(client);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let (_client, connack) = Client::connect(&server, with_will("b")).await;
+    let (_client, connack) = Client::open(&server, 64 * 1024, with_will("b")).await;
     assert!(session_present(&connack));
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert!(

@@ -12,83 +12,11 @@ mod support;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mqtt_broker::{AllowAllHook, ConnectionInfo, Options, Server, SlowSubscriberPolicy};
-use mqtt_packets::{
-    Connect, DecodeContext, Disconnect, MqttString, Packet, PacketId, Protocol, QoS, ReasonCode,
-    Subscribe, Subscription, decode,
-};
-use support::{Raw, connect, publish};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use mqtt_broker::{AllowAllHook, Options, Server, SlowSubscriberPolicy};
+use mqtt_packets::{Disconnect, Packet, PacketId, Protocol, QoS, ReasonCode};
+use support::{Duplex as Client, Raw, connect, publish};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
-
-/// A client over an in-memory stream (deterministic under the paused clock).
-struct Client {
-    stream: DuplexStream,
-    buf: BytesMut,
-}
-
-impl Client {
-    /// Connects as a v5 client with a stream buffer of `buffer` bytes each way.
-    async fn connect(server: &Server, id: &str, buffer: usize, receive_maximum: u16) -> Self {
-        let mut connect = connect(Protocol::V5, id);
-        connect.properties.receive_maximum = std::num::NonZeroU16::new(receive_maximum);
-        let (client, connack) = Self::open(server, buffer, connect).await;
-        support::connack(connack);
-        client
-    }
-
-    /// Sends this CONNECT over a new stream; returns the client and its answer.
-    async fn open(server: &Server, buffer: usize, connect: Connect) -> (Self, Packet) {
-        let (client, served) = tokio::io::duplex(buffer);
-        let server = server.clone();
-        tokio::spawn(async move {
-            server
-                .serve_connection(served, ConnectionInfo::new("test", None))
-                .await
-        });
-        let mut client = Self {
-            stream: client,
-            buf: BytesMut::new(),
-        };
-        client.send(Packet::from(connect)).await;
-        let connack = client.recv().await.expect("CONNACK");
-        (client, connack)
-    }
-
-    async fn send(&mut self, packet: Packet) {
-        let mut out = BytesMut::new();
-        packet.encode(Protocol::V5, &mut out).unwrap();
-        self.stream.write_all(&out).await.unwrap();
-    }
-
-    /// The next packet, or `None` once the server closed the stream.
-    async fn recv(&mut self) -> Option<Packet> {
-        let context = DecodeContext::new(Protocol::V5);
-        loop {
-            if let Some(packet) = decode(&mut self.buf, &context).unwrap() {
-                return Some(packet);
-            }
-            if self.stream.read_buf(&mut self.buf).await.ok()? == 0 {
-                return None;
-            }
-        }
-    }
-
-    async fn subscribe(&mut self, filter: &str, qos: QoS) {
-        let subscribe = Subscribe::new(
-            PacketId::new(1).unwrap(),
-            vec![Subscription {
-                filter: MqttString::new(filter).unwrap(),
-                options: support::options(qos),
-            }],
-        );
-        self.send(subscribe.into()).await;
-        match self.recv().await {
-            Some(Packet::SubAck(_)) => {}
-            other => panic!("expected SUBACK, got {other:?}"),
-        }
-    }
-}
 
 const FLOOD: u32 = 4_000;
 
@@ -331,16 +259,7 @@ async fn a_publisher_taken_over_while_it_waits_loses_nothing() {
     server.add_hook(AllowAllHook).unwrap();
     let mut subscriber = Client::connect(&server, "sub", 1 << 20, 5).await;
     subscriber.subscribe("t", QoS::ExactlyOnce).await;
-    // Another publisher fills the subscriber's queue: 5 in flight, 1,024 queued.
-    let mut filler = Client::connect(&server, "filler", 1 << 20, 100).await;
-    for i in 0..1_029u16 {
-        filler
-            .send(publish("t", b"fill", QoS::AtLeastOnce, false, i % 1000 + 1).into())
-            .await;
-    }
-    for _ in 0..1_029 {
-        assert!(matches!(filler.recv().await, Some(Packet::PubAck(_))));
-    }
+    fill(&server).await;
     let (mut first, connack) =
         Client::open(&server, 1 << 20, support::persistent_v5("pub", true)).await;
     support::connack(connack);
@@ -412,15 +331,7 @@ async fn deliveries_waiting_for_a_session_that_starts_clean_are_not_delivered_to
     let (mut old, connack) = Client::open(&server, 1 << 20, connect).await;
     support::connack(connack);
     old.subscribe("t", QoS::AtLeastOnce).await;
-    let mut filler = Client::connect(&server, "filler", 1 << 20, 100).await;
-    for i in 0..1_029u16 {
-        filler
-            .send(publish("t", b"fill", QoS::AtLeastOnce, false, i % 1000 + 1).into())
-            .await;
-    }
-    for _ in 0..1_029 {
-        assert!(matches!(filler.recv().await, Some(Packet::PubAck(_))));
-    }
+    fill(&server).await;
     let mut publisher = Client::connect(&server, "pub", 1 << 20, 100).await;
     publisher
         .send(publish("t", b"old session's", QoS::AtLeastOnce, false, 9).into())
@@ -519,4 +430,18 @@ async fn a_client_that_never_reads_its_acknowledgements_is_held_back_then_closed
     let mut rest = Vec::new();
     reader.read_to_end(&mut rest).await.ok();
     assert!(!server.connected_clients().contains(&"deaf".to_string()));
+}
+
+/// Another publisher fills the queue of a subscriber to `t` with a Receive Maximum of 5 that
+/// does not acknowledge: 5 messages in flight, 1,024 queued; each is acknowledged to it.
+async fn fill(server: &Server) {
+    let mut filler = Client::connect(server, "filler", 1 << 20, 100).await;
+    for i in 0..1_029u16 {
+        filler
+            .send(publish("t", b"fill", QoS::AtLeastOnce, false, i % 1000 + 1).into())
+            .await;
+    }
+    for _ in 0..1_029 {
+        assert!(matches!(filler.recv().await, Some(Packet::PubAck(_))));
+    }
 }

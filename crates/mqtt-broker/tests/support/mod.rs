@@ -13,9 +13,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mqtt_broker::{AllowAllHook, Options, Server};
+use mqtt_broker::{AllowAllHook, ConnectionInfo, Options, Server};
 use mqtt_packets::{Connect, DecodeContext, MqttString, Packet, Protocol, decode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::net::{TcpListener, TcpStream};
 
 /// How long any single expected event may take before a test fails.
@@ -468,4 +468,74 @@ pub fn watch_disconnects(server: &Server) -> Disconnects {
     let (sender, receiver) = mpsc::unbounded_channel();
     server.add_hook(DisconnectWatch(sender)).unwrap();
     Disconnects(receiver)
+}
+
+/// A v5 client over an in-memory stream served by `Server::serve_connection` (deterministic
+/// under the paused clock).
+pub struct Duplex {
+    pub stream: DuplexStream,
+    buf: BytesMut,
+}
+
+impl Duplex {
+    /// Connects as a v5 client with a stream buffer of `buffer` bytes each way.
+    pub async fn connect(server: &Server, id: &str, buffer: usize, receive_maximum: u16) -> Self {
+        let mut packet = connect(Protocol::V5, id);
+        packet.properties.receive_maximum = std::num::NonZeroU16::new(receive_maximum);
+        let (client, answer) = Self::open(server, buffer, packet).await;
+        connack(answer);
+        client
+    }
+
+    /// Sends this CONNECT over a new stream; returns the client and its answer.
+    pub async fn open(server: &Server, buffer: usize, connect: Connect) -> (Self, Packet) {
+        let (client, served) = tokio::io::duplex(buffer);
+        let server = server.clone();
+        tokio::spawn(async move {
+            server
+                .serve_connection(served, ConnectionInfo::new("test", None))
+                .await
+        });
+        let mut client = Self {
+            stream: client,
+            buf: BytesMut::new(),
+        };
+        client.send(Packet::from(connect)).await;
+        let answer = client.recv().await.expect("CONNACK");
+        (client, answer)
+    }
+
+    pub async fn send(&mut self, packet: Packet) {
+        let mut out = BytesMut::new();
+        packet.encode(Protocol::V5, &mut out).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    /// The next packet, or `None` once the server closed the stream.
+    pub async fn recv(&mut self) -> Option<Packet> {
+        let context = DecodeContext::new(Protocol::V5);
+        loop {
+            if let Some(packet) = decode(&mut self.buf, &context).unwrap() {
+                return Some(packet);
+            }
+            if self.stream.read_buf(&mut self.buf).await.ok()? == 0 {
+                return None;
+            }
+        }
+    }
+
+    pub async fn subscribe(&mut self, filter: &str, qos: QoS) {
+        let subscribe = Subscribe::new(
+            PacketId::new(1).unwrap(),
+            vec![Subscription {
+                filter: MqttString::new(filter).unwrap(),
+                options: options(qos),
+            }],
+        );
+        self.send(subscribe.into()).await;
+        match self.recv().await {
+            Some(Packet::SubAck(_)) => {}
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
 }
