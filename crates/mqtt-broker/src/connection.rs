@@ -920,7 +920,7 @@ impl Connection {
             state.subscriptions.clear();
             state.inbound_qos2.clear();
             state.outbound.clear();
-            state.flow.retained = None;
+            state.flow.stop_retained(None);
             // Deliveries parked for the old session's subscriptions are dropped by their
             // connections, which are woken to find out.
             state.epoch += 1;
@@ -2107,7 +2107,7 @@ fn write_loop<W: AsyncWrite + Unpin>(
                         // Publishers waiting for room go on once the queue is half empty.
                         room_made = state.flow.room_made(&state.outbound, limits);
                         // Retained messages of a new subscription follow as the queue drains.
-                        stream_retained = state.flow.retained.is_some()
+                        stream_retained = state.flow.has_retained()
                             && state
                                 .outbound
                                 .is_half_empty(limits.online_messages, limits.bytes);

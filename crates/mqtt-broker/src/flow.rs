@@ -119,7 +119,7 @@ pub(crate) fn admit(
         }
         return bounded(outbound, delivery, limits.messages, limits, evicted);
     }
-    if state.flow.stuck {
+    if state.flow.is_stuck() {
         if qos0 {
             return Admitted::Dropped(delivery, DropReason::SubscriberStuck);
         }
@@ -180,9 +180,14 @@ fn bounded(
     Admitted::Queued(outbound.push(delivery))
 }
 
-/// Per-session flow-control state (see the module doc).
+/// Per-session flow-control state (see the module doc). Most sessions never need any: it is
+/// allocated when someone waits, a subscription streams retained messages or a message is
+/// dropped, and given back when none of that is left (an idle session keeps 8 bytes).
 #[derive(Debug, Default)]
-pub(crate) struct Flow {
+pub(crate) struct Flow(Option<Box<FlowState>>);
+
+#[derive(Debug, Default)]
+struct FlowState {
     /// Connections waiting for room in this session's queue.
     waiters: Vec<Arc<HandleShared>>,
     /// When the first of the current waiters started waiting.
@@ -191,28 +196,53 @@ pub(crate) struct Flow {
     stuck: bool,
     /// Retained messages still to send for the subscriptions that asked for them, oldest
     /// subscription first (see `subscribe::send_retained`).
-    #[allow(clippy::box_collection)] // 8 bytes per session until a subscription asks for them.
-    pub(crate) retained: Option<Box<VecDeque<RetainedCursor>>>,
+    retained: VecDeque<RetainedCursor>,
     /// Drops not logged yet, and when the last line about them went out.
     unlogged_drops: u64,
     last_drop_log: Option<Instant>,
 }
 
+impl FlowState {
+    /// Whether nothing is left that needs the state (a drop log keeps it, for its rate).
+    fn is_idle(&self) -> bool {
+        self.waiters.is_empty()
+            && !self.stuck
+            && self.retained.is_empty()
+            && self.last_drop_log.is_none()
+    }
+}
+
 impl Flow {
+    fn state(&mut self) -> &mut FlowState {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    /// Gives the state back once nothing needs it.
+    fn tidy(&mut self) {
+        if self.0.as_ref().is_some_and(|state| state.is_idle()) {
+            self.0 = None;
+        }
+    }
+
     /// Registers `waiter` (once) as waiting for room.
     fn wait(&mut self, waiter: &Arc<HandleShared>, now: Instant) {
-        if !self.waiters.iter().any(|known| Arc::ptr_eq(known, waiter)) {
-            self.waiters.push(waiter.clone());
+        let state = self.state();
+        if !state.waiters.iter().any(|known| Arc::ptr_eq(known, waiter)) {
+            state.waiters.push(waiter.clone());
         }
-        self.waiting_since.get_or_insert(now);
+        state.waiting_since.get_or_insert(now);
     }
 
     /// `waiter` placed everything it waited to place here: it waits no more.
     pub(crate) fn unwait(&mut self, waiter: &Arc<HandleShared>) {
-        self.waiters.retain(|known| !Arc::ptr_eq(known, waiter));
-        if self.waiters.is_empty() {
-            self.waiting_since = None;
+        let Some(state) = self.0.as_mut() else {
+            return;
+        };
+        state.waiters.retain(|known| !Arc::ptr_eq(known, waiter));
+        if state.waiters.is_empty() {
+            state.waiting_since = None;
         }
+        self.tidy();
     }
 
     /// After the writer took from the queue: once the queue is half empty, the waiters to wake
@@ -222,27 +252,39 @@ impl Flow {
         outbound: &Outbound,
         limits: &FlowLimits,
     ) -> Vec<Arc<HandleShared>> {
-        if (self.waiters.is_empty() && !self.stuck)
+        let Some(state) = self.0.as_mut() else {
+            return Vec::new();
+        };
+        if (state.waiters.is_empty() && !state.stuck)
             || !outbound.is_half_empty(limits.online_messages, limits.bytes)
         {
             return Vec::new();
         }
-        self.stuck = false;
+        state.stuck = false;
         self.release_all()
     }
 
     /// Every waiter, to wake: the session went offline or ended, or it was declared stuck.
     pub(crate) fn release_all(&mut self) -> Vec<Arc<HandleShared>> {
-        self.waiting_since = None;
-        std::mem::take(&mut self.waiters)
+        let Some(state) = self.0.as_mut() else {
+            return Vec::new();
+        };
+        state.waiting_since = None;
+        let waiters = std::mem::take(&mut state.waiters);
+        self.tidy();
+        waiters
     }
 
     /// A connection took the session: it starts with a clean record.
     pub(crate) fn attached(&mut self, now: Instant) {
-        self.stuck = false;
-        if !self.waiters.is_empty() {
-            self.waiting_since = Some(now);
+        let Some(state) = self.0.as_mut() else {
+            return;
+        };
+        state.stuck = false;
+        if !state.waiters.is_empty() {
+            state.waiting_since = Some(now);
         }
+        self.tidy();
     }
 
     /// When the subscriber counts as stuck if its queue is not half empty by then: `timeout`
@@ -251,34 +293,75 @@ impl Flow {
     /// enough to take its publishers' messages again within the timeout is stuck too: it would
     /// otherwise hold them back without end. `None` while nobody waits.
     pub(crate) fn stuck_deadline(&self, timeout: Duration, reader_waits: bool) -> Option<Instant> {
-        let since = self.waiting_since?;
+        let since = self.0.as_ref()?.waiting_since?;
         Some(since + if reader_waits { timeout * 2 } else { timeout })
     }
 
     /// Declares the subscriber stuck: nobody waits for it any more. Returns the waiters to wake.
     pub(crate) fn declare_stuck(&mut self) -> Vec<Arc<HandleShared>> {
-        self.stuck = true;
+        self.state().stuck = true;
         self.release_all()
     }
 
     /// Whether the subscriber is skipped as stuck.
-    #[cfg(test)]
     pub(crate) fn is_stuck(&self) -> bool {
-        self.stuck
+        self.0.as_ref().is_some_and(|state| state.stuck)
     }
 
     /// Counts a dropped message; returns how many to report in a log line now (at most one
     /// line per session every [`DROP_LOG_INTERVAL`]).
     pub(crate) fn note_drop(&mut self, now: Instant) -> Option<u64> {
-        self.unlogged_drops += 1;
-        if self
+        let state = self.state();
+        state.unlogged_drops += 1;
+        if state
             .last_drop_log
             .is_some_and(|last| now < last + DROP_LOG_INTERVAL)
         {
             return None;
         }
-        self.last_drop_log = Some(now);
-        Some(std::mem::take(&mut self.unlogged_drops))
+        state.last_drop_log = Some(now);
+        Some(std::mem::take(&mut state.unlogged_drops))
+    }
+
+    /// Whether retained messages remain to be sent for a subscription.
+    pub(crate) fn has_retained(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|state| !state.retained.is_empty())
+    }
+
+    /// The subscriptions whose retained messages remain to be sent, oldest first (`None` when
+    /// there are none).
+    pub(crate) fn retained(&mut self) -> Option<&mut VecDeque<RetainedCursor>> {
+        self.0
+            .as_mut()
+            .map(|state| &mut state.retained)
+            .filter(|cursors| !cursors.is_empty())
+    }
+
+    /// Starts streaming the retained messages of a subscription to `cursor.filter`, replacing
+    /// one for the same filter that is still running.
+    pub(crate) fn add_retained(&mut self, cursor: RetainedCursor) {
+        let cursors = &mut self.state().retained;
+        cursors.retain(|running| running.filter != cursor.filter);
+        cursors.push_back(cursor);
+    }
+
+    /// Stops the retained messages of `filter` (`None`: of every subscription).
+    pub(crate) fn stop_retained(&mut self, filter: Option<&str>) {
+        let Some(state) = self.0.as_mut() else {
+            return;
+        };
+        match filter {
+            Some(filter) => state.retained.retain(|cursor| *cursor.filter != *filter),
+            None => state.retained.clear(),
+        }
+        self.tidy();
+    }
+
+    /// The retained cursors changed (one finished): gives the state back if it is idle.
+    pub(crate) fn retained_done(&mut self) {
+        self.tidy();
     }
 }
 
@@ -348,6 +431,13 @@ impl Parked {
         if !run.deliveries.is_empty() {
             self.0.push(run);
         }
+    }
+}
+
+#[cfg(test)]
+impl Flow {
+    fn waiter_count(&self) -> usize {
+        self.0.as_ref().map_or(0, |state| state.waiters.len())
     }
 }
 
@@ -442,7 +532,7 @@ mod tests {
         }
         let mut guard = session.state.lock();
         let state = &mut *guard;
-        assert_eq!(state.flow.waiters.len(), 1);
+        assert_eq!(state.flow.waiter_count(), 1);
         assert_eq!(
             state.flow.stuck_deadline(limits.slow_timeout, false),
             Some(now + limits.slow_timeout)
@@ -574,7 +664,7 @@ mod tests {
             ),
             Admitted::Dropped(_, DropReason::QueueFull)
         ));
-        assert!(session.state.lock().flow.waiters.is_empty(), "nobody waits");
+        assert_eq!(session.state.lock().flow.waiter_count(), 0, "nobody waits");
         let kept = FlowLimits {
             qos0_offline: true,
             messages: 7,
@@ -628,7 +718,7 @@ mod tests {
         flow.wait(&first, start);
         flow.wait(&second, start + Duration::from_secs(10));
         flow.wait(&first, start + Duration::from_secs(20));
-        assert_eq!(flow.waiters.len(), 2, "each waiter once");
+        assert_eq!(flow.waiter_count(), 2, "each waiter once");
         assert_eq!(flow.stuck_deadline(timeout, false), Some(start + timeout));
         assert_eq!(
             flow.stuck_deadline(timeout, true),
@@ -702,7 +792,7 @@ mod tests {
                 Admitted::Queued(_)
             ));
         }
-        assert!(other.state.lock().flow.waiters.is_empty());
+        assert_eq!(other.state.lock().flow.waiter_count(), 0);
     }
 
     #[test]

@@ -1225,7 +1225,7 @@ impl Server {
         }
         orphans.extend(state.outbound.take_shared());
         flow::wake(state.flow.release_all());
-        state.flow.retained = None;
+        state.flow.stop_retained(None);
         state.epoch += 1;
         state.subscriptions.clear();
         state.inbound_qos2.clear();

@@ -142,11 +142,9 @@ pub(crate) fn subscribe(
         } else {
             // Streamed by the subscriber's writer as its queue drains (see `send_retained`).
             let mut state = session.state.lock();
-            let cursors = state.flow.retained.get_or_insert_with(Box::default);
             for (filter, granted) in retained {
                 // Subscribing again restarts the filter's retained messages: one cursor each.
-                cursors.retain(|cursor| *cursor.filter != *filter);
-                cursors.push_back(RetainedCursor {
+                state.flow.add_retained(RetainedCursor {
                     id: NEXT_CURSOR.fetch_add(1, Ordering::Relaxed),
                     filter: filter.into_boxed_str(),
                     granted,
@@ -194,11 +192,7 @@ pub(crate) fn send_retained(
             .saturating_sub(state.outbound.pending_len())
             .min(RETAINED_PAGE);
         let room_bytes = limits.bytes.saturating_sub(state.outbound.pending_bytes());
-        let Some(cursors) = state.flow.retained.as_mut() else {
-            return false;
-        };
-        let Some(cursor) = cursors.front() else {
-            state.flow.retained = None;
+        let Some(cursor) = state.flow.retained().and_then(|cursors| cursors.front()) else {
             return false;
         };
         if room == 0 {
@@ -242,7 +236,7 @@ pub(crate) fn send_retained(
         _ => page.resume,
     };
     let mut state = session.state.lock();
-    let Some(cursors) = state.flow.retained.as_mut() else {
+    let Some(cursors) = state.flow.retained() else {
         // The session started clean meanwhile.
         return true;
     };
@@ -253,9 +247,7 @@ pub(crate) fn send_retained(
             Some(next) => cursor.after = Some(next),
             None => {
                 cursors.pop_front();
-                if cursors.is_empty() {
-                    state.flow.retained = None;
-                }
+                state.flow.retained_done();
             }
         },
         _ => return true,
@@ -341,12 +333,7 @@ pub(crate) fn unsubscribe(
             let persist = {
                 let mut state = session.state.lock();
                 // Retained messages still to send for it are not sent [MQTT-3.10.4-2].
-                if let Some(cursors) = state.flow.retained.as_mut() {
-                    cursors.retain(|cursor| *cursor.filter != *filter.as_str());
-                    if cursors.is_empty() {
-                        state.flow.retained = None;
-                    }
-                }
+                state.flow.stop_retained(Some(filter.as_str()));
                 state.subscriptions.remove(filter.as_str()).is_some() && state.persist
             };
             if persist {
