@@ -406,7 +406,8 @@ impl std::fmt::Debug for EnhancedAuth {
 }
 
 /// Runs the AUTH exchange of a CONNECT with an Authentication Method. Returns the data for the
-/// CONNACK, or the code to refuse with (`None`: close without CONNACK).
+/// CONNACK and the identity the exchange proved, or the code to refuse with (`None`: close
+/// without CONNACK).
 #[allow(clippy::too_many_arguments)]
 async fn enhanced_auth_exchange<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     server: &Server,
@@ -417,7 +418,7 @@ async fn enhanced_auth_exchange<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     reader: &mut R,
     buf: &mut BytesMut,
     writer: &mut W,
-) -> Result<Option<bytes::Bytes>, Option<ReasonCode>> {
+) -> Result<(Option<bytes::Bytes>, Option<MqttString>), Option<ReasonCode>> {
     let inner = &server.inner;
     let context = DecodeContext::new(Protocol::V5)
         .with_maximum_packet_size(inner.options.capabilities.maximum_packet_size);
@@ -440,9 +441,9 @@ async fn enhanced_auth_exchange<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             // No hook knows the method [MQTT-4.12.0-1].
             AuthOutcome::Unsupported => return Err(Some(ReasonCode::BAD_AUTHENTICATION_METHOD)),
             AuthOutcome::Fail(code) => return Err(Some(code)),
-            AuthOutcome::Success(data) => {
+            AuthOutcome::Success { data, principal } => {
                 auth.state = None;
-                return Ok(data);
+                return Ok((data, principal));
             }
             AuthOutcome::Continue(challenge) => {
                 let mut packet = mqtt_packets::Auth {
@@ -573,7 +574,7 @@ impl Connection {
         } else {
             mqtt_topics::ClientId::from(connect.client_id.as_str())
         };
-        let client = Arc::new(ClientInfo {
+        let mut client = Arc::new(ClientInfo {
             client_id: client_id.clone(),
             username: connect.username.clone(),
             protocol,
@@ -602,7 +603,14 @@ impl Connection {
             )
             .await
             {
-                Ok(data) => auth.connack_data = data,
+                Ok((data, principal)) => {
+                    auth.connack_data = data;
+                    if let Some(principal) = principal {
+                        // The proved identity is the client's from now on: the ACL checks it
+                        // and the session belongs to it.
+                        Arc::make_mut(&mut client).username = Some(principal);
+                    }
+                }
                 Err(code) => {
                     info!(client_id = %client_id, remote = ?client.connection.remote, ?code, "enhanced authentication refused");
                     if let Some(code) = code {
@@ -1244,7 +1252,16 @@ impl Connection {
                 self.send(reply(ReasonCode::CONTINUE_AUTHENTICATION, Some(challenge)));
                 None
             }
-            AuthOutcome::Success(data) => {
+            AuthOutcome::Success { principal, .. }
+                if principal.is_some() && principal != self.client.username =>
+            {
+                // A re-authentication keeps the identity of the connection.
+                self.close(ReasonCode::NOT_AUTHORIZED);
+                Some(End::Abnormal(
+                    "re-authentication proved another identity".into(),
+                ))
+            }
+            AuthOutcome::Success { data, .. } => {
                 if let Some(auth) = self.auth.as_deref_mut() {
                     auth.reauthenticating = false;
                     auth.state = None;

@@ -27,7 +27,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mqtt_packets::{Connect, Packet, Publish, ReasonCode, Subscribe, Unsubscribe, Will};
+use mqtt_packets::{
+    Connect, MqttString, Packet, Publish, ReasonCode, Subscribe, Unsubscribe, Will,
+};
 use parking_lot::RwLock;
 
 use crate::ClientInfo;
@@ -104,9 +106,17 @@ pub enum AuthOutcome {
     Unsupported,
     /// Send AUTH 0x18 with this Authentication Data and wait for the client's answer.
     Continue(Bytes),
-    /// Authenticated. The data, if any, goes to the client in CONNACK (or in AUTH 0x00 after a
-    /// re-authentication).
-    Success(Option<Bytes>),
+    /// Authenticated.
+    Success {
+        /// Authentication Data for the client, if any: in CONNACK (or in AUTH 0x00 after a
+        /// re-authentication).
+        data: Option<Bytes>,
+        /// The identity the exchange proved (e.g. the SCRAM user). When set, it is the client's
+        /// user name from then on ([`ClientInfo::username`]): the ACL and the session's owner.
+        /// A re-authentication that proves another identity ends the connection with 0x87 Not
+        /// authorized.
+        principal: Option<MqttString>,
+    },
     /// Refused with this code: CONNACK (or DISCONNECT after a re-authentication) carries it.
     Fail(ReasonCode),
 }

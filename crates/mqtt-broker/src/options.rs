@@ -12,7 +12,10 @@ use mqtt_topics::{ShareStrategy, TopicRules};
 pub struct Options {
     /// What the server supports and its limits; advertised in CONNACK and enforced.
     pub capabilities: Capabilities,
-    /// How long a new connection may take to send CONNECT (default 10 s).
+    /// How long a new connection may take from its first byte to its CONNACK: reading CONNECT,
+    /// authentication (hooks, password checks, an enhanced-authentication exchange) and the
+    /// session's set-up. A connection still in its handshake after this is closed (CONNACK 0x87
+    /// Not authorized once a hook is still deciding). Default 10 s.
     pub connect_timeout: Duration,
     /// The room a connection offers a read while its client sends little (default 2048 bytes,
     /// as the original broker's `ClientNetReadBufferSize`). A client whose reads fill that room
@@ -43,6 +46,17 @@ pub struct Options {
     /// Which message goes when the queue of an offline session (or of a subscriber skipped as
     /// stuck) is full. Default: the new one.
     pub queue_drop_order: DropOrder,
+    /// Whether a session belongs to the identity that created it: a client that authenticates
+    /// as another user (the CONNECT User Name, or the principal an enhanced-authentication hook
+    /// returns) can neither take over its connection nor resume it, and gets CONNACK 0x87 Not
+    /// authorized (3.x: 0x05). `false` lets any authenticated client use any client identifier,
+    /// as MQTT itself does; queued messages are then checked against the ACL of the identity
+    /// that receives them. Default true.
+    pub bind_sessions_to_identity: bool,
+    /// How long acknowledgements held for a storage hook with synchronous durability may wait
+    /// for the commit. After it, the connection is closed with 0x80 Unspecified error (3.x: a
+    /// plain close) without them, so its client sends again. Default 30 s.
+    pub durable_ack_timeout: Duration,
 }
 
 /// What happens when a connected subscriber's queue is full (`maximum_client_writes_pending`
@@ -100,6 +114,8 @@ impl Default for Options {
             slow_subscriber_timeout: Duration::from_secs(30),
             slow_subscriber_policy: SlowSubscriberPolicy::default(),
             queue_drop_order: DropOrder::default(),
+            bind_sessions_to_identity: true,
+            durable_ack_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -110,11 +126,14 @@ impl Default for Options {
 #[non_exhaustive]
 pub struct Capabilities {
     /// Connections accepted at once; more are refused with 0x89 Server busy (3.x: 0x03).
-    /// Default: unlimited.
+    /// Default 100,000.
     pub maximum_clients: usize,
+    /// Sessions kept at once, connected or not; a CONNECT that would create one more is refused
+    /// with 0x97 Quota exceeded (3.x: 0x03 Server unavailable). Default 100,000.
+    pub maximum_sessions: usize,
     /// The largest Session Expiry Interval granted, in seconds; a larger request is lowered and
-    /// the CONNACK says so. Also the expiry of 3.x persistent sessions. Default `u32::MAX`
-    /// (never expire).
+    /// the CONNACK says so. Also the expiry of 3.x persistent sessions. Default 86,400 (one
+    /// day); `u32::MAX` lets sessions that ask for it never expire.
     pub maximum_session_expiry_interval: u32,
     /// The largest Message Expiry Interval kept, in seconds; messages without one, or with a
     /// longer one, expire after this. `None` (the default) keeps messages until their own expiry.
@@ -131,9 +150,13 @@ pub struct Capabilities {
     /// beyond it messages are dropped (the new one or the oldest, see
     /// [`Options::queue_drop_order`]) and counted. Default 1024.
     pub maximum_queued_messages: usize,
-    /// Bytes of topic and payload queued for one session, online or offline: a connected
-    /// subscriber's queue is full at this size too. Default 16 MiB.
+    /// Bytes of topic, payload and properties queued for one session, online or offline: a
+    /// connected subscriber's queue is full at this size too. Default 16 MiB.
     pub maximum_queued_bytes: usize,
+    /// Bytes of topic, payload and properties in flight to one client (sent, not yet
+    /// acknowledged): the send window closes at this size as at `maximum_inflight` messages.
+    /// Default 16 MiB.
+    pub maximum_inflight_bytes: usize,
     /// Messages waiting for a connected client's writer (beyond its inflight window). A
     /// connected subscriber whose queue reaches this holds back the connections publishing to
     /// it until its queue drains to half (see [`Options::overload_policy`]); messages the server
@@ -151,8 +174,30 @@ pub struct Capabilities {
     pub shared_subscription_available: bool,
     /// Whether subscription identifiers are supported. Default true.
     pub subscription_identifiers_available: bool,
-    /// The most inbound topic aliases per connection (advertised). Default 65,535.
+    /// The most inbound topic aliases per connection (advertised). Default 64.
     pub topic_alias_maximum: u16,
+    /// Bytes of topic names one connection's inbound aliases may hold; an alias beyond it ends
+    /// the connection with 0x97 Quota exceeded. Default 64 KiB.
+    pub maximum_topic_alias_bytes: usize,
+    /// User Properties one packet may carry; more end the connection with 0x97 Quota exceeded
+    /// (CONNACK 0x97 for a CONNECT). Default 64.
+    pub maximum_user_properties: usize,
+    /// Bytes of User Properties (as encoded) one packet may carry; more end the connection
+    /// like too many. Default 64 KiB.
+    pub maximum_user_property_bytes: usize,
+    /// Topic filters one SUBSCRIBE or UNSUBSCRIBE may carry; more end the connection with 0x97
+    /// Quota exceeded. Default 256.
+    pub maximum_filters_per_packet: usize,
+    /// Subscriptions one session may hold; a filter beyond it gets 0x97 Quota exceeded in the
+    /// SUBACK (3.x: 0x80 Failure). Default 1,024.
+    pub maximum_subscriptions_per_client: usize,
+    /// Retained messages kept at once; a new retained topic beyond it is not retained (the
+    /// message is still delivered; a v5 QoS 1/2 publisher gets 0x97 Quota exceeded). Default
+    /// 100,000.
+    pub maximum_retained_messages: usize,
+    /// Bytes (topic, payload and properties) of all retained messages; a retained message that
+    /// would go beyond it is handled like one too many. Default 256 MiB.
+    pub maximum_retained_bytes: usize,
     /// The largest packet accepted, fixed header included (advertised); larger ones end the
     /// connection with 0x95. Default 16 MiB: each connection may have to buffer one packet of
     /// this size, so the protocol's own limit (256 MiB) would let a few clients exhaust memory.
@@ -184,13 +229,15 @@ pub struct Capabilities {
 impl Default for Capabilities {
     fn default() -> Self {
         Self {
-            maximum_clients: usize::MAX,
-            maximum_session_expiry_interval: u32::MAX,
+            maximum_clients: 100_000,
+            maximum_sessions: 100_000,
+            maximum_session_expiry_interval: 86_400,
             maximum_message_expiry_interval: None,
             receive_maximum: 1024,
             maximum_inflight: 8192,
             maximum_queued_messages: 1024,
             maximum_queued_bytes: 16 * 1024 * 1024,
+            maximum_inflight_bytes: 16 * 1024 * 1024,
             maximum_client_writes_pending: 1024,
             queue_qos0_offline: false,
             maximum_qos: QoS::ExactlyOnce,
@@ -198,7 +245,14 @@ impl Default for Capabilities {
             wildcard_subscription_available: true,
             shared_subscription_available: true,
             subscription_identifiers_available: true,
-            topic_alias_maximum: 65_535,
+            topic_alias_maximum: 64,
+            maximum_topic_alias_bytes: 64 * 1024,
+            maximum_user_properties: 64,
+            maximum_user_property_bytes: 64 * 1024,
+            maximum_filters_per_packet: 256,
+            maximum_subscriptions_per_client: 1024,
+            maximum_retained_messages: 100_000,
+            maximum_retained_bytes: 256 * 1024 * 1024,
             maximum_packet_size: 16 * 1024 * 1024,
             minimum_protocol_version: 3,
             server_keep_alive: None,

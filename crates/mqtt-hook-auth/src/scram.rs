@@ -261,10 +261,10 @@ impl ScramSha256Hook {
             return AuthOutcome::Fail(ReasonCode::NOT_AUTHORIZED);
         }
         let server_signature = hmac(&credential.server_key, auth_message.as_bytes());
-        AuthOutcome::Success(Some(Bytes::from(format!(
-            "v={}",
-            BASE64.encode(server_signature)
-        ))))
+        AuthOutcome::Success {
+            data: Some(Bytes::from(format!("v={}", BASE64.encode(server_signature)))),
+            principal: None,
+        }
     }
 }
 
