@@ -4,7 +4,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::string::MAX_STRING_LEN;
 use crate::varint::{VARIABLE_BYTE_INTEGER_MAX, put_variable_byte_integer};
-use crate::{DecodeError, EncodeError, Malformed, MqttString, PacketId, PacketType, UserProperty};
+use crate::{
+    DecodeError, DecodeLimits, EncodeError, Limit, Malformed, MqttString, PacketId, PacketType,
+    UserProperty,
+};
 
 /// A cursor over the body of one packet (after the fixed header). Every slice it hands out shares
 /// the packet's buffer.
@@ -12,11 +15,46 @@ use crate::{DecodeError, EncodeError, Malformed, MqttString, PacketId, PacketTyp
 pub(crate) struct Reader {
     buf: Bytes,
     packet: PacketType,
+    /// The packet's limits, and what is left of them: shared by the readers `take` makes (a
+    /// property list hands its count back with `spent_by`).
+    limits: DecodeLimits,
+    user_properties_left: u32,
+    user_property_bytes_left: u32,
 }
 
 impl Reader {
     pub(crate) fn new(buf: Bytes, packet: PacketType) -> Self {
-        Self { buf, packet }
+        Self {
+            buf,
+            packet,
+            limits: DecodeLimits::UNLIMITED,
+            user_properties_left: u32::MAX,
+            user_property_bytes_left: u32::MAX,
+        }
+    }
+
+    /// The same reader under these limits.
+    pub(crate) fn with_limits(self, limits: DecodeLimits) -> Self {
+        Self {
+            limits,
+            user_properties_left: limits.user_properties,
+            user_property_bytes_left: limits.user_property_bytes,
+            ..self
+        }
+    }
+
+    /// Takes over what a reader made by [`Reader::take`] left of the packet's limits.
+    pub(crate) fn spent_by(&mut self, inner: &Reader) {
+        self.user_properties_left = inner.user_properties_left;
+        self.user_property_bytes_left = inner.user_property_bytes_left;
+    }
+
+    fn limit_exceeded(&self, limit: Limit, maximum: u32) -> DecodeError {
+        DecodeError::LimitExceeded {
+            packet: self.packet,
+            limit,
+            maximum,
+        }
     }
 
     pub(crate) fn packet(&self) -> PacketType {
@@ -77,6 +115,9 @@ impl Reader {
         Ok(Reader {
             buf: self.buf.split_to(len),
             packet: self.packet,
+            limits: self.limits,
+            user_properties_left: self.user_properties_left,
+            user_property_bytes_left: self.user_property_bytes_left,
         })
     }
 
@@ -102,10 +143,33 @@ impl Reader {
         Ok(MqttString::from_validated(bytes))
     }
 
+    /// One User Property, counted against the packet's limits before it is decoded.
     pub(crate) fn user_property(&mut self) -> Result<UserProperty, DecodeError> {
+        let Some(left) = self.user_properties_left.checked_sub(1) else {
+            return Err(self.limit_exceeded(Limit::UserProperties, self.limits.user_properties));
+        };
+        self.user_properties_left = left;
+        let before = self.buf.len();
         let name = self.string("user property name")?;
         let value = self.string("user property value")?;
+        // The identifier byte, and the two strings just read.
+        let size = u32::try_from(1 + before - self.buf.len()).unwrap_or(u32::MAX);
+        let Some(left) = self.user_property_bytes_left.checked_sub(size) else {
+            return Err(
+                self.limit_exceeded(Limit::UserPropertyBytes, self.limits.user_property_bytes)
+            );
+        };
+        self.user_property_bytes_left = left;
         Ok(UserProperty { name, value })
+    }
+
+    /// Counts one more topic filter of a SUBSCRIBE or UNSUBSCRIBE (`count` so far, this one
+    /// included) against the packet's limit.
+    pub(crate) fn count_filter(&self, count: usize) -> Result<(), DecodeError> {
+        if count > self.limits.filters as usize {
+            return Err(self.limit_exceeded(Limit::Filters, self.limits.filters));
+        }
+        Ok(())
     }
 
     pub(crate) fn packet_id(&mut self) -> Result<PacketId, DecodeError> {

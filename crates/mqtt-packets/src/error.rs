@@ -7,7 +7,8 @@ use crate::{PacketType, PropertyId, ReasonCode};
 /// The variants say who is at fault: the peer sent bytes that do not parse
 /// ([`DecodeError::Malformed`], reason code 0x81), bytes that parse but break a rule of the
 /// protocol ([`DecodeError::Protocol`], 0x82 or a more specific code), a packet above our limit
-/// ([`DecodeError::PacketTooLarge`], 0x95), or a CONNECT for a protocol we do not speak
+/// ([`DecodeError::PacketTooLarge`], 0x95), a packet within that size that carries more than a
+/// [`crate::DecodeLimits`] allows ([`DecodeError::LimitExceeded`], 0x97), or a CONNECT for a protocol we do not speak
 /// ([`DecodeError::UnsupportedProtocol`], 0x84). [`DecodeError::reason_code`] gives the code to send
 /// in a v5 CONNACK or DISCONNECT; a 3.x peer is simply disconnected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +33,19 @@ pub enum DecodeError {
         /// The limit in force.
         maximum: u32,
     },
+    /// The packet carries more User Properties, or more topic filters, than the receiver's
+    /// [`crate::DecodeLimits`] allow (0x97 Quota exceeded). Detected while decoding, before the
+    /// list is built: a packet full of tiny entries cannot make the receiver allocate many times
+    /// its size.
+    #[error("{packet} carries more {limit} than the limit of {maximum}")]
+    LimitExceeded {
+        /// The packet type.
+        packet: PacketType,
+        /// Which limit.
+        limit: Limit,
+        /// The limit in force.
+        maximum: u32,
+    },
     /// CONNECT names a protocol or level this crate does not speak (0x84;
     /// CONNACK return code 1 for 3.x clients) [MQTT-3.1.2-1] [MQTT-3.1.2-2].
     #[error("unsupported protocol name {name:?} at level {level} [MQTT-3.1.2-2]")]
@@ -50,6 +64,7 @@ impl DecodeError {
             Self::Malformed(_) => ReasonCode::MALFORMED_PACKET,
             Self::Protocol(violation) => violation.reason_code(),
             Self::PacketTooLarge { .. } => ReasonCode::PACKET_TOO_LARGE,
+            Self::LimitExceeded { .. } => ReasonCode::QUOTA_EXCEEDED,
             Self::UnsupportedProtocol { .. } => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
         }
     }
@@ -60,8 +75,31 @@ impl DecodeError {
             Self::Malformed(malformed) => malformed.spec_statement(),
             Self::Protocol(violation) => violation.spec_statement(),
             Self::PacketTooLarge { .. } => Some("MQTT-3.2.2-15"),
+            Self::LimitExceeded { .. } => None,
             Self::UnsupportedProtocol { .. } => Some("MQTT-3.1.2-2"),
         }
+    }
+}
+
+/// A limit of [`crate::DecodeLimits`] that a packet went beyond.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// The number of User Properties.
+    UserProperties,
+    /// The encoded bytes of User Properties.
+    UserPropertyBytes,
+    /// The number of topic filters in a SUBSCRIBE or UNSUBSCRIBE.
+    Filters,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::UserProperties => "user properties",
+            Self::UserPropertyBytes => "bytes of user properties",
+            Self::Filters => "topic filters",
+        })
     }
 }
 

@@ -85,6 +85,7 @@ mod reason_code;
 mod string;
 mod subscribe;
 mod unsubscribe;
+mod user_properties;
 mod varint;
 
 use std::num::NonZeroU16;
@@ -95,9 +96,9 @@ pub use codec::{CodecError, MqttCodec};
 pub use connack::ConnAck;
 pub use connect::{Connect, Will};
 pub use disconnect::{Auth, Disconnect};
-pub use error::{DecodeError, EncodeError, Malformed, ProtocolViolation};
+pub use error::{DecodeError, EncodeError, Limit, Malformed, ProtocolViolation};
 pub use header::{FixedHeader, PacketType};
-pub use packet::{DecodeContext, PROTOCOL_MAXIMUM_PACKET_SIZE, Packet, decode};
+pub use packet::{DecodeContext, DecodeLimits, PROTOCOL_MAXIMUM_PACKET_SIZE, Packet, decode};
 pub use properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
     PayloadFormatIndicator, PropertyId, PublishProperties, SubscribeProperties,
@@ -110,6 +111,7 @@ pub use reason_code::ReasonCode;
 pub use string::{InvalidString, MAX_STRING_LEN, MqttString, UserProperty};
 pub use subscribe::{RetainHandling, SubAck, Subscribe, Subscription, SubscriptionOptions};
 pub use unsubscribe::{UnsubAck, Unsubscribe};
+pub use user_properties::UserProperties;
 pub use varint::{
     VARIABLE_BYTE_INTEGER_MAX, read_variable_byte_integer, variable_byte_integer_len,
 };

@@ -49,6 +49,43 @@ pub enum Packet {
     Auth(Auth),
 }
 
+/// Limits on what one packet may make the decoder build, beyond its size: the lists whose
+/// entries take little room on the wire but more in memory. A packet beyond one is refused with
+/// [`DecodeError::LimitExceeded`] (0x97 Quota exceeded) as soon as the entry that crosses it is
+/// read, so the list is never built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// User Properties in one packet, all its property lists together (a CONNECT has two: its
+    /// own and the Will's). Default 64.
+    pub user_properties: u32,
+    /// Encoded bytes of those User Properties (identifier, name and value). Default 64 KiB.
+    pub user_property_bytes: u32,
+    /// Topic filters in one SUBSCRIBE or UNSUBSCRIBE. Default 256.
+    pub filters: u32,
+}
+
+impl DecodeLimits {
+    /// The defaults: 64 User Properties of at most 64 KiB in all, 256 topic filters.
+    pub const DEFAULT: Self = Self {
+        user_properties: 64,
+        user_property_bytes: 64 * 1024,
+        filters: 256,
+    };
+
+    /// No limit beyond the packet's size.
+    pub const UNLIMITED: Self = Self {
+        user_properties: u32::MAX,
+        user_property_bytes: u32::MAX,
+        filters: u32::MAX,
+    };
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 /// What the decoder needs to know about the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeContext {
@@ -57,15 +94,24 @@ pub struct DecodeContext {
     /// The largest packet accepted, fixed header included (§2.1.4). Larger packets are refused
     /// from their fixed header, before their body is buffered.
     pub maximum_packet_size: u32,
+    /// Limits on the lists one packet may carry.
+    pub limits: DecodeLimits,
 }
 
 impl DecodeContext {
-    /// A context for this protocol level with the protocol's own size limit.
+    /// A context for this protocol level with the protocol's own size limit and the default
+    /// [`DecodeLimits`].
     pub const fn new(protocol: Protocol) -> Self {
         Self {
             protocol,
             maximum_packet_size: PROTOCOL_MAXIMUM_PACKET_SIZE,
+            limits: DecodeLimits::DEFAULT,
         }
+    }
+
+    /// The same context with other limits on the lists of a packet.
+    pub const fn with_limits(self, limits: DecodeLimits) -> Self {
+        Self { limits, ..self }
     }
 
     /// The same context with another maximum packet size.
@@ -114,7 +160,7 @@ pub fn decode(buf: &mut BytesMut, context: &DecodeContext) -> Result<Option<Pack
     }
     let mut frame = buf.split_to(size).freeze();
     frame.advance(header.header_length);
-    let reader = Reader::new(frame, header.packet_type);
+    let reader = Reader::new(frame, header.packet_type).with_limits(context.limits);
     let protocol = context.protocol;
     let packet = match header.packet_type {
         PacketType::Connect => Packet::Connect(Box::new(Connect::decode(reader)?)),
@@ -414,5 +460,91 @@ mod tests {
         assert!(decode_all(&[0x40, 3, 0, 5, 0x10], Protocol::V3_1_1)[0].is_err());
         // PINGREQ with a body is malformed.
         assert!(decode_all(&[0xC0, 1, 0], Protocol::V3_1_1)[0].is_err());
+    }
+
+    fn encoded(packet: impl Into<Packet>, protocol: Protocol) -> BytesMut {
+        let mut out = BytesMut::new();
+        packet.into().encode(protocol, &mut out).unwrap();
+        out
+    }
+
+    fn limited(bytes: &mut BytesMut, limits: DecodeLimits) -> Result<Option<Packet>, DecodeError> {
+        decode(bytes, &DecodeContext::new(Protocol::V5).with_limits(limits))
+    }
+
+    #[test]
+    fn filters_beyond_the_limit_are_refused_with_quota_exceeded() {
+        use crate::{Subscription, SubscriptionOptions, Unsubscribe};
+        let id = PacketId::new(1).unwrap();
+        let limits = DecodeLimits {
+            filters: 2,
+            ..DecodeLimits::DEFAULT
+        };
+        let filter = |name: &'static str| Subscription {
+            filter: crate::MqttString::from_static(name),
+            options: SubscriptionOptions::default(),
+        };
+        let two = Subscribe::new(id, vec![filter("a"), filter("b")]);
+        assert!(limited(&mut encoded(two, Protocol::V5), limits).is_ok());
+        let three = Subscribe::new(id, vec![filter("a"), filter("b"), filter("c")]);
+        let error = limited(&mut encoded(three, Protocol::V5), limits).unwrap_err();
+        assert_eq!(
+            error,
+            DecodeError::LimitExceeded {
+                packet: PacketType::Subscribe,
+                limit: crate::Limit::Filters,
+                maximum: 2,
+            }
+        );
+        assert_eq!(error.reason_code(), ReasonCode::QUOTA_EXCEEDED);
+        let names = ["a", "b", "c"].map(crate::MqttString::from_static).to_vec();
+        let unsubscribe = Unsubscribe::new(id, names);
+        assert!(matches!(
+            limited(&mut encoded(unsubscribe, Protocol::V5), limits),
+            Err(DecodeError::LimitExceeded {
+                packet: PacketType::Unsubscribe,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_connect_and_its_will_share_one_user_property_limit() {
+        use crate::{Connect, UserProperty, Will};
+        let property = || {
+            UserProperty::new(
+                crate::MqttString::from_static("k"),
+                crate::MqttString::from_static("v"),
+            )
+        };
+        let mut connect = Connect::new(Protocol::V5, crate::MqttString::from_static("c"));
+        connect.properties.user_properties = vec![property(), property()].into();
+        connect.will = Some(Will {
+            topic: crate::MqttString::from_static("w"),
+            payload: bytes::Bytes::new(),
+            qos: crate::QoS::AtMostOnce,
+            retain: false,
+            properties: crate::WillProperties {
+                user_properties: vec![property(), property()].into(),
+                ..crate::WillProperties::default()
+            },
+        });
+        let limits = |user_properties| DecodeLimits {
+            user_properties,
+            ..DecodeLimits::DEFAULT
+        };
+        assert!(limited(&mut encoded(connect.clone(), Protocol::V5), limits(4)).is_ok());
+        let error = limited(&mut encoded(connect, Protocol::V5), limits(3)).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                DecodeError::LimitExceeded {
+                    packet: PacketType::Connect,
+                    limit: crate::Limit::UserProperties,
+                    maximum: 3
+                }
+            ),
+            "{error:?}"
+        );
     }
 }

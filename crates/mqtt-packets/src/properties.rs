@@ -15,7 +15,7 @@ use crate::varint::{
     VARIABLE_BYTE_INTEGER_MAX, put_variable_byte_integer, variable_byte_integer_len,
 };
 use crate::{
-    DecodeError, EncodeError, Malformed, MqttString, ProtocolViolation, QoS, UserProperty,
+    DecodeError, EncodeError, Malformed, MqttString, ProtocolViolation, QoS, UserProperties,
 };
 
 macro_rules! property_ids {
@@ -348,7 +348,7 @@ macro_rules! property_set {
             $( $(#[$fmeta])* pub $field: Option<$ty>, )*
             $( $(#[$rmeta])* pub $rfield: Vec<$rty>, )?
             /// User Properties (0x26), in packet order.
-            pub user_properties: Vec<UserProperty>,
+            pub user_properties: UserProperties,
         }
 
         impl $name {
@@ -365,6 +365,7 @@ macro_rules! property_set {
                     if $context.is_empty() { reader.packet().name() } else { $context };
                 let mut block = property_block(reader)?;
                 let mut properties = Self::default();
+                let mut user_properties = Vec::new();
                 while !block.is_empty() {
                     let id = read_id(&mut block, context)?;
                     match id {
@@ -374,9 +375,7 @@ macro_rules! property_set {
                         $( PropertyId::$rid => {
                             properties.$rfield.push(<$rty>::decode(id, &mut block)?)
                         } )?
-                        PropertyId::UserProperty => {
-                            properties.user_properties.push(block.user_property()?)
-                        }
+                        PropertyId::UserProperty => user_properties.push(block.user_property()?),
                         #[allow(unreachable_patterns)]
                         other => {
                             return Err(Malformed::PropertyNotAllowed {
@@ -387,6 +386,8 @@ macro_rules! property_set {
                         }
                     }
                 }
+                properties.user_properties = user_properties.into();
+                reader.spent_by(&block);
                 Ok(properties)
             }
 

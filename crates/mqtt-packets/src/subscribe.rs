@@ -130,6 +130,7 @@ impl Subscribe {
         };
         let mut subscriptions = Vec::new();
         while !reader.is_empty() {
+            reader.count_filter(subscriptions.len() + 1)?;
             let filter = reader.string("topic filter")?;
             let options =
                 SubscriptionOptions::from_byte(reader.u8("subscription options")?, protocol)?;

@@ -40,6 +40,7 @@ impl Unsubscribe {
         };
         let mut filters = Vec::new();
         while !reader.is_empty() {
+            reader.count_filter(filters.len() + 1)?;
             filters.push(reader.string("topic filter")?);
         }
         if filters.is_empty() {

@@ -399,7 +399,7 @@ fn to_v5(packet: &Packet) -> v5::Packet {
             properties: ack_properties_v5(&ack.properties).map(|(reason_string, user)| {
                 v5::PubAckProperties {
                     reason_string,
-                    user_properties: user,
+                    user_properties: user.into(),
                 }
             }),
         }),
@@ -409,7 +409,7 @@ fn to_v5(packet: &Packet) -> v5::Packet {
             properties: ack_properties_v5(&ack.properties).map(|(reason_string, user)| {
                 v5::PubRecProperties {
                     reason_string,
-                    user_properties: user,
+                    user_properties: user.into(),
                 }
             }),
         }),
@@ -419,7 +419,7 @@ fn to_v5(packet: &Packet) -> v5::Packet {
             properties: ack_properties_v5(&ack.properties).map(|(reason_string, user)| {
                 v5::PubRelProperties {
                     reason_string,
-                    user_properties: user,
+                    user_properties: user.into(),
                 }
             }),
         }),
@@ -429,7 +429,7 @@ fn to_v5(packet: &Packet) -> v5::Packet {
             properties: ack_properties_v5(&ack.properties).map(|(reason_string, user)| {
                 v5::PubCompProperties {
                     reason_string,
-                    user_properties: user,
+                    user_properties: user.into(),
                 }
             }),
         }),
@@ -472,7 +472,7 @@ fn to_v5(packet: &Packet) -> v5::Packet {
             properties: ack_properties_v5(&suback.properties).map(|(reason_string, user)| {
                 v5::SubAckProperties {
                     reason_string,
-                    user_properties: user,
+                    user_properties: user.into(),
                 }
             }),
         }),
@@ -495,7 +495,7 @@ fn to_v5(packet: &Packet) -> v5::Packet {
             properties: ack_properties_v5(&unsuback.properties).map(|(reason_string, user)| {
                 v5::UnsubAckProperties {
                     reason_string,
-                    user_properties: user,
+                    user_properties: user.into(),
                 }
             }),
         }),
@@ -786,7 +786,7 @@ fn v5_examples() -> Vec<Packet> {
         request_problem_information: Some(false),
         authentication_method: Some(s("SCRAM-SHA-1")),
         authentication_data: Some(Bytes::from_static(b"\x00\x01")),
-        user_properties: vec![user("a", "1"), user("a", "2")],
+        user_properties: vec![user("a", "1"), user("a", "2")].into(),
     };
     connect.will = Some(Will {
         topic: s("will/topic"),
@@ -800,7 +800,7 @@ fn v5_examples() -> Vec<Packet> {
             content_type: Some(s("text/plain")),
             response_topic: Some(s("reply/here")),
             correlation_data: Some(Bytes::from_static(b"corr")),
-            user_properties: vec![user("k", "v")],
+            user_properties: vec![user("k", "v")].into(),
         },
     });
     connect.username = Some(s("user"));
@@ -829,7 +829,7 @@ fn v5_examples() -> Vec<Packet> {
             server_reference: Some(s("other:1883")),
             authentication_method: Some(s("m")),
             authentication_data: Some(Bytes::from_static(b"d")),
-            user_properties: vec![user("x", "y")],
+            user_properties: vec![user("x", "y")].into(),
         },
     };
 
@@ -844,7 +844,7 @@ fn v5_examples() -> Vec<Packet> {
         correlation_data: Some(Bytes::from_static(b"42")),
         content_type: Some(s("application/json")),
         subscription_identifiers: vec![NonZeroU32::new(1).unwrap(), NonZeroU32::new(300).unwrap()],
-        user_properties: vec![user("u", "1")],
+        user_properties: vec![user("u", "1")].into(),
     };
     // An empty Topic Name with a Topic Alias (§3.3.2.3.4).
     let mut aliased = Publish::new(MqttString::default(), &b"x"[..]);
@@ -852,7 +852,7 @@ fn v5_examples() -> Vec<Packet> {
 
     let ack_props = AckProperties {
         reason_string: Some(s("why")),
-        user_properties: vec![user("a", "b")],
+        user_properties: vec![user("a", "b")].into(),
     };
     let mut subscribe = Subscribe::new(
         id(9),
@@ -868,11 +868,11 @@ fn v5_examples() -> Vec<Packet> {
     );
     subscribe.properties = SubscribeProperties {
         subscription_identifier: NonZeroU32::new(268_435_455),
-        user_properties: vec![user("s", "t")],
+        user_properties: vec![user("s", "t")].into(),
     };
     let mut unsubscribe = Unsubscribe::new(id(10), vec![s("a/#")]);
     unsubscribe.properties = UnsubscribeProperties {
-        user_properties: vec![user("\u{1F600}", "\u{e9}")],
+        user_properties: vec![user("\u{1F600}", "\u{e9}")].into(),
     };
 
     vec![
@@ -933,7 +933,7 @@ fn v5_examples() -> Vec<Packet> {
                 session_expiry_interval: Some(0),
                 reason_string: Some(s("moving")),
                 server_reference: Some(s("elsewhere")),
-                user_properties: vec![user("a", "b")],
+                user_properties: vec![user("a", "b")].into(),
             },
         }),
     ]
@@ -1098,7 +1098,7 @@ fn ack_props(v5: bool) -> BoxedStrategy<AckProperties> {
     (option::of(mqtt_string()), users())
         .prop_map(|(reason_string, user_properties)| AckProperties {
             reason_string,
-            user_properties,
+            user_properties: user_properties.into(),
         })
         .boxed()
 }
@@ -1128,7 +1128,7 @@ fn connect(protocol: Protocol) -> impl Strategy<Value = Packet> {
                         content_type: ct,
                         response_topic: rt,
                         correlation_data: cd,
-                        user_properties: user,
+                        user_properties: user.into(),
                     }
                 } else {
                     WillProperties::default()
@@ -1167,7 +1167,7 @@ fn connect(protocol: Protocol) -> impl Strategy<Value = Packet> {
                     request_problem_information: problem,
                     authentication_data: if method.is_some() { data } else { None },
                     authentication_method: method,
-                    user_properties: user,
+                    user_properties: user.into(),
                 }
             },
         );
@@ -1257,7 +1257,7 @@ fn connack(protocol: Protocol) -> impl Strategy<Value = Packet> {
                     server_reference: reference,
                     authentication_method: method,
                     authentication_data: data,
-                    user_properties: user,
+                    user_properties: user.into(),
                 }
             } else {
                 ConnAckProperties::default()
@@ -1295,7 +1295,7 @@ fn publish(protocol: Protocol) -> impl Strategy<Value = Packet> {
                 correlation_data: cd,
                 content_type: ct,
                 subscription_identifiers: ids,
-                user_properties: user,
+                user_properties: user.into(),
             }
         });
     (
@@ -1397,7 +1397,7 @@ fn subscriptions(protocol: Protocol) -> impl Strategy<Value = Packet> {
             let properties = if v5 {
                 SubscribeProperties {
                     subscription_identifier: sub_id,
-                    user_properties: user,
+                    user_properties: user.into(),
                 }
             } else {
                 SubscribeProperties::default()
@@ -1430,7 +1430,9 @@ fn subscriptions(protocol: Protocol) -> impl Strategy<Value = Packet> {
             Packet::Unsubscribe(Unsubscribe {
                 packet_id,
                 filters,
-                properties: UnsubscribeProperties { user_properties },
+                properties: UnsubscribeProperties {
+                    user_properties: user_properties.into(),
+                },
             })
         },
     );
@@ -1475,7 +1477,7 @@ fn disconnect(protocol: Protocol) -> impl Strategy<Value = Packet> {
                     session_expiry_interval: session,
                     reason_string: reason,
                     server_reference: reference,
-                    user_properties: user,
+                    user_properties: user.into(),
                 },
             })
         })

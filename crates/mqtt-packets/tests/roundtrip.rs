@@ -177,7 +177,7 @@ fn connect_properties() -> impl Strategy<Value = ConnectProperties> {
                     request_problem_information: problem,
                     authentication_method: method,
                     authentication_data,
-                    user_properties: user,
+                    user_properties: user.into(),
                 }
             },
         )
@@ -202,7 +202,7 @@ fn will_properties() -> impl Strategy<Value = WillProperties> {
                     content_type,
                     response_topic,
                     correlation_data: correlation,
-                    user_properties: user,
+                    user_properties: user.into(),
                 }
             },
         )
@@ -252,7 +252,7 @@ fn connack_properties() -> impl Strategy<Value = ConnAckProperties> {
             server_reference: reference,
             authentication_method: method,
             authentication_data: data,
-            user_properties: user,
+            user_properties: user.into(),
         },
     )
 }
@@ -278,7 +278,7 @@ fn publish_properties() -> impl Strategy<Value = PublishProperties> {
                     correlation_data: correlation,
                     content_type,
                     subscription_identifiers: ids,
-                    user_properties: user,
+                    user_properties: user.into(),
                 }
             },
         )
@@ -288,7 +288,7 @@ fn ack_properties() -> impl Strategy<Value = AckProperties> {
     (option::of(mqtt_string()), user_properties()).prop_map(|(reason_string, user_properties)| {
         AckProperties {
             reason_string,
-            user_properties,
+            user_properties: user_properties.into(),
         }
     })
 }
@@ -297,13 +297,15 @@ fn subscribe_properties() -> impl Strategy<Value = SubscribeProperties> {
     (option::of(subscription_identifier()), user_properties()).prop_map(
         |(subscription_identifier, user_properties)| SubscribeProperties {
             subscription_identifier,
-            user_properties,
+            user_properties: user_properties.into(),
         },
     )
 }
 
 fn unsubscribe_properties() -> impl Strategy<Value = UnsubscribeProperties> {
-    user_properties().prop_map(|user_properties| UnsubscribeProperties { user_properties })
+    user_properties().prop_map(|user_properties| UnsubscribeProperties {
+        user_properties: user_properties.into(),
+    })
 }
 
 fn disconnect_properties() -> impl Strategy<Value = DisconnectProperties> {
@@ -317,7 +319,7 @@ fn disconnect_properties() -> impl Strategy<Value = DisconnectProperties> {
             session_expiry_interval: session,
             reason_string: reason,
             server_reference: reference,
-            user_properties: user,
+            user_properties: user.into(),
         })
 }
 
@@ -574,7 +576,7 @@ fn auth() -> impl Strategy<Value = Packet> {
                     authentication_method: Some(method),
                     authentication_data: data,
                     reason_string: reason,
-                    user_properties: user,
+                    user_properties: user.into(),
                 },
             })
         });

@@ -526,7 +526,7 @@ fn connect() -> Vec<Fixture> {
         request_problem_information: Some(false),
         authentication_method: Some(st("SCRAM-SHA-1")),
         authentication_data: Some(Bytes::from_static(b"client-first")),
-        user_properties: vec![user("a", "1"), user("a", "2")],
+        user_properties: vec![user("a", "1"), user("a", "2")].into(),
     };
     let all_properties_v5 = Connect {
         keep_alive: 120,
@@ -565,7 +565,7 @@ fn connect() -> Vec<Fixture> {
                 content_type: Some(st("text/plain")),
                 response_topic: Some(st("replies/c1")),
                 correlation_data: Some(Bytes::from_static(b"\x01\x02")),
-                user_properties: vec![user("k", "v")],
+                user_properties: vec![user("k", "v")].into(),
             },
         }),
         ..Connect::new(V5, st("c1"))
@@ -1216,7 +1216,7 @@ fn connack() -> Vec<Fixture> {
             server_reference: Some(st("other:1883")),
             authentication_method: Some(st("SCRAM-SHA-1")),
             authentication_data: Some(Bytes::from_static(b"server-final")),
-            user_properties: vec![user("region", "eu")],
+            user_properties: vec![user("region", "eu")].into(),
         },
     };
     let moved = ConnAck {
@@ -1519,7 +1519,7 @@ fn publish_fixtures() -> Vec<Fixture> {
             correlation_data: Some(Bytes::from_static(b"id")),
             content_type: Some(st("application/json")),
             subscription_identifiers: vec![sub_id(1), sub_id(16_384)],
-            user_properties: vec![user("b", "1"), user("a", "2"), user("b", "3")],
+            user_properties: vec![user("b", "1"), user("a", "2"), user("b", "3")].into(),
         },
         ..Publish::default()
     };
@@ -1659,7 +1659,7 @@ fn publish_fixtures() -> Vec<Fixture> {
                 message_expiry_interval: Some(7),
                 content_type: Some(st("c")),
                 subscription_identifiers: vec![sub_id(9)],
-                user_properties: vec![user("z", "1")],
+                user_properties: vec![user("z", "1")].into(),
                 ..PublishProperties::default()
             }),
             frame(
@@ -2340,7 +2340,7 @@ fn subscribe() -> Vec<Fixture> {
         ],
         properties: SubscribeProperties {
             subscription_identifier: NonZeroU32::new(7),
-            user_properties: vec![user("k", "v")],
+            user_properties: vec![user("k", "v")].into(),
         },
     };
     let v5_plain = Subscribe::new(id(4), vec![Subscription::new(st("#"), QoS::AtMostOnce)]);
@@ -2772,7 +2772,7 @@ fn unsubscribe() -> Vec<Fixture> {
             frame(0xA2, cat!([0x00, 0x03], props(&[p_user("k", "v")]), s("x"))),
             Unsubscribe {
                 properties: UnsubscribeProperties {
-                    user_properties: vec![user("k", "v")],
+                    user_properties: vec![user("k", "v")].into(),
                 },
                 ..Unsubscribe::new(id(3), vec![st("x")])
             },
@@ -3032,7 +3032,7 @@ fn disconnect() -> Vec<Fixture> {
             session_expiry_interval: Some(0),
             reason_string: Some(st("maintenance")),
             server_reference: Some(st("b.example")),
-            user_properties: vec![user("k", "v")],
+            user_properties: vec![user("k", "v")].into(),
         },
     };
     vec![
@@ -3240,7 +3240,7 @@ fn auth() -> Vec<Fixture> {
                 AuthProperties {
                     authentication_method: Some(st("K")),
                     reason_string: Some(st("again")),
-                    user_properties: vec![user("a", "b")],
+                    user_properties: vec![user("a", "b")].into(),
                     ..AuthProperties::default()
                 },
             ),
