@@ -9,6 +9,37 @@ use mqtt_packets::{MqttString, Publish};
 /// the hot topics, small enough that replacing the least recently used one is a short scan.
 pub(crate) const OUTBOUND_ALIAS_LIMIT: u16 = 256;
 
+/// The topic aliases a client set on one connection [MQTT-3.3.2-7], with the bytes of their
+/// topics: a client may set up to Topic Alias Maximum of them, each with a topic of up to the
+/// longest topic name, so their bytes have a limit of their own.
+#[derive(Debug, Default)]
+pub(crate) struct InboundAliases {
+    topics: HashMap<u16, MqttString>,
+    bytes: usize,
+}
+
+impl InboundAliases {
+    /// The topic of `alias`, if the client set one.
+    pub(crate) fn get(&self, alias: u16) -> Option<&MqttString> {
+        self.topics.get(&alias)
+    }
+
+    /// Sets `alias` to a copy of `topic` (a slice would keep the read buffer it came from
+    /// alive for the whole connection). `false`, and nothing changed, when the topics would
+    /// then hold more than `maximum_bytes`.
+    pub(crate) fn set(&mut self, alias: u16, topic: &MqttString, maximum_bytes: usize) -> bool {
+        let replaced = self.topics.get(&alias).map_or(0, |old| old.len());
+        let bytes = self.bytes - replaced + topic.len();
+        if bytes > maximum_bytes {
+            return false;
+        }
+        self.topics
+            .insert(alias, crate::message::owned_string(topic));
+        self.bytes = bytes;
+        true
+    }
+}
+
 /// What an alias does to one PUBLISH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AliasPlan {
@@ -72,27 +103,84 @@ impl OutboundAliases {
         }
     }
 
-    /// Records a plan once its PUBLISH was actually encoded for sending.
+    /// Records a plan once its PUBLISH was actually encoded for sending. The table keeps its
+    /// own copy of a new topic: the topic handed in is a slice of a message, and a slice would
+    /// keep that message's whole buffer alive as long as the alias lives.
     pub(crate) fn commit(&mut self, plan: AliasPlan, topic: &MqttString) {
         self.clock += 1;
         match plan {
             AliasPlan::None => {}
             AliasPlan::Reuse(alias) => {
-                self.by_topic.insert(topic.clone(), (alias, self.clock));
+                if let Some(entry) = self.by_topic.get_mut(topic) {
+                    *entry = (alias, self.clock);
+                }
             }
             AliasPlan::Assign(alias) => {
-                if let Some(previous) = self.by_alias.insert(alias, topic.clone()) {
+                let owned = crate::message::owned_string(topic);
+                if let Some(previous) = self.by_alias.insert(alias, owned.clone()) {
                     self.by_topic.remove(&previous);
                 }
-                self.by_topic.insert(topic.clone(), (alias, self.clock));
+                self.by_topic.insert(owned, (alias, self.clock));
             }
         }
+    }
+
+    /// Whether no topic the table keeps points into the memory `start..end` (for tests).
+    #[cfg(test)]
+    fn keeps_nothing_in(&self, start: usize, end: usize) -> bool {
+        self.by_alias
+            .values()
+            .chain(self.by_topic.keys())
+            .all(|topic| !(start..end).contains(&(topic.as_bytes().as_ptr() as usize)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inbound_aliases_count_their_bytes() {
+        // Audit M4: 65,535 aliases of 65,535-byte topics were about 4 GiB per connection.
+        let mut aliases = InboundAliases::default();
+        let topic = |text: &str| MqttString::new(text).unwrap();
+        assert!(aliases.set(1, &topic("aaaa"), 10));
+        assert!(aliases.set(2, &topic("bbbbbb"), 10));
+        assert!(!aliases.set(3, &topic("c"), 10), "11 bytes > 10");
+        assert!(aliases.get(3).is_none());
+        // Replacing an alias's topic frees the old one's bytes.
+        assert!(aliases.set(1, &topic("dddd"), 10));
+        assert!(aliases.set(2, &topic("e"), 10));
+        assert!(aliases.set(3, &topic("fffff"), 10));
+        assert_eq!(aliases.get(1).map(|t| t.as_str()), Some("dddd"));
+    }
+
+    #[test]
+    fn aliases_keep_copies_of_their_topics_not_slices_of_messages() {
+        // Audit H1.4: an alias key that is a slice of a message pins the message's frame.
+        let mut read = bytes::BytesMut::new();
+        Publish::new(MqttString::from_static("sensors/1"), vec![0u8; 1024])
+            .encode(mqtt_packets::Protocol::V5, &mut read)
+            .unwrap();
+        let context = mqtt_packets::DecodeContext::new(mqtt_packets::Protocol::V5);
+        let Ok(Some(mqtt_packets::Packet::Publish(publish))) =
+            mqtt_packets::decode(&mut read, &context)
+        else {
+            panic!("a PUBLISH was encoded");
+        };
+        // The frame the decoder sliced: from the topic to the end of the payload.
+        let start = publish.topic.as_bytes().as_ptr() as usize;
+        let end = publish.payload.as_ptr() as usize + publish.payload.len();
+        assert!(start < end);
+        let mut aliases = OutboundAliases::new(10);
+        let plan = aliases.plan(&publish.topic);
+        assert_eq!(plan, AliasPlan::Assign(1));
+        aliases.commit(plan, &publish.topic);
+        let plan = aliases.plan(&publish.topic);
+        assert_eq!(plan, AliasPlan::Reuse(1));
+        aliases.commit(plan, &publish.topic);
+        assert!(aliases.keeps_nothing_in(start, end));
+    }
 
     fn topic(name: &'static str) -> MqttString {
         MqttString::from_static(name)

@@ -1,7 +1,6 @@
 //! One client connection: the CONNECT handshake, the reader (this task) and the writer (its own
 //! task, the only one that touches the socket's write half).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::alias::OutboundAliases;
+use crate::alias::{InboundAliases, OutboundAliases};
 use crate::flow::Parked;
 use crate::hooks::{AuthOutcome, DropReason, HookEvents};
 use crate::message::Delivery;
@@ -102,13 +101,14 @@ where
     let (mut reader, mut writer) = tokio::io::split(stream);
     let options = &server.inner.options;
     let mut buf = BytesMut::with_capacity(options.read_buffer_size);
-    let context = DecodeContext::new(Protocol::V5)
-        .with_maximum_packet_size(options.capabilities.maximum_packet_size);
+    let context = server.decode_context(Protocol::V5);
+    // The whole handshake (CONNECT, authentication) has the connect timeout.
+    let deadline = Instant::now() + options.connect_timeout;
 
     // The first packet must be CONNECT, within the connect timeout [MQTT-3.1.0-1].
     let first = tokio::select! {
-        first = tokio::time::timeout(
-            options.connect_timeout,
+        first = tokio::time::timeout_at(
+            deadline,
             read_packet(&mut reader, &mut buf, &context, &server),
         ) => first,
         () = server.shutdown_signal() => {
@@ -172,6 +172,7 @@ where
         &mut reader,
         &mut buf,
         &mut writer,
+        deadline,
     )
     .await
     else {
@@ -191,6 +192,45 @@ fn connect_level(buf: &[u8]) -> Option<u8> {
     let body = buf.get(header.header_length..)?;
     let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
     body.get(2 + name_len).copied()
+}
+
+/// Counts a connection between the `maximum_clients` check and the end of its handshake.
+struct Admitting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Admitting<'a> {
+    fn new(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for Admitting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A copy of a Will that owns its bytes: a Will is kept for the session's life, and its slices
+/// would keep the whole CONNECT frame alive.
+fn owned_will(will: &mqtt_packets::Will) -> mqtt_packets::Will {
+    use crate::message::owned_string;
+    let properties = &will.properties;
+    mqtt_packets::Will {
+        topic: owned_string(&will.topic),
+        payload: bytes::Bytes::copy_from_slice(&will.payload),
+        qos: will.qos,
+        retain: will.retain,
+        properties: mqtt_packets::WillProperties {
+            content_type: properties.content_type.as_ref().map(owned_string),
+            response_topic: properties.response_topic.as_ref().map(owned_string),
+            correlation_data: properties
+                .correlation_data
+                .as_ref()
+                .map(|data| bytes::Bytes::copy_from_slice(data)),
+            user_properties: properties.user_properties.compact(),
+            ..properties.clone()
+        },
+    }
 }
 
 /// How long a connection keeps reading (and discarding) after the server sent a DISCONNECT.
@@ -347,8 +387,8 @@ struct Connection {
     protocol: Protocol,
     keep_alive: u16,
     /// Inbound topic aliases, for this connection only [MQTT-3.3.2-7].
-    #[allow(clippy::box_collection)] // 8 bytes per connection until a client uses an alias.
-    aliases: Option<Box<HashMap<u16, MqttString>>>,
+    /// 8 bytes per connection until a client uses an alias.
+    aliases: Option<Box<InboundAliases>>,
     /// Whether the CONNECT had Session Expiry 0, for the DISCONNECT rule (§3.14.2.2.2).
     connect_expiry_zero: bool,
     /// Deliveries of the PUBLISH packets decoded from the current read, handed to the
@@ -420,8 +460,7 @@ async fn enhanced_auth_exchange<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     writer: &mut W,
 ) -> Result<(Option<bytes::Bytes>, Option<MqttString>), Option<ReasonCode>> {
     let inner = &server.inner;
-    let context = DecodeContext::new(Protocol::V5)
-        .with_maximum_packet_size(inner.options.capabilities.maximum_packet_size);
+    let context = server.decode_context(Protocol::V5);
     let mut data = connect.properties.authentication_data.clone();
     let mut step = crate::hooks::AuthStep::Connect;
     auth.method = Some(method.clone());
@@ -487,6 +526,7 @@ async fn enhanced_auth_exchange<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 impl Connection {
     /// Validates and authenticates the CONNECT, creates or resumes the session, and queues the
     /// CONNACK. Returns `None` (after any refusing CONNACK) when the connection is refused.
+    #[allow(clippy::too_many_arguments)]
     async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         server: &Server,
         connect: Connect,
@@ -494,6 +534,7 @@ impl Connection {
         reader: &mut R,
         buf: &mut BytesMut,
         writer: &mut W,
+        deadline: Instant,
     ) -> Option<Self> {
         let inner = &server.inner;
         let caps = &inner.options.capabilities;
@@ -527,7 +568,14 @@ impl Connection {
             .await;
             return None;
         }
-        if inner.info.clients_connected.load(Ordering::Relaxed) as usize >= caps.maximum_clients {
+        // Connections between this check and their attachment count too, so that concurrent
+        // CONNECTs cannot together go beyond the limit (audit L1): a connection is counted twice
+        // for a moment, which errs on the side of the limit.
+        let _admitting = Admitting::new(&inner.admitting);
+        let admitting = inner.admitting.load(Ordering::SeqCst);
+        let connected = inner.info.clients_connected.load(Ordering::SeqCst) as usize;
+        if connected.saturating_add(admitting) > caps.maximum_clients {
+            info!(remote = ?connection.remote, connected, "maximum_clients reached; connection refused");
             send_connack(writer, protocol, refuse_with(ReasonCode::SERVER_BUSY)).await;
             return None;
         }
@@ -576,7 +624,8 @@ impl Connection {
         };
         let mut client = Arc::new(ClientInfo {
             client_id: client_id.clone(),
-            username: connect.username.clone(),
+            // A copy: the client's information lasts as long as its session.
+            username: connect.username.as_ref().map(crate::message::owned_string),
             protocol,
             clean_start: connect.clean_start,
             connection,
@@ -598,11 +647,19 @@ impl Connection {
         let mut auth = EnhancedAuth::default();
         if let Some(method) = connect.properties.authentication_method.clone() {
             // Enhanced authentication (§4.12): challenge and response before CONNACK.
-            match enhanced_auth_exchange(
-                server, &client, &connect, method, &mut auth, reader, buf, writer,
+            let exchange = tokio::time::timeout_at(
+                deadline,
+                enhanced_auth_exchange(
+                    server, &client, &connect, method, &mut auth, reader, buf, writer,
+                ),
             )
-            .await
-            {
+            .await;
+            let Ok(exchange) = exchange else {
+                info!(client_id = %client_id, remote = ?client.connection.remote, "authentication not finished within the connect timeout");
+                send_connack(writer, protocol, refuse_with(ReasonCode::NOT_AUTHORIZED)).await;
+                return None;
+            };
+            match exchange {
                 Ok((data, principal)) => {
                     auth.connack_data = data;
                     if let Some(principal) = principal {
@@ -619,7 +676,13 @@ impl Connection {
                     return None;
                 }
             }
-        } else if !inner.hooks.authenticate(&client, &connect).await {
+        } else if !tokio::time::timeout_at(deadline, inner.hooks.authenticate(&client, &connect))
+            .await
+            .unwrap_or_else(|_| {
+                info!(client_id = %client_id, remote = ?client.connection.remote, "authentication not decided within the connect timeout");
+                false
+            })
+        {
             let code = if connect.username.is_some() || connect.password.is_some() {
                 ReasonCode::BAD_USER_NAME_OR_PASSWORD
             } else {
@@ -667,18 +730,16 @@ impl Connection {
                 0
             },
         };
-        let Some((session, session_present, old_will)) =
-            Self::establish(server, &client, &connect, expiry, handle.clone(), peer)
-        else {
-            // The server is closing.
-            send_connack(
-                writer,
-                protocol,
-                refuse_with(ReasonCode::SERVER_UNAVAILABLE),
-            )
-            .await;
-            return None;
-        };
+        let (session, session_present, old_will) =
+            match Self::establish(server, &client, &connect, expiry, handle.clone(), peer) {
+                Ok(established) => established,
+                Err(code) => {
+                    // The server is closing, the session is another user's, or no more sessions
+                    // are allowed.
+                    send_connack(writer, protocol, refuse_with(code)).await;
+                    return None;
+                }
+            };
 
         if let Some((old_client, will)) = old_will {
             server.publish_will(&old_client, will);
@@ -862,17 +923,37 @@ impl Connection {
         expiry: u32,
         handle: ConnectionHandle,
         peer: PeerLimits,
-    ) -> Option<Established> {
+    ) -> Result<Established, ReasonCode> {
         let inner = &server.inner;
+        let options = &inner.options;
         // The registry lock is held until the session is attached, so that ending a session
         // (which takes the same lock first) and resuming it cannot interleave.
         let mut sessions = inner.sessions.lock();
         if inner.closing.load(Ordering::SeqCst) {
-            return None;
+            return Err(ReasonCode::SERVER_UNAVAILABLE);
         }
         let existing = sessions.get(&client.client_id).cloned();
+        let user = client.username.as_deref().unwrap_or("");
+        let foreign = existing.as_ref().is_some_and(|session| {
+            let state = session.state.lock();
+            state.owner().is_some_and(|owner| owner != user)
+        });
+        if options.bind_sessions_to_identity && foreign {
+            // Another identity's session: neither taken over nor resumed (audit H3).
+            warn!(client_id = %client.client_id, "session belongs to another user; connection refused");
+            return Err(ReasonCode::NOT_AUTHORIZED);
+        }
         let (session, mut present) = match existing {
             Some(session) => (session, true),
+            None if sessions.len() >= options.capabilities.maximum_sessions => {
+                warn!(client_id = %client.client_id, sessions = sessions.len(), "maximum_sessions reached; connection refused");
+                sys::add(&inner.info.limits_exceeded, 1);
+                return Err(if client.protocol.is_v5() {
+                    ReasonCode::QUOTA_EXCEEDED
+                } else {
+                    ReasonCode::SERVER_UNAVAILABLE
+                });
+            }
             None => {
                 let session = Arc::new(Session::new(client.client_id.clone(), client.protocol));
                 sessions.insert(client.client_id.clone(), session.clone());
@@ -934,6 +1015,24 @@ impl Connection {
             state.epoch += 1;
             crate::flow::wake(state.flow.release_all());
         }
+        if !clear
+            && state
+                .owner()
+                .is_some_and(|owner| owner != client.username.as_deref().unwrap_or(""))
+        {
+            // Resumed by another identity (allowed by `bind_sessions_to_identity = false`):
+            // what was queued for the old one is checked against the new one's ACL (audit H3).
+            let refused = state.outbound.take_unless(|delivery| {
+                inner.hooks.acl(
+                    client,
+                    delivery.message.topic.as_str(),
+                    crate::hooks::Access::Read,
+                )
+            });
+            if !refused.is_empty() {
+                info!(client_id = %client.client_id, refused = refused.len(), "queued messages the new user may not read dropped");
+            }
+        }
         state.flow.attached(Instant::now());
         state.protocol = client.protocol;
         state.expiry_interval = expiry;
@@ -941,7 +1040,9 @@ impl Connection {
         state.connection = Some(handle.clone());
         state.last_generation = handle.generation;
         state.peer = peer;
-        state.will = connect.will.clone().map(Box::new);
+        // Kept for as long as the session: a copy that owns its bytes, not slices of the
+        // CONNECT's frame.
+        state.will = connect.will.as_ref().map(|will| Box::new(owned_will(will)));
         state.control.clear();
         if persist {
             if !state.persist {
@@ -955,7 +1056,7 @@ impl Connection {
         session.connected.store(true, Ordering::SeqCst);
         drop(state);
         drop(sessions);
-        Some((session, present, old_will))
+        Ok((session, present, old_will))
     }
 
     #[allow(clippy::manual_async_fn)] // An `async fn` would hold its arguments twice.
@@ -1071,11 +1172,15 @@ impl Connection {
         async move {
             let server = self.server.clone();
             let options = &server.inner.options;
-            let context = DecodeContext::new(self.protocol)
-                .with_maximum_packet_size(options.capabilities.maximum_packet_size);
-            // 1.5 times the Keep Alive without a packet closes the connection [MQTT-3.1.2-22].
+            let context = server.decode_context(self.protocol);
+            // 1.5 times the Keep Alive without a complete packet closes the connection
+            // [MQTT-3.1.2-22]: measured from the last packet, not the last byte, so a client
+            // that trickles a packet byte by byte cannot keep a connection (and the buffer of
+            // its partial packet) forever.
             let idle = (self.keep_alive > 0)
                 .then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
+            let mut last_packet = Instant::now();
+            let mut decoded = false;
             let shared = self.handle.shared();
             let control_limit = options.capabilities.maximum_client_writes_pending.max(1024);
             let mut read_size = ReadSize::new(options.read_buffer_size);
@@ -1084,7 +1189,10 @@ impl Connection {
                     // The decoded packet is handled before any await, so that it takes no room in
                     // this future's state (which lasts as long as the connection).
                     let step = match decode(&mut buf, &context) {
-                        Ok(Some(packet)) => Ok(Some(self.handle_packet(packet))),
+                        Ok(Some(packet)) => {
+                            decoded = true;
+                            Ok(Some(self.handle_packet(packet)))
+                        }
                         Ok(None) => Ok(None),
                         Err(error) => Err(error),
                     };
@@ -1102,6 +1210,12 @@ impl Connection {
                             self.flush_counters();
                             if let Some(end) = self.release_acks().await {
                                 return end;
+                            }
+                            if decoded {
+                                // After any wait for room or storage: the client is not idle
+                                // while the server holds its reads back.
+                                last_packet = Instant::now();
+                                decoded = false;
                             }
                             break;
                         }
@@ -1165,9 +1279,12 @@ impl Connection {
                 let size = read_size.current;
                 let read = async {
                     match idle {
-                        Some(idle) => tokio::time::timeout(idle, read_more(reader, &mut buf, size))
-                            .await
-                            .ok(),
+                        Some(idle) => tokio::time::timeout_at(
+                            last_packet + idle,
+                            read_more(reader, &mut buf, size),
+                        )
+                        .await
+                        .ok(),
                         None => Some(read_more(reader, &mut buf, size).await),
                     }
                 };
@@ -1418,12 +1535,22 @@ impl Connection {
             return None;
         }
         let shared = self.handle.shared();
+        let timeout = self.server.inner.options.durable_ack_timeout;
         let durable = tokio::select! {
-            result = self.server.inner.hooks.durable() => result,
+            result = tokio::time::timeout(timeout, self.server.inner.hooks.durable()) => result,
             () = shared.kill.notified() => {
                 self.held.clear();
                 return Some(End::Killed);
             }
+        };
+        let Ok(durable) = durable else {
+            // The storage does not answer: the client is closed without its acknowledgements
+            // and sends again once it reconnects (audit H5), instead of waiting unread forever.
+            self.held.clear();
+            warn!(client_id = %self.client.client_id, ?timeout, "storage did not commit in time; closing without acknowledging");
+            sys::add(&self.server.inner.info.durable_ack_timeouts, 1);
+            self.close(ReasonCode::UNSPECIFIED_ERROR);
+            return Some(End::Abnormal("storage did not commit in time".into()));
         };
         if let Err(error) = durable {
             self.held.clear();
@@ -1816,7 +1943,7 @@ impl Connection {
                 match self
                     .aliases
                     .as_ref()
-                    .and_then(|aliases| aliases.get(&alias.get()))
+                    .and_then(|aliases| aliases.get(alias.get()))
                 {
                     Some(topic) => publish.topic = topic.clone(),
                     None => {
@@ -1824,14 +1951,24 @@ impl Connection {
                         return Some(End::Abnormal("unknown topic alias".into()));
                     }
                 }
-            } else {
-                // A copy: the alias may be kept for the whole connection, and a slice would keep
-                // the read buffer it came from alive.
-                let topic = MqttString::new(publish.topic.as_str())
-                    .unwrap_or_else(|_| publish.topic.clone());
-                self.aliases
-                    .get_or_insert_with(Box::default)
-                    .insert(alias.get(), topic);
+            } else if mqtt_topics::validate_topic_name(publish.topic.as_str(), &caps.topic_rules)
+                .is_ok()
+            {
+                // Only a valid topic is kept for the connection: an invalid one is refused below
+                // like any PUBLISH to it, and sets no alias.
+                let kept = self.aliases.get_or_insert_with(Box::default).set(
+                    alias.get(),
+                    &publish.topic,
+                    caps.maximum_topic_alias_bytes,
+                );
+                if !kept {
+                    warn!(client_id = %self.client.client_id, "topic aliases beyond their byte limit");
+                    sys::add(&self.server.inner.info.limits_exceeded, 1);
+                    self.close(ReasonCode::QUOTA_EXCEEDED);
+                    return Some(End::Abnormal(
+                        "topic aliases beyond their byte limit".into(),
+                    ));
+                }
             }
         }
         let qos = publish.qos;
@@ -1884,6 +2021,8 @@ impl Connection {
                 ReasonCode::NO_MATCHING_SUBSCRIBERS
             }
             PublishOutcome::Delivered(_) | PublishOutcome::Ignored => ReasonCode::SUCCESS,
+            PublishOutcome::NotRetained if self.protocol.is_v5() => ReasonCode::QUOTA_EXCEEDED,
+            PublishOutcome::NotRetained => ReasonCode::SUCCESS,
             PublishOutcome::Refused(code) => {
                 debug!(client_id = %self.client.client_id, %code, "publish refused");
                 // 3.x has no way to refuse a PUBLISH: acknowledge it and drop it
@@ -1999,7 +2138,7 @@ fn strip_problem_information(packet: &mut Packet) {
         _ => return,
     };
     properties.reason_string = None;
-    properties.user_properties.clear();
+    properties.user_properties = mqtt_packets::UserProperties::new();
 }
 
 /// The writer: the only task that writes to the socket. It empties the control queue first
@@ -2118,9 +2257,14 @@ fn write_loop<W: AsyncWrite + Unpin>(
                     }
                     if !closing {
                         let window = state.peer.window;
-                        state
-                            .outbound
-                            .next_batch(now, window, BATCH, &mut outgoing, &mut dropped);
+                        state.outbound.next_batch(
+                            now,
+                            window,
+                            limits.inflight_bytes,
+                            BATCH,
+                            &mut outgoing,
+                            &mut dropped,
+                        );
                         // Publishers waiting for room go on once the queue is half empty.
                         room_made = state.flow.room_made(&state.outbound, limits);
                         // Retained messages of a new subscription follow as the queue drains.

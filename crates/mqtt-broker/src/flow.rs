@@ -51,6 +51,8 @@ pub(crate) struct FlowLimits {
     pub(crate) messages: usize,
     /// Bytes queued for any session.
     pub(crate) bytes: usize,
+    /// Bytes in flight to one client.
+    pub(crate) inflight_bytes: usize,
     /// Whether QoS 0 is kept for an offline session.
     pub(crate) qos0_offline: bool,
     pub(crate) overload: OverloadPolicy,
@@ -66,6 +68,7 @@ impl FlowLimits {
             online_messages: caps.maximum_client_writes_pending.max(1),
             messages: caps.maximum_queued_messages,
             bytes: caps.maximum_queued_bytes,
+            inflight_bytes: caps.maximum_inflight_bytes,
             qos0_offline: caps.queue_qos0_offline,
             overload: options.overload_policy,
             drop_order: options.queue_drop_order,
@@ -455,6 +458,7 @@ mod tests {
             online_messages: 4,
             messages: 6,
             bytes: 1 << 20,
+            inflight_bytes: 1 << 20,
             qos0_offline: false,
             overload: OverloadPolicy::Backpressure,
             drop_order: DropOrder::Newest,
@@ -540,11 +544,11 @@ mod tests {
         // The writer takes one: not yet half empty, nobody is woken.
         state
             .outbound
-            .next_batch(now, 10, 1, &mut Vec::new(), &mut Vec::new());
+            .next_batch(now, 10, usize::MAX, 1, &mut Vec::new(), &mut Vec::new());
         assert!(state.flow.room_made(&state.outbound, &limits).is_empty());
         state
             .outbound
-            .next_batch(now, 10, 1, &mut Vec::new(), &mut Vec::new());
+            .next_batch(now, 10, usize::MAX, 1, &mut Vec::new(), &mut Vec::new());
         assert_eq!(state.flow.room_made(&state.outbound, &limits).len(), 1);
         assert_eq!(state.flow.stuck_deadline(limits.slow_timeout, false), None);
     }

@@ -68,12 +68,19 @@ pub(crate) struct InflightTable {
     in_run: usize,
     /// Entries outside the run.
     scattered: HashMap<u16, Inflight>,
+    /// Bytes of the messages in flight ([`crate::message::Message::size`]).
+    bytes: usize,
 }
 
 impl InflightTable {
     /// Entries in flight.
     pub(crate) fn len(&self) -> usize {
         self.in_run + self.scattered.len()
+    }
+
+    /// Bytes of the messages in flight, as counted against the in-flight byte limit.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Where `id` lies in the run, if within it.
@@ -122,10 +129,14 @@ impl InflightTable {
         if id == 0 {
             return;
         }
+        let size = entry.delivery.message.size();
         if let Some(existing) = self.get_mut(id) {
+            let replaced = existing.delivery.message.size();
             *existing = entry;
+            self.bytes = self.bytes.saturating_sub(replaced) + size;
             return;
         }
+        self.bytes += size;
         if self.run.is_empty() {
             self.base = id;
             self.run.push_back(Some(entry));
@@ -168,6 +179,12 @@ impl InflightTable {
 
     /// Takes the entry of `id` out.
     pub(crate) fn remove(&mut self, id: u16) -> Option<Inflight> {
+        let entry = self.take(id)?;
+        self.bytes = self.bytes.saturating_sub(entry.delivery.message.size());
+        Some(entry)
+    }
+
+    fn take(&mut self, id: u16) -> Option<Inflight> {
         if let Some(at) = self.offset(id)
             && let Some(entry) = self.run.get_mut(at).and_then(Option::take)
         {
@@ -179,6 +196,15 @@ impl InflightTable {
             return None;
         }
         self.scattered.remove(&id)
+    }
+
+    /// Replaces every message in flight by a copy that owns its bytes (see
+    /// [`crate::message::Message::compact`]), for a session that goes offline.
+    pub(crate) fn compact(&mut self, copies: &mut crate::message::Compacted) {
+        let slots = self.run.iter_mut().flatten();
+        for entry in slots.chain(self.scattered.values_mut()) {
+            entry.delivery.compact_with(copies);
+        }
     }
 
     /// Keeps the run tight: no holes at either end, and at most as many holes inside as live
@@ -223,6 +249,7 @@ impl InflightTable {
         self.run.clear();
         self.in_run = 0;
         self.scattered.clear();
+        self.bytes = 0;
         ids
     }
 

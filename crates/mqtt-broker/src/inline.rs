@@ -55,6 +55,10 @@ impl InlineClient {
         match self.server.publish_from(&self.info, publish) {
             PublishOutcome::Delivered(count) => Ok(count),
             PublishOutcome::Ignored => Ok(0),
+            // Delivered, but beyond the retained limits: not kept.
+            PublishOutcome::NotRetained => Err(BrokerError::Refused(
+                mqtt_packets::ReasonCode::QUOTA_EXCEEDED,
+            )),
             PublishOutcome::Refused(code) => Err(BrokerError::Refused(code)),
         }
     }

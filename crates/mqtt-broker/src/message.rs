@@ -41,20 +41,53 @@ impl Message {
         Some(u32::try_from(seconds.max(1)).unwrap_or(u32::MAX))
     }
 
-    /// A copy that owns its topic and payload. A message kept for long (retained, or queued for
-    /// an offline session) must not keep alive the whole read buffer its slices point into.
+    /// A copy that owns its topic, payload and properties. A message kept for long (retained,
+    /// queued for an offline session, a Will) must not keep alive the whole read buffer its
+    /// slices point into.
     pub(crate) fn compact(&self) -> Self {
+        let properties = &self.properties;
         Self {
-            topic: MqttString::new(self.topic.as_str()).unwrap_or_else(|_| self.topic.clone()),
+            topic: owned_string(&self.topic),
             payload: Bytes::copy_from_slice(&self.payload),
+            properties: PublishProperties {
+                response_topic: properties.response_topic.as_ref().map(owned_string),
+                correlation_data: properties
+                    .correlation_data
+                    .as_ref()
+                    .map(|data| Bytes::copy_from_slice(data)),
+                content_type: properties.content_type.as_ref().map(owned_string),
+                user_properties: properties.user_properties.compact(),
+                ..properties.clone()
+            },
             ..self.clone()
         }
     }
 
-    /// The payload size counted against queue limits.
+    /// The bytes counted against queue, in-flight and retained limits: topic, payload and
+    /// properties, all that a compact copy keeps alive beyond its fixed-size parts.
     pub(crate) fn size(&self) -> usize {
-        self.payload.len() + self.topic.len()
+        self.payload.len() + self.topic.len() + properties_size(&self.properties)
     }
+}
+
+/// A string that owns its bytes.
+pub(crate) fn owned_string(text: &MqttString) -> MqttString {
+    MqttString::new(text.as_str()).unwrap_or_else(|_| text.clone())
+}
+
+/// The bytes a message's properties keep alive beyond the message itself.
+pub(crate) fn properties_size(properties: &PublishProperties) -> usize {
+    if properties.response_topic.is_none()
+        && properties.correlation_data.is_none()
+        && properties.content_type.is_none()
+        && properties.user_properties.is_empty()
+    {
+        return 0;
+    }
+    properties.response_topic.as_ref().map_or(0, |t| t.len())
+        + properties.correlation_data.as_ref().map_or(0, |d| d.len())
+        + properties.content_type.as_ref().map_or(0, |t| t.len())
+        + properties.user_properties.heap_size()
 }
 
 #[cfg(test)]
@@ -72,6 +105,10 @@ impl Message {
         }
     }
 }
+
+/// Compact copies of messages, by the address of the original: one copy per message however
+/// many deliveries of it are compacted together.
+pub(crate) type Compacted = std::collections::HashMap<usize, Arc<Message>>;
 
 /// One subscriber's copy of a message: the shared message plus what differs per subscriber.
 #[derive(Debug, Clone)]
@@ -106,6 +143,16 @@ impl Delivery {
 }
 
 impl Delivery {
+    /// Makes this delivery's message a copy that owns its bytes (see [`Message::compact`]),
+    /// sharing one copy per message through `copies`.
+    pub(crate) fn compact_with(&mut self, copies: &mut crate::message::Compacted) {
+        let message = &self.message;
+        self.message = copies
+            .entry(Arc::as_ptr(message) as usize)
+            .or_insert_with(|| Arc::new(message.compact()))
+            .clone();
+    }
+
     /// The PUBLISH packet for this delivery at `now`.
     pub(crate) fn to_publish(
         &self,

@@ -136,13 +136,16 @@ impl Outbound {
     }
 
     /// Moves queued messages into flight, in order, while the window (the client's Receive
-    /// Maximum, capped by the server's maximum inflight) has room [MQTT-3.3.4-9]. QoS 0 messages
-    /// are not counted against the window but keep their place in the order. Expired messages
-    /// are dropped [MQTT-3.3.2-5]. At most `limit` packets are returned.
+    /// Maximum, capped by the server's maximum inflight) has room [MQTT-3.3.4-9] and the
+    /// messages in flight hold fewer than `window_bytes` (one message always fits an empty
+    /// window). QoS 0 messages are not counted against the window but keep their place in the
+    /// order. Expired messages are dropped [MQTT-3.3.2-5]. At most `limit` packets are returned.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn next_batch(
         &mut self,
         now: Instant,
         window: usize,
+        window_bytes: usize,
         limit: usize,
         out: &mut Vec<Outgoing>,
         dropped: &mut Vec<(Delivery, DropReason)>,
@@ -171,7 +174,11 @@ impl Outbound {
             let Some(front) = self.pending.front() else {
                 break;
             };
-            if front.qos != QoS::AtMostOnce && self.inflight.len() >= window {
+            if front.qos != QoS::AtMostOnce
+                && (self.inflight.len() >= window
+                    || (self.inflight.len() > 0
+                        && self.inflight.bytes() + front.message.size() > window_bytes))
+            {
                 break;
             }
             let Some(delivery) = self.pending.pop_front() else {
@@ -378,6 +385,53 @@ impl Outbound {
         self.inflight.clear()
     }
 
+    /// Makes every queued and in-flight message a copy that owns its bytes (one copy per
+    /// message), for a session that goes offline: what waits for the client's return must not
+    /// keep alive the read buffers of the publishers it came from.
+    pub(crate) fn compact(&mut self) {
+        let mut copies = crate::message::Compacted::new();
+        for delivery in &mut self.pending {
+            delivery.compact_with(&mut copies);
+        }
+        self.inflight.compact(&mut copies);
+    }
+
+    /// Takes out the queued and in-flight messages `keep` refuses (their topics not readable
+    /// by a new owner of the session), in order.
+    pub(crate) fn take_unless(&mut self, mut keep: impl FnMut(&Delivery) -> bool) -> Vec<Delivery> {
+        let mut taken = Vec::new();
+        let ids: Vec<u16> = self
+            .inflight
+            .iter()
+            .filter(|(_, entry)| !keep(&entry.delivery))
+            .map(|(id, _)| id)
+            .collect();
+        for id in ids {
+            self.deferred.retain(|&deferred| deferred != id);
+            if let Some(entry) = self.inflight.remove(id) {
+                taken.push(entry.delivery);
+            }
+        }
+        let (kept, refused): (VecDeque<Delivery>, VecDeque<Delivery>) =
+            std::mem::take(&mut self.pending)
+                .into_iter()
+                .partition(|delivery| keep(delivery));
+        self.pending = kept;
+        self.pending_bytes = self
+            .pending
+            .iter()
+            .map(|delivery| delivery.message.size())
+            .sum();
+        taken.extend(refused);
+        taken
+    }
+
+    /// Bytes of the messages in flight.
+    #[cfg(test)]
+    pub(crate) fn inflight_bytes(&self) -> usize {
+        self.inflight.bytes()
+    }
+
     /// Takes out the queued QoS 0 messages (when a client goes offline and QoS 0 is not kept,
     /// or a stuck subscriber is skipped), in order.
     pub(crate) fn drop_qos0(&mut self) -> Vec<Delivery> {
@@ -470,8 +524,49 @@ mod tests {
     fn batch(outbound: &mut Outbound, now: Instant, window: usize) -> Vec<Outgoing> {
         let mut out = Vec::new();
         let mut dropped = Vec::new();
-        outbound.next_batch(now, window, 100, &mut out, &mut dropped);
+        outbound.next_batch(now, window, usize::MAX, 100, &mut out, &mut dropped);
         out
+    }
+
+    #[test]
+    fn the_window_closes_at_its_byte_limit_too() {
+        // Audit H1.2: a client that reads but never acknowledges held up to the whole window of
+        // messages, whatever their size.
+        let now = Instant::now();
+        let mut outbound = Outbound::default();
+        for payload in ["aaaa", "bbbb", "cccc"] {
+            outbound.push(delivery(QoS::AtLeastOnce, payload, None));
+        }
+        let per_message = outbound.queued().next().unwrap().message.size();
+        let mut out = Vec::new();
+        let mut dropped = Vec::new();
+        // Room for two messages' bytes, though the window would take ten.
+        outbound.next_batch(now, 10, 2 * per_message, 100, &mut out, &mut dropped);
+        assert_eq!(payloads(&out), ["aaaa", "bbbb"]);
+        assert_eq!(outbound.inflight_bytes(), 2 * per_message);
+        // An acknowledgement frees its bytes.
+        let Outgoing::Publish {
+            packet_id: Some(first),
+            ..
+        } = &out[0]
+        else {
+            panic!("a QoS 1 publish has an id")
+        };
+        assert!(outbound.puback(*first).is_some());
+        assert_eq!(outbound.inflight_bytes(), per_message);
+        out.clear();
+        outbound.next_batch(now, 10, 2 * per_message, 100, &mut out, &mut dropped);
+        assert_eq!(payloads(&out), ["cccc"]);
+        // One message larger than the limit still goes when nothing is in flight.
+        let mut single = Outbound::default();
+        single.push(delivery(
+            QoS::AtLeastOnce,
+            "a message larger than the limit",
+            None,
+        ));
+        out.clear();
+        single.next_batch(now, 10, 1, 100, &mut out, &mut dropped);
+        assert_eq!(out.len(), 1);
     }
 
     #[test]
@@ -691,6 +786,7 @@ mod tests {
         outbound.next_batch(
             now + Duration::from_secs(5),
             10,
+            usize::MAX,
             100,
             &mut out,
             &mut dropped,

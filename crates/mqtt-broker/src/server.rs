@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use mqtt_packets::DecodeContext;
 use mqtt_packets::{MqttString, Packet, Publish, QoS, ReasonCode, Will};
 use mqtt_topics::{ClientId, RetainedIndex, SubscriptionTrie, validate_topic_name};
 use parking_lot::Mutex;
@@ -75,6 +76,12 @@ pub(crate) struct Inner {
     pub(crate) next_assigned_id: AtomicU64,
     /// Connection tasks alive, and a signal when it drops to zero.
     pub(crate) live_connections: AtomicUsize,
+    /// Connections past the `maximum_clients` check and not yet attached or refused.
+    pub(crate) admitting: AtomicUsize,
+    /// Bytes of the retained messages held ([`Message::size`]), against
+    /// `maximum_retained_bytes`; changed only through [`Inner::set_retained`] and the removals
+    /// next to it.
+    pub(crate) retained_bytes: AtomicUsize,
     pub(crate) all_closed: Notify,
     /// Flow control's limits and policies, from the options.
     pub(crate) flow_limits: FlowLimits,
@@ -100,6 +107,9 @@ pub(crate) enum PublishOutcome {
     Delivered(usize),
     /// A hook asked to acknowledge without delivering.
     Ignored,
+    /// Delivered, but not retained: the retained limits were reached (0x97 Quota exceeded for
+    /// a v5 QoS 1/2 publisher).
+    NotRetained,
     /// Refused with this code.
     Refused(ReasonCode),
 }
@@ -144,6 +154,8 @@ impl Server {
                 next_inline: AtomicU64::new(1),
                 next_assigned_id: AtomicU64::new(1),
                 live_connections: AtomicUsize::new(0),
+                admitting: AtomicUsize::new(0),
+                retained_bytes: AtomicUsize::new(0),
                 all_closed: Notify::new(),
             }),
         }
@@ -472,9 +484,7 @@ impl Server {
             },
             expires_at: expiry.map(|seconds| now + Duration::from_secs(u64::from(seconds))),
         });
-        if message.retain {
-            self.retain(client, &message);
-        }
+        let retained = !message.retain || self.retain(client, &message);
         let delivered = self.route(&message, now, staged);
         if inner.hooks.provides(HookEvents::ON_PUBLISHED) {
             let published = Delivery {
@@ -490,17 +500,22 @@ impl Server {
                 hook.on_published(client, &published);
             }
         }
+        if !retained {
+            // Delivered, but not kept as the retained message: a v5 publisher is told.
+            return PublishOutcome::NotRetained;
+        }
         PublishOutcome::Delivered(delivered)
     }
 
     /// Sets or clears the retained message of the topic [MQTT-3.3.1-5] [MQTT-3.3.1-6].
-    fn retain(&self, client: &ClientInfo, message: &Arc<Message>) {
+    /// `false` when the message was beyond the retained limits and is not retained.
+    fn retain(&self, client: &ClientInfo, message: &Arc<Message>) -> bool {
         let inner = &self.inner;
         // The counter reports the clients' retained messages, not the server's own `$SYS` ones.
         let counted = u64::from(!message.topic.as_bytes().starts_with(b"$"));
         let change = if message.payload.is_empty() {
             // An empty payload clears, and is never stored [MQTT-3.3.1-7].
-            if inner.retained.remove(&message.topic).is_some() {
+            if inner.remove_retained(&message.topic).is_some() {
                 sys::sub(&inner.info.retained, counted);
                 if counted == 1 {
                     inner.hooks.storage(&StorageEvent::RetainedCleared {
@@ -511,6 +526,11 @@ impl Server {
             } else {
                 RetainChange::NothingToClear
             }
+        } else if !inner.retained_fits(message) {
+            // Beyond the retained limits: delivered, not retained (audit M6).
+            warn!(topic = %message.topic, retained = inner.retained.len(), "retained limit reached; message not retained");
+            sys::add(&inner.info.limits_exceeded, 1);
+            return false;
         } else {
             // A compact copy: the retained message may live for days, and a slice would keep the
             // whole read buffer it came from alive.
@@ -528,7 +548,7 @@ impl Server {
                 let stored = storage::stored_retained(&compact);
                 inner.hooks.storage(&StorageEvent::RetainedSet(&stored));
             }
-            if inner.retained.set(&message.topic, compact).is_none() {
+            if inner.set_retained(&message.topic, compact).is_none() {
                 sys::add(&inner.info.retained, counted);
             }
             RetainChange::Set
@@ -547,6 +567,7 @@ impl Server {
                 hook.on_retain_message(client, &publish, change);
             }
         }
+        true
     }
 
     /// Delivers a message to every matching subscription: each non-shared subscriber once at the
@@ -816,18 +837,31 @@ impl Server {
         delivery: Delivery,
         admission: Admission<'_>,
         now: Instant,
-        compacted: &mut HashMap<usize, Arc<Message>>,
+        compacted: &mut crate::message::Compacted,
         dropped: &mut Vec<(ClientId, Delivery, DropReason)>,
     ) -> Option<Delivery> {
         let inner = &self.inner;
         let limits = &inner.flow_limits;
         let mut delivery = delivery;
-        if state.connection.is_none() && (delivery.qos > QoS::AtMostOnce || limits.qos0_offline) {
-            let message = &delivery.message;
-            delivery.message = compacted
-                .entry(Arc::as_ptr(message) as usize)
-                .or_insert_with(|| Arc::new(message.compact()))
-                .clone();
+        let offline = state.connection.is_none();
+        if offline
+            && limits.drop_order == crate::options::DropOrder::Newest
+            && !state
+                .outbound
+                .fits(delivery.message.size(), limits.messages, limits.bytes)
+        {
+            // An offline session whose queue is full: dropped before any copy is made for it
+            // (audit H2), as `flow::admit` would.
+            let reason = if delivery.qos == QoS::AtMostOnce && !limits.qos0_offline {
+                DropReason::ClientOffline
+            } else {
+                DropReason::QueueFull
+            };
+            self.note_dropped(session, state, delivery, reason, now, dropped);
+            return None;
+        }
+        if offline && (delivery.qos > QoS::AtMostOnce || limits.qos0_offline) {
+            delivery.compact_with(compacted);
         }
         // A copy for the storage hooks when the session is mirrored (QoS 1/2 only: QoS 0 is
         // not kept across a restart).
@@ -1025,13 +1059,19 @@ impl Server {
 
     /// Counts and reports the deliveries a queue refused.
     fn report_dropped(&self, dropped: Vec<(ClientId, Delivery, DropReason)>) {
+        let hooked = self.inner.hooks.provides(HookEvents::ON_PUBLISH_DROPPED);
         for (client_id, delivery, reason) in dropped {
-            let publish = delivery.to_publish(None, false, Instant::now());
-            self.dropped(&client_id, &publish, reason);
+            if hooked {
+                let publish = delivery.to_publish(None, false, Instant::now());
+                self.dropped(&client_id, &publish, reason);
+            } else {
+                // Counted and logged without building the PUBLISH no hook would see.
+                self.count_dropped(&client_id, delivery.message.topic.as_str(), reason);
+            }
         }
     }
 
-    pub(crate) fn dropped(&self, client_id: &str, publish: &Publish, reason: DropReason) {
+    fn count_dropped(&self, client_id: &str, topic: &str, reason: DropReason) {
         sys::add(&self.inner.info.messages_dropped, 1);
         if let Some(counter) = self
             .inner
@@ -1041,7 +1081,11 @@ impl Server {
         {
             sys::add(counter, 1);
         }
-        debug!(client_id, topic = %publish.topic, ?reason, "message dropped");
+        debug!(client_id, topic, ?reason, "message dropped");
+    }
+
+    pub(crate) fn dropped(&self, client_id: &str, publish: &Publish, reason: DropReason) {
+        self.count_dropped(client_id, publish.topic.as_str(), reason);
         for hook in self.inner.hooks.with(HookEvents::ON_PUBLISH_DROPPED) {
             hook.on_publish_dropped(client_id, publish, reason);
         }
@@ -1149,6 +1193,11 @@ impl Server {
         } else {
             state.outbound.drop_qos0()
         };
+        if !ends {
+            // What stays queued or in flight may wait for long: it must not keep alive the
+            // read buffers of the publishers it came from.
+            state.outbound.compact();
+        }
         let mut orphans = Vec::new();
         let dropped_ids = if ends {
             self.clear_session(&mut sessions, session, &mut state, &mut orphans)
@@ -1294,15 +1343,38 @@ impl Server {
     }
 
     /// A unique client identifier for a client that sent an empty one [MQTT-3.1.3-6].
+    /// A client identifier for a client that sent none: 128 random bits, so that nobody can
+    /// guess another client's and resume its session (audit H3). Falls back to a counter only if
+    /// the system has no randomness to give.
     pub(crate) fn assign_client_id(&self) -> ClientId {
         loop {
-            let n = self.inner.next_assigned_id.fetch_add(1, Ordering::Relaxed);
-            let started = self.inner.info.started.load(Ordering::Relaxed);
-            let id = ClientId::from(format!("mochi-{started:x}-{n}"));
+            let mut random = [0u8; 16];
+            let id = if getrandom::fill(&mut random).is_ok() {
+                let hex: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
+                ClientId::from(format!("mochi-{hex}"))
+            } else {
+                let n = self.inner.next_assigned_id.fetch_add(1, Ordering::Relaxed);
+                let started = self.inner.info.started.load(Ordering::Relaxed);
+                ClientId::from(format!("mochi-{started:x}-{n}"))
+            };
             if !self.inner.sessions.lock().contains_key(&id) {
                 return id;
             }
         }
+    }
+
+    /// How this server decodes a connection's packets at `protocol`: its maximum packet size
+    /// and its limits on User Properties and topic filters.
+    pub(crate) fn decode_context(&self, protocol: mqtt_packets::Protocol) -> DecodeContext {
+        let caps = &self.inner.options.capabilities;
+        let clamp = |value: usize| u32::try_from(value).unwrap_or(u32::MAX);
+        DecodeContext::new(protocol)
+            .with_maximum_packet_size(caps.maximum_packet_size)
+            .with_limits(mqtt_packets::DecodeLimits {
+                user_properties: clamp(caps.maximum_user_properties),
+                user_property_bytes: clamp(caps.maximum_user_property_bytes),
+                filters: clamp(caps.maximum_filters_per_packet),
+            })
     }
 
     /// Whether [`Server::close`] has been called.
@@ -1400,8 +1472,7 @@ impl Server {
                 // Only if the message stored now is the one that expired (not a newer one).
                 let now = Instant::now();
                 if inner
-                    .retained
-                    .remove_if(&topic, |message| message.is_expired(now))
+                    .remove_retained_if(&topic, |message| message.is_expired(now))
                     .is_some()
                 {
                     sys::sub(&inner.info.retained, u64::from(!topic.starts_with('$')));
@@ -1491,7 +1562,7 @@ impl Server {
                                 },
                             );
                         }
-                        if inner.retained.set(&topic, message).is_none() {
+                        if inner.set_retained(&topic, message).is_none() {
                             sys::add(&inner.info.retained, 1);
                         }
                     }
@@ -1743,6 +1814,53 @@ impl Server {
 }
 
 impl Inner {
+    /// Sets the retained message of `topic`, counting its bytes.
+    pub(crate) fn set_retained(&self, topic: &str, message: Arc<Message>) -> Option<Arc<Message>> {
+        let size = message.size();
+        let old = self.retained.set(topic, message);
+        self.retained_bytes.fetch_add(size, Ordering::Relaxed);
+        if let Some(old) = &old {
+            self.retained_bytes.fetch_sub(old.size(), Ordering::Relaxed);
+        }
+        old
+    }
+
+    /// Removes the retained message of `topic`, counting its bytes.
+    pub(crate) fn remove_retained(&self, topic: &str) -> Option<Arc<Message>> {
+        self.remove_retained_if(topic, |_| true)
+    }
+
+    /// Removes the retained message of `topic` if `condition` holds, counting its bytes.
+    pub(crate) fn remove_retained_if(
+        &self,
+        topic: &str,
+        condition: impl FnOnce(&Arc<Message>) -> bool,
+    ) -> Option<Arc<Message>> {
+        let old = self.retained.remove_if(topic, condition);
+        if let Some(old) = &old {
+            self.retained_bytes.fetch_sub(old.size(), Ordering::Relaxed);
+        }
+        old
+    }
+
+    /// Whether `message` may become the retained message of its topic under
+    /// `maximum_retained_messages` and `maximum_retained_bytes` (a replacement counts only the
+    /// bytes it adds). The server's own `$` topics are not limited.
+    fn retained_fits(&self, message: &Message) -> bool {
+        if message.topic.as_bytes().starts_with(b"$") {
+            return true;
+        }
+        let caps = &self.options.capabilities;
+        let old = self.retained.get(message.topic.as_str());
+        let count = self.info.retained.load(Ordering::Relaxed) as usize;
+        if old.is_none() && count >= caps.maximum_retained_messages {
+            return false;
+        }
+        let bytes = self.retained_bytes.load(Ordering::Relaxed);
+        let freed = old.map_or(0, |old| old.size());
+        bytes.saturating_sub(freed) + message.size() <= caps.maximum_retained_bytes
+    }
+
     pub(crate) fn next_generation(&self) -> u64 {
         self.next_generation.fetch_add(1, Ordering::Relaxed)
     }
@@ -1834,7 +1952,7 @@ mod tests {
             let state = &mut *guard;
             state
                 .outbound
-                .next_batch(now, 10, count, &mut Vec::new(), &mut Vec::new());
+                .next_batch(now, 10, usize::MAX, count, &mut Vec::new(), &mut Vec::new());
             state.flow.room_made(&state.outbound, &limits)
         };
         assert!(take(1).is_empty());

@@ -295,6 +295,14 @@ pub(crate) struct SessionState {
 }
 
 impl SessionState {
+    /// The identity the session belongs to: the user name of the client that last connected
+    /// with it (`""` for none), once a client has.
+    pub(crate) fn owner(&self) -> Option<&str> {
+        self.client
+            .as_ref()
+            .map(|client| client.username.as_deref().unwrap_or(""))
+    }
+
     /// Queues a control packet and wakes the writer.
     pub(crate) fn send(&mut self, packet: Packet) {
         self.control.push_back(Control::packet(packet));

@@ -51,6 +51,9 @@ pub(crate) fn subscribe(
         return Err(ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED);
     }
     let rules = caps.effective_topic_rules();
+    // A clean start by another connection while this SUBSCRIBE runs ends the session it was
+    // sent in: its filters must not land in the new one (audit L3).
+    let epoch = session.state.lock().epoch;
     let mut codes = Vec::with_capacity(subscribe.subscriptions.len());
     let mut retained = Vec::new();
     for subscription in &subscribe.subscriptions {
@@ -88,18 +91,33 @@ pub(crate) fn subscribe(
             identifier,
             session: session.clone(),
         };
-        let existed = match inner.trie.insert(&session.client_id, filter, entry) {
-            Ok(previous) => previous.is_some(),
-            Err(error) => {
-                codes.push(error.reason_code());
+        let existed = {
+            // The trie changes under the session's lock (the lock order is session, then trie),
+            // so that a takeover that clears the session either comes before (and the filter is
+            // refused here) or after (and removes it).
+            let mut state = session.state.lock();
+            if state.epoch != epoch {
+                codes.push(ReasonCode::UNSPECIFIED_ERROR);
                 continue;
             }
-        };
-        if !existed {
-            sys::add(&inner.info.subscriptions, 1);
-        }
-        {
-            let mut state = session.state.lock();
+            if state.subscriptions.len() >= caps.maximum_subscriptions_per_client
+                && !state.subscriptions.contains_key(filter)
+            {
+                tracing::warn!(client_id = %client.client_id, filter, "maximum_subscriptions_per_client reached; filter refused");
+                sys::add(&inner.info.limits_exceeded, 1);
+                codes.push(ReasonCode::QUOTA_EXCEEDED);
+                continue;
+            }
+            let existed = match inner.trie.insert(&session.client_id, filter, entry) {
+                Ok(previous) => previous.is_some(),
+                Err(error) => {
+                    codes.push(error.reason_code());
+                    continue;
+                }
+            };
+            if !existed {
+                sys::add(&inner.info.subscriptions, 1);
+            }
             state
                 .subscriptions
                 .insert(filter.to_string(), (options, identifier));
@@ -110,7 +128,8 @@ pub(crate) fn subscribe(
                 stored.identifier = identifier.map(NonZeroU32::get);
                 inner.hooks.storage(&StorageEvent::Subscribed(&stored));
             }
-        }
+            existed
+        };
         codes.push(ReasonCode::granted(options.maximum_qos));
         // Retained messages: never for shared subscriptions (§4.8.2); by Retain Handling
         // otherwise [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11].
@@ -272,7 +291,7 @@ fn retained_delivery(
 ) -> Option<Delivery> {
     let inner = &server.inner;
     if message.is_expired(now) {
-        if inner.retained.remove(topic).is_some() {
+        if inner.remove_retained(topic).is_some() {
             sys::sub(&inner.info.retained, u64::from(!topic.starts_with('$')));
             if !topic.starts_with('$') {
                 inner

@@ -59,6 +59,13 @@ pub struct SysInfo {
     pub publisher_waits: AtomicU64,
     /// Subscribers declared stuck: a full queue and no progress for the slow-subscriber timeout.
     pub slow_subscribers: AtomicU64,
+    /// Packets, subscriptions, sessions and retained messages refused because they went beyond a
+    /// configured limit (user properties, topic filters, subscriptions per client, alias bytes,
+    /// sessions, retained count or bytes).
+    pub limits_exceeded: AtomicU64,
+    /// Connections closed because acknowledgements held for storage were not committed within
+    /// `Options::durable_ack_timeout`.
+    pub durable_ack_timeouts: AtomicU64,
     /// Messages waiting in session queues (refreshed every `$SYS` interval).
     pub queued: AtomicU64,
     /// Errors reported by hooks (a refused `init`, a failed restore).
@@ -153,6 +160,10 @@ pub struct SysSnapshot {
     pub publisher_waits: u64,
     /// See [`SysInfo::slow_subscribers`].
     pub slow_subscribers: u64,
+    /// See [`SysInfo::limits_exceeded`].
+    pub limits_exceeded: u64,
+    /// See [`SysInfo::durable_ack_timeouts`].
+    pub durable_ack_timeouts: u64,
     /// See [`SysInfo::queued`].
     pub queued: u64,
     /// See [`SysInfo::hook_errors`].
@@ -207,6 +218,8 @@ impl SysInfo {
             publishers_waiting: get(&self.publishers_waiting),
             publisher_waits: get(&self.publisher_waits),
             slow_subscribers: get(&self.slow_subscribers),
+            limits_exceeded: get(&self.limits_exceeded),
+            durable_ack_timeouts: get(&self.durable_ack_timeouts),
             queued: get(&self.queued),
             hook_errors: get(&self.hook_errors),
             storage_errors: get(&self.storage_errors),
@@ -278,6 +291,14 @@ pub(crate) fn topics(snapshot: &SysSnapshot, now_unix: u64) -> Vec<(&'static str
         (
             "$SYS/broker/clients/slow_subscribers",
             snapshot.slow_subscribers.to_string(),
+        ),
+        (
+            "$SYS/broker/limits_exceeded",
+            snapshot.limits_exceeded.to_string(),
+        ),
+        (
+            "$SYS/broker/storage/ack_timeouts",
+            snapshot.durable_ack_timeouts.to_string(),
         ),
         (
             "$SYS/broker/messages/inflight",

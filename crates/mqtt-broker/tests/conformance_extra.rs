@@ -190,7 +190,8 @@ async fn request_response_properties_are_forwarded_untouched() {
         UserProperty::new(s("b"), s("2")),
         UserProperty::new(s("a"), s("1")),
         UserProperty::new(s("b"), s("3")),
-    ];
+    ]
+    .into();
     requester.send(request.clone().into()).await;
     requester.expect_puback().await;
     let received = responder.expect_publish().await;
@@ -219,7 +220,8 @@ async fn will_user_properties_keep_their_order() {
     will.properties.user_properties = vec![
         UserProperty::new(s("z"), s("1")),
         UserProperty::new(s("a"), s("2")),
-    ];
+    ]
+    .into();
     with_will.will = Some(will);
     let (client, _) = Raw::accepted(addr, with_will).await;
     drop(client);

@@ -17,7 +17,7 @@ async fn v5_to_v311_drops_properties() {
     old.subscribe("mixed/t", QoS::AtLeastOnce).await;
     let mut new = Raw::v5(addr, "new").await;
     let mut message = publish("mixed/t", b"payload", QoS::AtLeastOnce, false, 1);
-    message.properties.user_properties = vec![UserProperty::new(s("k"), s("v"))];
+    message.properties.user_properties = vec![UserProperty::new(s("k"), s("v"))].into();
     message.properties.content_type = Some(s("text/plain"));
     message.properties.payload_format_indicator = Some(PayloadFormatIndicator::Utf8);
     message.properties.message_expiry_interval = Some(300);
@@ -43,7 +43,8 @@ async fn v5_to_v5_forwards_properties() {
     message.properties.user_properties = vec![
         UserProperty::new(s("b"), s("1")),
         UserProperty::new(s("a"), s("2")),
-    ];
+    ]
+    .into();
     message.properties.content_type = Some(s("text/plain"));
     message.properties.correlation_data = Some(bytes::Bytes::from_static(b"corr"));
     message.properties.message_expiry_interval = Some(300);

@@ -131,7 +131,7 @@ impl MessagePropertiesRecord {
             content_type: string_back(self.content_type.clone()),
             response_topic: string_back(self.response_topic.clone()),
             correlation_data: self.correlation_data.clone().map(Bytes::from),
-            user_properties: user_properties_back(self.user_properties.clone()),
+            user_properties: user_properties_back(self.user_properties.clone()).into(),
             ..PublishProperties::default()
         }
     }
@@ -179,7 +179,7 @@ impl WillRecord {
             content_type: string_back(self.properties.content_type.clone()),
             response_topic: string_back(self.properties.response_topic.clone()),
             correlation_data: self.properties.correlation_data.clone().map(Bytes::from),
-            user_properties: user_properties_back(self.properties.user_properties.clone()),
+            user_properties: user_properties_back(self.properties.user_properties.clone()).into(),
         };
         Some(Will {
             topic: MqttString::new(self.topic.clone()).ok()?,
@@ -397,7 +397,7 @@ mod tests {
         will.properties.user_properties = vec![UserProperty::new(
             MqttString::from_static("k"),
             MqttString::from_static("v"),
-        )];
+        )].into();
         let mut client = StoredClient::new("c1", Protocol::V5, 3600);
         client.username = Some("alice".into());
         client.will = Some(will);
