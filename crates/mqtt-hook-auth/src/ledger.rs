@@ -4,17 +4,18 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mqtt_broker::hooks::{Access, BoxFuture, Decision, HookError, HookEvents};
+use mqtt_broker::hooks::{Access, BoxFuture, ConnectRefusal, Decision, HookError, HookEvents};
 use mqtt_broker::{ClientInfo, Hook};
-use mqtt_packets::Connect;
+use mqtt_packets::{Connect, ReasonCode};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::rules::{
-    PasswordKind, covers, covers_for_deny, glob, password_kind, remote_matches, substitute,
-    verify_password,
+    PasswordKind, covers, covers_for_deny, deny_fallback, first_hash, glob, password_kind,
+    remote_matches, share_name_matches, split_share, substitute, verify_password,
 };
+use crate::verification::{VerificationLimits, Verifier};
 
 /// What an ACL filter allows (the original broker's values 0 to 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,12 +126,48 @@ pub struct AclRule {
 pub struct UserRule {
     /// Password (plain, Argon2id or bcrypt, as in [`AuthRule::password`]).
     pub password: String,
+    /// The client identifiers this user may connect with: one pattern or a list of patterns
+    /// (`*` anywhere, `%u` for the user name, e.g. `"sensor-%u-*"`); the client id must match
+    /// one of them. Empty or absent: any client id. Binding client ids to users keeps one
+    /// user from taking over another's session by presenting its client id.
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub client: Vec<String>,
     /// The user's filters; empty means the ACL rules apply.
     #[serde(default)]
     pub acl: BTreeMap<String, FilterAccess>,
     /// Refuses the user even with the right password.
     #[serde(default)]
     pub disallow: bool,
+}
+
+/// A pattern or a list of patterns.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(one) if one.is_empty() => Vec::new(),
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    })
+}
+
+impl UserRule {
+    /// Whether `client_id` is one this user (named `username`) may connect with.
+    pub fn allows_client(&self, username: &str, client_id: &str) -> bool {
+        self.client.is_empty()
+            || self
+                .client
+                .iter()
+                .any(|pattern| glob(&pattern.replace("%u", username), client_id))
+    }
 }
 
 /// The whole ledger, as written in JSON, YAML or TOML (same keys as the original broker).
@@ -261,6 +298,19 @@ impl Ledger {
             .flat_map(|rule| rule.filters.keys())
             .chain(self.users.values().flat_map(|user| user.acl.keys()));
         for filter in filters {
+            // `$share/{group}/{filter}`: the group may be `+` (any group).
+            let filter = match split_share(filter) {
+                Some((group, rest)) => {
+                    let valid = group == "+" || !group.contains(['+', '#']);
+                    if group.is_empty() || !valid {
+                        return Err(invalid(format!(
+                            "filter {filter:?}: the share group must be a name or `+`"
+                        )));
+                    }
+                    rest
+                }
+                None => filter.as_str(),
+            };
             // `%c` and `%u` stand for a whole level: check the filter with placeholders.
             let probe = filter.replace("%c", "c").replace("%u", "u");
             mqtt_topics::parse_filter(&probe, &mqtt_topics::TopicRules::default())
@@ -290,7 +340,14 @@ impl Ledger {
     }
 
     /// The connection decision: users first, then the first matching auth rule; deny when
-    /// nothing matches.
+    /// nothing matches. A user with [`UserRule::client`] patterns is refused with any other
+    /// client id.
+    ///
+    /// The time taken does not tell whether a user name exists: for a user name that is not in
+    /// `users`, when no auth rule checked a hashed password, the password is checked against one
+    /// of the users' hashes (the answer is ignored), and a user is checked in full even when
+    /// disallowed or with the wrong client id. Plain-text passwords are compared as SHA-256
+    /// digests in constant time.
     pub fn authenticate(&self, client: &ClientInfo, connect: &Connect) -> bool {
         let username = connect.username.as_deref().unwrap_or_default();
         let password = connect.password.as_deref().unwrap_or_default();
@@ -299,29 +356,101 @@ impl Ledger {
             .get(username)
             .filter(|_| connect.username.is_some())
         {
-            return !user.disallow && verify_password(&user.password, password);
+            let verified = verify_password(&user.password, password);
+            return verified && !user.disallow && user.allows_client(username, &client.client_id);
         }
+        let mut hashed = false;
+        let mut decision = false;
         for rule in &self.auth {
-            let matches = glob(&rule.client, &client.client_id)
+            let patterns = glob(&rule.client, &client.client_id)
                 && glob(&rule.username, username)
-                && remote_matches(&rule.remote, client.connection.remote)
-                && rule
-                    .password
-                    .as_deref()
-                    .is_none_or(|stored| verify_password(stored, password));
+                && remote_matches(&rule.remote, client.connection.remote);
+            if !patterns {
+                continue;
+            }
+            let matches = match rule.password.as_deref() {
+                None => true,
+                Some(stored) => {
+                    hashed |= password_kind(stored) != PasswordKind::Plain;
+                    verify_password(stored, password)
+                }
+            };
             if matches {
-                return rule.allow;
+                decision = rule.allow;
+                break;
             }
         }
-        false
+        if connect.username.is_some()
+            && !hashed
+            && let Some(hash) = first_hash(self.users.values().map(|user| user.password.as_str()))
+        {
+            // An unknown user name costs what a known one costs.
+            let _ = verify_password(hash, password);
+        }
+        decision
+    }
+
+    /// Whether this ledger has any Argon2 or bcrypt hash: then authentication is CPU-heavy and
+    /// runs on the blocking pool, a few at a time.
+    pub(crate) fn has_hashes(&self) -> bool {
+        let users = self.users.values().map(|user| user.password.as_str());
+        let rules = self.auth.iter().filter_map(|rule| rule.password.as_deref());
+        first_hash(users.chain(rules)).is_some()
+    }
+
+    /// Whether the ACL only ever allows: `deny_by_default` is off, there is at least one ACL
+    /// filter (in `acl` or in a user's `acl`), and no filter is a Deny. Such a ledger does not
+    /// keep a client inside the filters it was given: a topic that no rule covers (including
+    /// every `$` topic, such as `$SYS/#`, which `#` and `+` filters do not cover) is allowed.
+    /// An application may warn when this is true; the fix is `deny_by_default = true`, or a last
+    /// rule `{filters: {"#": deny}}` (a Deny `#` also covers `$` topics).
+    pub fn only_allows(&self) -> bool {
+        let mut filters = self
+            .acl
+            .iter()
+            .flat_map(|rule| rule.filters.values())
+            .chain(self.users.values().flat_map(|user| user.acl.values()))
+            .peekable();
+        !self.deny_by_default
+            && filters.peek().is_some()
+            && filters.all(|access| *access != FilterAccess::Deny)
+    }
+
+    /// Whether a rule filter (in `acl` or a user's `acl`) starts with `$share/`: then shared
+    /// subscriptions must be allowed by such a filter.
+    fn restricts_share_groups(&self) -> bool {
+        self.acl
+            .iter()
+            .flat_map(|rule| rule.filters.keys())
+            .chain(self.users.values().flat_map(|user| user.acl.keys()))
+            .any(|filter| split_share(filter).is_some())
     }
 
     /// The ACL decision for `topic` (a name, or a filter when subscribing).
+    ///
+    /// Shared subscriptions (`$share/{group}/{filter}`, read access) are checked on their
+    /// filter. Rule filters that start with `$share/{group}/` (`{group}` may be `+` for any
+    /// group, or use `%c` / `%u`) apply to shared subscriptions in that group only. When the
+    /// ledger has no such filter, a shared subscription is checked like its filter alone (as the
+    /// original broker). When it has one, a shared subscription must be allowed by a `$share/`
+    /// filter that covers it (or by a rule without filters): other allowing filters do not
+    /// count, Deny filters still do, and when nothing decides it is refused whatever
+    /// `deny_by_default` says.
     pub fn check(&self, client: &ClientInfo, topic: &str, access: Access) -> bool {
         let username = client.username.as_deref();
         // A shared subscription is checked on its filter: `$share/{group}/` is not a topic level.
-        let topic = mqtt_topics::parse_filter(topic, &mqtt_topics::TopicRules::default())
-            .map_or(topic, |parsed| parsed.filter);
+        // A name that starts with `$share/` (a publish) is an ordinary `$` topic.
+        let shared = match access {
+            Access::Read => mqtt_topics::parse_filter(topic, &mqtt_topics::TopicRules::default())
+                .ok()
+                .and_then(|parsed| Some((parsed.share_name?, parsed.filter))),
+            Access::Write => None,
+        };
+        let (share_name, topic) = match shared {
+            Some((share_name, filter)) => (Some(share_name), filter),
+            None => (None, topic),
+        };
+        let strict_shares = share_name.is_some() && self.restricts_share_groups();
         let decide = |filters: &BTreeMap<String, FilterAccess>| -> Option<bool> {
             // Among the filters that cover the topic: a Deny filter wins; else one that grants
             // the access allows; else (only filters for the other direction) deny. The order of
@@ -330,15 +459,36 @@ impl Ledger {
             let mut granted = false;
             let mut matched = false;
             for (filter, filter_access) in filters {
-                let Some(filter) = substitute(filter, &client.client_id, username) else {
-                    continue;
+                let deny = *filter_access == FilterAccess::Deny;
+                // `$share/{group}/` filters apply to shared subscriptions in that group only.
+                let (filter, share_filter) = match split_share(filter) {
+                    None => (filter.as_str(), false),
+                    Some((group, rest)) => {
+                        let Some(name) = share_name else { continue };
+                        let in_group = match substitute(group, &client.client_id, username) {
+                            Some(group) => share_name_matches(&group, name),
+                            // A Deny filter fails closed: any group.
+                            None => deny,
+                        };
+                        if !in_group {
+                            continue;
+                        }
+                        (rest, true)
+                    }
                 };
-                if *filter_access == FilterAccess::Deny {
+                let filter = match substitute(filter, &client.client_id, username) {
+                    Some(filter) => filter,
+                    // A Deny filter fails closed: it denies whatever it could have denied.
+                    None if deny => deny_fallback(filter),
+                    None => continue,
+                };
+                let filter = filter.as_str();
+                if deny {
                     // A Deny `#` also denies `$SYS/#`.
-                    if covers_for_deny(&filter, topic) {
+                    if covers_for_deny(filter, topic) {
                         return Some(false);
                     }
-                } else if covers(&filter, topic) {
+                } else if (!strict_shares || share_filter) && covers(filter, topic) {
                     matched = true;
                     granted |= filter_access.grants(access);
                 }
@@ -365,34 +515,32 @@ impl Ledger {
                 return decision;
             }
         }
-        !self.deny_by_default
+        !self.deny_by_default && !strict_shares
     }
 }
 
 /// The ledger as a hook. The ledger is replaced atomically by [`LedgerHook::update`] or
 /// [`LedgerHook::reload`]; checks in progress finish with the ledger they started with.
+///
+/// When the ledger has Argon2 or bcrypt hashes, connections are authenticated on the blocking
+/// pool, a few at a time, within [`VerificationLimits`]: a flood of CONNECTs is refused with
+/// 0x89 Server busy instead of queueing without limit.
 #[derive(Debug)]
 pub struct LedgerHook {
     ledger: RwLock<Arc<Ledger>>,
     path: Option<PathBuf>,
-    /// Password checks running at once: Argon2 and bcrypt are costly on purpose, so a flood of
-    /// CONNECTs queues here rather than filling the blocking pool.
-    verifications: Arc<tokio::sync::Semaphore>,
-}
-
-fn verification_permits() -> Arc<tokio::sync::Semaphore> {
-    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
-    Arc::new(tokio::sync::Semaphore::new(cores))
+    /// Password checks running at once and waiting.
+    verifier: Verifier,
 }
 
 impl LedgerHook {
-    /// A hook with this ledger.
+    /// A hook with this ledger and the default [`VerificationLimits`].
     pub fn new(ledger: Ledger) -> Self {
         ledger.warn_plain_passwords();
         Self {
             ledger: RwLock::new(Arc::new(ledger)),
             path: None,
-            verifications: verification_permits(),
+            verifier: Verifier::new(VerificationLimits::default()),
         }
     }
 
@@ -404,8 +552,16 @@ impl LedgerHook {
         Ok(Self {
             ledger: RwLock::new(Arc::new(ledger)),
             path: Some(path),
-            verifications: verification_permits(),
+            verifier: Verifier::new(VerificationLimits::default()),
         })
+    }
+
+    /// Sets how many password checks run at once, how many connections may wait, and for how
+    /// long (call it before adding the hook to a server).
+    #[must_use]
+    pub fn with_verification_limits(mut self, limits: VerificationLimits) -> Self {
+        self.verifier = Verifier::new(limits);
+        self
     }
 
     /// Replaces the ledger.
@@ -460,37 +616,62 @@ impl Hook for LedgerHook {
     }
 
     fn provides(&self) -> HookEvents {
-        HookEvents::ON_CONNECT_AUTHENTICATE | HookEvents::ON_ACL_CHECK
+        HookEvents::ON_CONNECT | HookEvents::ON_CONNECT_AUTHENTICATE | HookEvents::ON_ACL_CHECK
     }
 
     fn init(&self, _: &mqtt_broker::Options) -> Result<(), HookError> {
         Ok(())
     }
 
+    /// Refuses a CONNECT with 0x89 Server busy when its password would have to wait behind too
+    /// many others (see [`VerificationLimits`]).
+    fn on_connect(&self, client: &ClientInfo, connect: &Connect) -> Result<(), ConnectRefusal> {
+        let by_password = connect.properties.authentication_method.is_none();
+        if by_password && self.verifier.is_busy() && self.ledger.read().has_hashes() {
+            debug!(client_id = %client.client_id, remote = ?client.connection.remote, "too many password checks waiting: server busy");
+            return Err(ReasonCode::SERVER_BUSY.into());
+        }
+        Ok(())
+    }
+
     /// Password hashes are checked on the blocking pool: Argon2 and bcrypt take milliseconds
-    /// of CPU on purpose.
+    /// of CPU on purpose. A ledger without hashes is checked inline.
     fn on_connect_authenticate<'a>(
         &'a self,
         client: &'a ClientInfo,
         connect: &'a Connect,
     ) -> BoxFuture<'a, Decision> {
-        let ledger = self.ledger();
-        let client = client.clone();
-        let connect = connect.clone();
-        let verifications = self.verifications.clone();
-        Box::pin(async move {
-            let Ok(_permit) = verifications.acquire_owned().await else {
-                return Decision::Deny;
-            };
-            let allowed =
-                tokio::task::spawn_blocking(move || ledger.authenticate(&client, &connect))
-                    .await
-                    .unwrap_or(false);
+        let decision = |allowed: bool| {
             if allowed {
                 Decision::Allow
             } else {
                 Decision::Deny
             }
+        };
+        let ledger = self.ledger();
+        if !ledger.has_hashes() {
+            return Box::pin(std::future::ready(decision(
+                ledger.authenticate(client, connect),
+            )));
+        }
+        let client = client.clone();
+        let connect = connect.clone();
+        Box::pin(async move {
+            let permit = match self.verifier.admit().await {
+                Ok(permit) => permit,
+                Err(refused) => {
+                    debug!(client_id = %client.client_id, remote = ?client.connection.remote, ?refused, "password check refused");
+                    return Decision::Deny;
+                }
+            };
+            // The permit is held until the check ends, even if this connection goes away.
+            let allowed = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                ledger.authenticate(&client, &connect)
+            })
+            .await
+            .unwrap_or(false);
+            decision(allowed)
         })
     }
 
@@ -500,5 +681,135 @@ impl Hook for LedgerHook {
         } else {
             Decision::Deny
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use mqtt_broker::ConnectionInfo;
+    use mqtt_packets::{MqttString, Protocol};
+
+    use super::*;
+    use crate::rules::tests::HASH_CHECKS;
+
+    fn client(id: &str, username: Option<&str>) -> ClientInfo {
+        ClientInfo::new(
+            id,
+            username.map(|name| MqttString::new(name).unwrap()),
+            Protocol::V5,
+            ConnectionInfo::new("test", Some("1.2.3.4:5".parse().unwrap())),
+        )
+    }
+
+    fn connect(id: &str, username: Option<&str>, password: &str) -> Connect {
+        let mut connect = Connect::new(Protocol::V5, MqttString::new(id).unwrap());
+        connect.username = username.map(|name| MqttString::new(name).unwrap());
+        connect.password = Some(bytes::Bytes::copy_from_slice(password.as_bytes()));
+        connect
+    }
+
+    /// Runs `authenticate` and counts the Argon2 or bcrypt checks it made.
+    fn hash_checks(ledger: &Ledger, id: &str, username: Option<&str>, password: &str) -> usize {
+        let before = HASH_CHECKS.with(std::cell::Cell::get);
+        ledger.authenticate(&client(id, username), &connect(id, username, password));
+        HASH_CHECKS.with(std::cell::Cell::get) - before
+    }
+
+    /// L5: an unknown user name costs one hash check, like a known one, so that the time does
+    /// not tell which names exist.
+    #[test]
+    fn unknown_user_names_cost_a_hash_check() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let mut ledger = Ledger::default();
+        ledger.users.insert(
+            "known".into(),
+            UserRule {
+                password: hash.clone(),
+                client: vec!["only-this".into()],
+                ..UserRule::default()
+            },
+        );
+        ledger.users.insert(
+            "off".into(),
+            UserRule {
+                password: hash.clone(),
+                disallow: true,
+                ..UserRule::default()
+            },
+        );
+        ledger.auth.push(AuthRule {
+            username: "rule-*".into(),
+            password: Some(hash),
+            allow: true,
+            ..AuthRule::default()
+        });
+        assert_eq!(hash_checks(&ledger, "only-this", Some("known"), "pw"), 1);
+        assert_eq!(hash_checks(&ledger, "only-this", Some("known"), "no"), 1);
+        assert_eq!(hash_checks(&ledger, "other", Some("known"), "pw"), 1);
+        assert_eq!(hash_checks(&ledger, "c", Some("off"), "pw"), 1);
+        assert_eq!(hash_checks(&ledger, "c", Some("unknown"), "pw"), 1);
+        assert_eq!(
+            hash_checks(&ledger, "c", Some("rule-1"), "pw"),
+            1,
+            "no extra"
+        );
+        assert_eq!(hash_checks(&ledger, "c", None, "pw"), 0, "no name to hide");
+        let plain = Ledger::from_yaml(b"users: {a: {password: pw}}").unwrap();
+        assert_eq!(hash_checks(&plain, "c", Some("unknown"), "pw"), 0);
+    }
+
+    /// M3: when the waiting room is full, a CONNECT that needs a password check is refused at
+    /// once with 0x89 Server busy, and one that got past the check in a race is denied.
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_password_checks_is_refused_as_busy() {
+        let mut ledger = Ledger::default();
+        ledger.users.insert(
+            "u".into(),
+            UserRule {
+                password: bcrypt::hash("pw", 4).unwrap(),
+                ..UserRule::default()
+            },
+        );
+        let hook = LedgerHook::new(ledger).with_verification_limits(VerificationLimits {
+            concurrent: 1,
+            max_waiting: Some(0),
+            wait_timeout: Duration::from_secs(5),
+        });
+        let (info, packet) = (client("c", Some("u")), connect("c", Some("u"), "pw"));
+        assert_eq!(hook.on_connect(&info, &packet), Ok(()));
+        assert_eq!(
+            hook.on_connect_authenticate(&info, &packet).await,
+            Decision::Allow
+        );
+        let running = hook.verifier.admit().await.unwrap();
+        assert_eq!(
+            hook.on_connect(&info, &packet),
+            Err(ConnectRefusal::from(ReasonCode::SERVER_BUSY))
+        );
+        assert_eq!(
+            hook.on_connect_authenticate(&info, &packet).await,
+            Decision::Deny
+        );
+        // Enhanced authentication does not wait for the ledger.
+        let mut enhanced = packet.clone();
+        enhanced.properties.authentication_method = Some(MqttString::from_static("SCRAM-SHA-256"));
+        assert_eq!(hook.on_connect(&info, &enhanced), Ok(()));
+        drop(running);
+        assert_eq!(hook.on_connect(&info, &packet), Ok(()));
+        // A ledger without hashes never waits.
+        let plain = LedgerHook::new(Ledger::from_yaml(b"users: {u: {password: pw}}").unwrap())
+            .with_verification_limits(VerificationLimits {
+                concurrent: 1,
+                max_waiting: Some(0),
+                ..VerificationLimits::default()
+            });
+        let _running = plain.verifier.admit().await.unwrap();
+        assert_eq!(plain.on_connect(&info, &packet), Ok(()));
+        assert_eq!(
+            plain.on_connect_authenticate(&info, &packet).await,
+            Decision::Allow
+        );
     }
 }

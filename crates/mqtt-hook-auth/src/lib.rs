@@ -57,6 +57,7 @@
 mod ledger;
 mod rules;
 mod scram;
+mod verification;
 
 pub use ledger::{AclRule, AuthRule, FilterAccess, Ledger, LedgerError, LedgerHook, UserRule};
 /// Allows every connection, publish and subscription; logs a warning when added (development
@@ -65,3 +66,4 @@ pub use mqtt_broker::AllowAllHook as AllowHook;
 pub use scram::{
     DEFAULT_ITERATIONS, SCRAM_SHA_256, ScramCredential, ScramSha256Hook, hmac, salted_password,
 };
+pub use verification::VerificationLimits;

@@ -3,7 +3,10 @@
 
 use std::net::IpAddr;
 
+use mqtt_topics::SHARED_PREFIX;
+
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use sha2::{Digest, Sha256};
 
 /// Whether `value` matches `pattern`, where `*` stands for any run of characters (anywhere in
 /// the pattern, any number of times). An empty pattern or `*` matches everything.
@@ -112,20 +115,36 @@ pub(crate) fn verify_password(stored: &str, given: &[u8]) -> bool {
     if stored.is_empty() {
         return false;
     }
+    #[cfg(test)]
+    if password_kind(stored) != PasswordKind::Plain {
+        tests::HASH_CHECKS.with(|count| count.set(count.get() + 1));
+    }
     match password_kind(stored) {
         PasswordKind::Argon2 => PasswordHash::new(stored)
             .is_ok_and(|hash| Argon2::default().verify_password(given, &hash).is_ok()),
         PasswordKind::Bcrypt => bcrypt::verify(given, stored).unwrap_or(false),
         PasswordKind::Plain => {
-            let stored = stored.as_bytes();
-            stored.len() == given.len()
-                && stored
-                    .iter()
-                    .zip(given)
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
+            // Compare fixed-size digests, so that the time does not depend on the lengths nor
+            // on where the first difference is.
+            let stored: [u8; 32] = Sha256::digest(stored.as_bytes()).into();
+            let given: [u8; 32] = Sha256::digest(given).into();
+            constant_time_eq(&stored, &given)
         }
     }
+}
+
+/// Whether two digests are equal, in a time that does not depend on their contents.
+pub(crate) fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The first stored hash (Argon2 or bcrypt) among `stored`: checking a password against it costs
+/// what checking a real user's password costs. Used for unknown user names, so that the time of
+/// a refusal does not tell whether the user exists.
+pub(crate) fn first_hash<'a>(stored: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    stored
+        .into_iter()
+        .find(|stored| password_kind(stored) != PasswordKind::Plain)
 }
 
 /// Whether every topic that `filter` (a topic filter, or a topic name) can match is matched by
@@ -158,6 +177,33 @@ fn covers_any(rule: &str, filter: &str) -> bool {
     }
 }
 
+/// The ShareName pattern and the filter of a rule filter that starts with `$share/`: such a
+/// rule filter applies to shared subscriptions only. The ShareName `+` stands for any group.
+pub(crate) fn split_share(filter: &str) -> Option<(&str, &str)> {
+    filter.strip_prefix(SHARED_PREFIX)?.split_once('/')
+}
+
+/// Whether a subscription's ShareName matches a rule's ShareName pattern (`+`: any).
+pub(crate) fn share_name_matches(pattern: &str, share_name: &str) -> bool {
+    pattern == "+" || pattern == share_name
+}
+
+/// What a Deny filter denies when `%c` or `%u` cannot be substituted (an empty value, or one
+/// with `/`, `+` or `#`): everything under the levels before the first placeholder, which
+/// includes whatever the filter would have denied with any value. Deny rules fail closed.
+pub(crate) fn deny_fallback(filter: &str) -> String {
+    let mut out = String::new();
+    for level in filter.split('/') {
+        if level.contains("%c") || level.contains("%u") {
+            break;
+        }
+        out.push_str(level);
+        out.push('/');
+    }
+    out.push('#');
+    out
+}
+
 /// A rule filter with `%c` and `%u` replaced; `None` when a value would add wildcards or levels
 /// (a client id of `#` must not widen a rule).
 pub(crate) fn substitute(filter: &str, client_id: &str, username: Option<&str>) -> Option<String> {
@@ -180,8 +226,49 @@ pub(crate) fn substitute(filter: &str, client_id: &str, username: Option<&str>) 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    thread_local! {
+        /// Argon2 and bcrypt checks run on this thread.
+        pub(crate) static HASH_CHECKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    #[test]
+    fn plain_passwords_compare_digests() {
+        assert!(verify_password("pw", b"pw"));
+        assert!(!verify_password("pw", b"pw "));
+        assert!(!verify_password("pw", b""));
+        assert!(!verify_password("pw", b"p"));
+        assert!(!verify_password(
+            "a-much-longer-password",
+            b"a-much-longer-passwore"
+        ));
+    }
+
+    #[test]
+    fn deny_fallback_covers_every_substitution() {
+        assert_eq!(deny_fallback("x/%c/#"), "x/#");
+        assert_eq!(deny_fallback("x/dev-%u/y"), "x/#");
+        assert_eq!(deny_fallback("%c"), "#");
+        assert_eq!(deny_fallback("a/b/%u/%c"), "a/b/#");
+        for id in ["a/b", "+", "#", ""] {
+            let intended = "x/%c/y".replace("%c", id);
+            if !intended.contains(['+', '#']) {
+                assert!(covers_for_deny(&deny_fallback("x/%c/y"), &intended));
+            }
+        }
+    }
+
+    #[test]
+    fn share_rule_filters() {
+        assert_eq!(split_share("$share/pool/jobs/#"), Some(("pool", "jobs/#")));
+        assert_eq!(split_share("$share/pool"), None);
+        assert_eq!(split_share("jobs/#"), None);
+        assert!(share_name_matches("+", "pool"));
+        assert!(share_name_matches("pool", "pool"));
+        assert!(!share_name_matches("pool", "payments"));
+    }
 
     #[test]
     fn glob_anywhere() {

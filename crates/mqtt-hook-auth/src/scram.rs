@@ -12,9 +12,13 @@
 //!
 //! A connected client re-authenticates the same way, starting with AUTH 0x19; success is then
 //! AUTH 0x00. The server keeps only the salted keys (StoredKey, ServerKey), never the password.
-//! When the CONNECT has a User Name, it must be the SCRAM user (ACL hooks see that name). A
-//! successful exchange authenticates the connection on its own: the broker does not also ask the
-//! `on_connect_authenticate` hooks.
+//! When the CONNECT has a User Name, it must be the SCRAM user. A successful exchange makes the
+//! SCRAM user the client's user name (the principal of [`AuthOutcome::Success`]), so that ACL
+//! hooks check that user even when the CONNECT has no User Name; a re-authentication must prove
+//! the same user (another one is refused with 0x87, and the connection ends). A successful
+//! exchange authenticates the connection on its own: the broker does not also ask the
+//! `on_connect_authenticate` hooks. An unknown user name gets a stable made-up salt and fails at
+//! the proof after the same work as a wrong password.
 //! Channel binding is not supported (`n,,` or `y,,` only).
 
 use std::collections::HashMap;
@@ -25,9 +29,11 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use mqtt_broker::hooks::{AuthOutcome, AuthState, AuthStep, BoxFuture, HookEvents};
 use mqtt_broker::{ClientInfo, Hook};
-use mqtt_packets::ReasonCode;
+use mqtt_packets::{MqttString, ReasonCode};
 use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
+
+use crate::rules::constant_time_eq;
 
 /// The Authentication Method this hook implements.
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
@@ -108,9 +114,34 @@ fn fill_random(buf: &mut [u8]) {
 }
 
 /// Enhanced authentication with SCRAM-SHA-256 against a table of users.
-#[derive(Debug, Default)]
+///
+/// A successful exchange makes the SCRAM user the client's user name
+/// (the `principal` of [`AuthOutcome::Success`]), which the ACL hooks then see even when the CONNECT had
+/// no User Name. A re-authentication must prove the same user.
 pub struct ScramSha256Hook {
     users: RwLock<HashMap<String, ScramCredential>>,
+    /// A random key for the made-up salt of unknown users: stable per user name, and not
+    /// computable by clients (a plain hash of the name would tell which names are unknown).
+    secret: [u8; 32],
+}
+
+impl std::fmt::Debug for ScramSha256Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramSha256Hook")
+            .field("users", &self.users.read().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ScramSha256Hook {
+    fn default() -> Self {
+        let mut secret = [0u8; 32];
+        fill_random(&mut secret);
+        Self {
+            users: RwLock::default(),
+            secret,
+        }
+    }
 }
 
 /// The server's state between the two steps.
@@ -119,7 +150,12 @@ struct Exchange {
     server_first: String,
     nonce: String,
     gs2_header: String,
-    credential: Option<ScramCredential>,
+    /// The user's credential, or a made-up one for an unknown user (checked all the same, so
+    /// that the refusal takes as long).
+    credential: ScramCredential,
+    known: bool,
+    /// The SCRAM user, the client's user name after success.
+    principal: MqttString,
 }
 
 impl ScramSha256Hook {
@@ -150,6 +186,7 @@ impl ScramSha256Hook {
         &self,
         client: &ClientInfo,
         data: Option<&Bytes>,
+        step: AuthStep,
         state: &mut AuthState,
     ) -> AuthOutcome {
         let Some(message) = data.and_then(|data| std::str::from_utf8(data).ok()) else {
@@ -175,31 +212,46 @@ impl ScramSha256Hook {
         let (Some(username), Some(client_nonce)) = (username, client_nonce) else {
             return AuthOutcome::Fail(ReasonCode::NOT_AUTHORIZED);
         };
-        // The identity the ACL hooks see is the CONNECT's User Name: it must be the user SCRAM
-        // authenticates, or a client could prove one identity and act as another.
-        if client
+        // The identity the ACL hooks see is the client's user name, which a success sets to the
+        // SCRAM user: a CONNECT User Name must be that user, or a client could prove one
+        // identity and act as another. A re-authentication must prove the user of the
+        // connection (the broker set its user name to the first exchange's user).
+        let same_user = client
             .username
             .as_ref()
-            .is_some_and(|name| name.as_str() != username)
-        {
-            return AuthOutcome::Fail(ReasonCode::NOT_AUTHORIZED);
-        }
-        if client_nonce.is_empty() {
-            return AuthOutcome::Fail(ReasonCode::NOT_AUTHORIZED);
-        }
-        let credential = self.users.read().get(&username).cloned();
-        // An unknown user gets a plausible challenge and fails at the proof, so that the exchange
-        // does not tell which user names exist.
-        let (salt, iterations) = match &credential {
-            Some(credential) => (credential.salt.clone(), credential.iterations),
-            None => (
-                Sha256::digest(username.as_bytes())
-                    .get(..16)
-                    .map(<[u8]>::to_vec)
-                    .unwrap_or_default(),
-                DEFAULT_ITERATIONS,
-            ),
+            .map(|name| name.as_str() == username);
+        let allowed = match step {
+            AuthStep::Reauthenticate => same_user == Some(true),
+            _ => same_user != Some(false),
         };
+        let Ok(principal) = MqttString::new(username.as_str()) else {
+            return AuthOutcome::Fail(ReasonCode::NOT_AUTHORIZED);
+        };
+        if !allowed || client_nonce.is_empty() {
+            return AuthOutcome::Fail(ReasonCode::NOT_AUTHORIZED);
+        }
+        let stored = self.users.read().get(&username).cloned();
+        let known = stored.is_some();
+        // An unknown user gets a plausible challenge (a salt that stays the same for the name)
+        // and a made-up credential, and fails at the proof after the same work, so that the
+        // exchange does not tell which user names exist.
+        let credential = stored.unwrap_or_else(|| {
+            let salt = hmac(&self.secret, username.as_bytes())
+                .get(..16)
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default();
+            let mut stored_key = [0u8; 32];
+            let mut server_key = [0u8; 32];
+            fill_random(&mut stored_key);
+            fill_random(&mut server_key);
+            ScramCredential {
+                salt,
+                iterations: DEFAULT_ITERATIONS,
+                stored_key,
+                server_key,
+            }
+        });
+        let (salt, iterations) = (credential.salt.clone(), credential.iterations);
         let mut server_nonce = [0u8; 18];
         fill_random(&mut server_nonce);
         let nonce = format!("{client_nonce}{}", BASE64.encode(server_nonce));
@@ -210,6 +262,8 @@ impl ScramSha256Hook {
             nonce,
             gs2_header: gs2_header.to_string(),
             credential,
+            known,
+            principal,
         };
         *state = Some(Box::new(exchange));
         AuthOutcome::Continue(Bytes::from(server_first))
@@ -235,9 +289,10 @@ impl ScramSha256Hook {
         {
             return AuthOutcome::Fail(ReasonCode::NOT_AUTHORIZED);
         }
-        let (Ok(proof), Some(credential)) = (BASE64.decode(proof), exchange.credential) else {
+        let Ok(proof) = BASE64.decode(proof) else {
             return AuthOutcome::Fail(ReasonCode::NOT_AUTHORIZED);
         };
+        let credential = &exchange.credential;
         let auth_message = format!(
             "{},{},{}",
             exchange.client_first_bare, exchange.server_first, without_proof
@@ -252,18 +307,16 @@ impl ScramSha256Hook {
             .map(|(a, b)| a ^ b)
             .collect();
         let computed: [u8; 32] = Sha256::digest(&client_key).into();
-        // Constant-time comparison.
-        let difference = computed
-            .iter()
-            .zip(credential.stored_key.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if difference != 0 {
+        if !constant_time_eq(&computed, &credential.stored_key) || !exchange.known {
             return AuthOutcome::Fail(ReasonCode::NOT_AUTHORIZED);
         }
         let server_signature = hmac(&credential.server_key, auth_message.as_bytes());
         AuthOutcome::Success {
-            data: Some(Bytes::from(format!("v={}", BASE64.encode(server_signature)))),
-            principal: None,
+            data: Some(Bytes::from(format!(
+                "v={}",
+                BASE64.encode(server_signature)
+            ))),
+            principal: Some(exchange.principal),
         }
     }
 }
@@ -289,7 +342,9 @@ impl Hook for ScramSha256Hook {
             AuthOutcome::Unsupported
         } else {
             match step {
-                AuthStep::Connect | AuthStep::Reauthenticate => self.first(client, data, state),
+                AuthStep::Connect | AuthStep::Reauthenticate => {
+                    self.first(client, data, step, state)
+                }
                 AuthStep::Continue => Self::last(data, state),
             }
         };

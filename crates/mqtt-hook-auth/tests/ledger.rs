@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use mqtt_broker::hooks::Access;
 use mqtt_broker::{ClientInfo, ConnectionInfo, Options, Server};
-use mqtt_hook_auth::{Ledger, LedgerHook};
+use mqtt_hook_auth::{AuthRule, Ledger, LedgerHook};
 use mqtt_packets::{
     Connect, DecodeContext, MqttString, Packet, PacketId, Protocol, Publish, QoS, ReasonCode,
     Subscribe, Subscription, decode,
@@ -275,15 +275,197 @@ async fn reload_replaces_the_ledger_and_a_bad_file_keeps_it() {
     tokio::fs::remove_dir_all(&dir).await.ok();
 }
 
+/// H3: a user may be bound to client ids (one pattern or a list; `%u` is the user name), so that
+/// one user cannot present another's client id. Absent: any client id, as before.
+#[test]
+fn users_may_be_bound_to_client_ids() {
+    let yaml = br##"
+users:
+  sensor: {password: pw, client: "sensor-%u-*"}
+  ops: {password: pw, client: ["ops-1", "ops-2*"]}
+  free: {password: pw}
+"##;
+    let toml = r##"
+[users.sensor]
+password = "pw"
+client = "sensor-%u-*"
+[users.ops]
+password = "pw"
+client = ["ops-1", "ops-2*"]
+[users.free]
+password = "pw"
+"##;
+    let json = br##"{"users": {
+  "sensor": {"password": "pw", "client": "sensor-%u-*"},
+  "ops": {"password": "pw", "client": ["ops-1", "ops-2*"]},
+  "free": {"password": "pw"}}}"##;
+    let ledger = Ledger::from_yaml(yaml).unwrap();
+    assert_eq!(ledger, Ledger::from_toml(toml).unwrap());
+    assert_eq!(ledger, Ledger::from_json(json).unwrap());
+    let allowed = |id: &str, user: &str, password: &str| {
+        ledger.authenticate(
+            &client(id, Some(user), "1.2.3.4:5"),
+            &connect(id, Some(user), Some(password)),
+        )
+    };
+    assert!(allowed("sensor-sensor-17", "sensor", "pw"));
+    assert!(!allowed("sensor-other-17", "sensor", "pw"));
+    assert!(!allowed("victim", "sensor", "pw"));
+    assert!(!allowed("sensor-sensor-17", "sensor", "wrong"));
+    assert!(allowed("ops-1", "ops", "pw"));
+    assert!(allowed("ops-2b", "ops", "pw"));
+    assert!(!allowed("ops-3", "ops", "pw"));
+    assert!(allowed("victim", "free", "pw"), "no pattern: any client id");
+    // A serialised ledger reads back the same.
+    let text = serde_json::to_vec(&ledger).unwrap();
+    assert_eq!(Ledger::from_json(&text).unwrap(), ledger);
+}
+
+/// M7: a Deny filter whose `%c` or `%u` cannot be substituted denies (everything under the
+/// levels before the placeholder) instead of being skipped.
+#[test]
+fn deny_filters_fail_closed_when_placeholders_cannot_be_substituted() {
+    let ledger = Ledger::from_yaml(
+        br##"
+acl:
+  - filters: {"x/%c/#": deny, "private/%u/#": deny, "#": readwrite}
+"##,
+    )
+    .unwrap();
+    let plain = client("ok", Some("ann"), "1.2.3.4:5");
+    assert!(!ledger.check(&plain, "x/ok/t", Access::Write));
+    assert!(ledger.check(&plain, "x/other/t", Access::Write));
+    assert!(!ledger.check(&plain, "private/ann/t", Access::Read));
+    assert!(ledger.check(&plain, "private/bob/t", Access::Read));
+    // A client id with `/`: `x/a/b/#` is what the filter meant; it is denied.
+    let slashed = client("a/b", Some("ann"), "1.2.3.4:5");
+    assert!(!ledger.check(&slashed, "x/a/b/t", Access::Write));
+    assert!(!ledger.check(&slashed, "x/anything", Access::Write));
+    assert!(ledger.check(&slashed, "y/t", Access::Write));
+    // No user name: `private/%u/#` cannot be substituted; all of `private/` is denied.
+    let anonymous = client("ok", None, "1.2.3.4:5");
+    assert!(!ledger.check(&anonymous, "private/bob/t", Access::Read));
+    assert!(ledger.check(&anonymous, "public/t", Access::Read));
+    // A wildcard client id does not widen a Deny filter into nothing either.
+    let wild = client("#", Some("ann"), "1.2.3.4:5");
+    assert!(!ledger.check(&wild, "x/y", Access::Write));
+    // Allow filters that cannot be substituted are still skipped (they never widen).
+    let allow =
+        Ledger::from_yaml(b"acl: [{filters: {\"x/%c/#\": readwrite}}]\ndeny_by_default: true")
+            .unwrap();
+    assert!(!allow.check(&slashed, "x/a/b/t", Access::Write));
+}
+
+/// M7: `only_allows` tells an application that the ACL does not confine anyone, and an explicit
+/// rule closes `$` topics.
+#[test]
+fn only_allows_and_explicit_dollar_rules() {
+    let open =
+        Ledger::from_yaml(b"acl: [{client: \"worker-*\", filters: {\"jobs/#\": read}}]").unwrap();
+    assert!(open.only_allows());
+    let worker = client("worker-1", None, "1.2.3.4:5");
+    assert!(
+        open.check(&worker, "other/x", Access::Read),
+        "falls through"
+    );
+    assert!(open.check(&worker, "$SYS/broker/uptime", Access::Read));
+    let mut strict = open.clone();
+    strict.deny_by_default = true;
+    assert!(!strict.only_allows());
+    assert!(!strict.check(&worker, "$SYS/broker/uptime", Access::Read));
+    let closed =
+        Ledger::from_yaml(b"acl: [{filters: {\"#\": readwrite, \"$SYS/#\": deny}}]").unwrap();
+    assert!(!closed.only_allows());
+    assert!(!closed.check(&worker, "$SYS/broker/uptime", Access::Read));
+    assert!(closed.check(&worker, "other/x", Access::Read));
+    let catch_all = Ledger::from_yaml(
+        b"acl: [{client: \"worker-*\", filters: {\"jobs/#\": read}}, {filters: {\"#\": deny}}]",
+    )
+    .unwrap();
+    assert!(!catch_all.only_allows());
+    assert!(!catch_all.check(&client("x", None, "1.2.3.4:5"), "$SYS/x", Access::Read));
+    assert!(
+        !Ledger::default().only_allows(),
+        "no ACL at all: nothing to warn about"
+    );
+    let users_only = Ledger::from_yaml(b"users: {u: {password: p, acl: {\"u/#\": 3}}}").unwrap();
+    assert!(users_only.only_allows());
+}
+
+const SHARES: &str = r##"
+acl:
+  - client: "worker-*"
+    filters: {"jobs/#": read, "$share/pool/jobs/#": read}
+  - client: "pay-*"
+    filters: {"#": read, "$share/payments/#": read, "$share/+/audit/#": read}
+  - client: "team-*"
+    filters: {"$share/%c/#": read, "#": read}
+  - client: "nobody-*"
+    filters: {"$share/+/#": deny, "#": read}
+"##;
+
+/// L6: rule filters that start with `$share/{group}/` restrict share groups. Once a ledger has
+/// one, a shared subscription must be allowed by one.
+#[test]
+fn share_group_rules() {
+    let ledger = Ledger::from_yaml(SHARES.as_bytes()).unwrap();
+    let worker = client("worker-1", None, "1.2.3.4:5");
+    assert!(ledger.check(&worker, "$share/pool/jobs/#", Access::Read));
+    assert!(ledger.check(&worker, "$share/pool/jobs/a", Access::Read));
+    assert!(!ledger.check(&worker, "$share/payments/jobs/#", Access::Read));
+    assert!(!ledger.check(&worker, "$share/pool/other/#", Access::Read));
+    assert!(
+        ledger.check(&worker, "jobs/#", Access::Read),
+        "plain: as before"
+    );
+    let pay = client("pay-1", None, "1.2.3.4:5");
+    assert!(ledger.check(&pay, "$share/payments/jobs/#", Access::Read));
+    assert!(
+        ledger.check(&pay, "$share/anyone/audit/x", Access::Read),
+        "`+`: any group"
+    );
+    assert!(!ledger.check(&pay, "$share/pool/jobs/#", Access::Read));
+    let team = client("team-a", None, "1.2.3.4:5");
+    assert!(
+        ledger.check(&team, "$share/team-a/x", Access::Read),
+        "%c in the group"
+    );
+    assert!(!ledger.check(&team, "$share/team-b/x", Access::Read));
+    let nobody = client("nobody-1", None, "1.2.3.4:5");
+    assert!(!ledger.check(&nobody, "$share/g/x", Access::Read));
+    assert!(ledger.check(&nobody, "x", Access::Read));
+    // No rule applies: refused for shared subscriptions whatever deny_by_default says.
+    let stranger = client("stranger", None, "1.2.3.4:5");
+    assert!(!ledger.check(&stranger, "$share/pool/jobs/#", Access::Read));
+    assert!(ledger.check(&stranger, "jobs/#", Access::Read));
+    // A name starting with `$share/` (a publish) is a `$` topic, not a shared subscription.
+    let writer =
+        Ledger::from_yaml(b"acl: [{filters: {\"jobs/#\": write}}]\ndeny_by_default: true").unwrap();
+    assert!(writer.check(&worker, "jobs/a", Access::Write));
+    assert!(!writer.check(&worker, "$share/pool/jobs/a", Access::Write));
+    // Share rules are validated: a group is a name or `+`.
+    for bad in [
+        "acl: [{filters: {\"$share//x\": 1}}]",
+        "acl: [{filters: {\"$share/a+/x\": 1}}]",
+        "acl: [{filters: {\"$share/#/x\": 1}}]",
+        "acl: [{filters: {\"$share/g\": 1}}]",
+        "acl: [{filters: {\"$share/g/a/#/b\": 1}}]",
+    ] {
+        assert!(Ledger::from_yaml(bad.as_bytes()).is_err(), "{bad}");
+    }
+}
+
 // ----- over TCP ----------------------------------------------------------------------------
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn start() -> SocketAddr {
+    start_with(Ledger::from_yaml(YAML.as_bytes()).unwrap()).await
+}
+
+async fn start_with(ledger: Ledger) -> SocketAddr {
     let server = Server::new(Options::default());
-    server
-        .add_hook(LedgerHook::new(Ledger::from_yaml(YAML.as_bytes()).unwrap()))
-        .unwrap();
+    server.add_hook(LedgerHook::new(ledger)).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { server.serve_tcp("tcp", listener).await });
@@ -486,4 +668,46 @@ async fn rumqttc_client_sees_the_rules() {
     .await
     .unwrap();
     assert_eq!(received.topic, "peach/hello");
+}
+
+/// H3 over TCP: a user bound to client ids cannot connect with another's client id.
+#[tokio::test]
+async fn a_user_bound_to_client_ids_is_refused_with_another_id() {
+    let ledger = Ledger::from_yaml(
+        b"users: {sensor: {password: pw, client: \"sensor-%u-*\"}}\nacl: [{filters: {\"#\": 3}}]",
+    )
+    .unwrap();
+    let addr = start_with(ledger).await;
+    let (_raw, connack) = Raw::connect(addr, connect("victim", Some("sensor"), Some("pw"))).await;
+    assert_eq!(
+        connack_code(&connack),
+        ReasonCode::BAD_USER_NAME_OR_PASSWORD
+    );
+    let (mut raw, connack) =
+        Raw::connect(addr, connect("sensor-sensor-1", Some("sensor"), Some("pw"))).await;
+    assert_eq!(connack_code(&connack), ReasonCode::SUCCESS);
+    raw.send(Packet::PingReq).await;
+    assert_eq!(raw.recv().await, Some(Packet::PingResp));
+}
+
+/// L6 over TCP: the broker passes the whole `$share/` filter to the ACL, and a group that no
+/// share rule allows is refused.
+#[tokio::test]
+async fn share_groups_over_tcp() {
+    let mut ledger = Ledger::from_yaml(SHARES.as_bytes()).unwrap();
+    ledger.auth.push(AuthRule {
+        allow: true,
+        ..AuthRule::default()
+    });
+    let addr = start_with(ledger).await;
+    let (mut worker, connack) = Raw::connect(addr, connect("worker-1", None, None)).await;
+    assert_eq!(connack_code(&connack), ReasonCode::SUCCESS);
+    assert_eq!(
+        worker.subscribe("$share/payments/jobs/#").await,
+        ReasonCode::NOT_AUTHORIZED
+    );
+    assert_eq!(
+        worker.subscribe("$share/pool/jobs/#").await,
+        ReasonCode::GRANTED_QOS_1
+    );
 }

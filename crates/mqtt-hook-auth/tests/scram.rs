@@ -9,11 +9,12 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{Bytes, BytesMut};
-use mqtt_broker::hooks::{Access, Decision, HookEvents};
-use mqtt_broker::{ClientInfo, Hook, Options, Server};
-use mqtt_hook_auth::{SCRAM_SHA_256, ScramSha256Hook, hmac, salted_password};
+use mqtt_broker::hooks::{Access, AuthOutcome, AuthState, AuthStep, Decision, HookEvents};
+use mqtt_broker::{ClientInfo, ConnectionInfo, Hook, Options, Server};
+use mqtt_hook_auth::{Ledger, LedgerHook, SCRAM_SHA_256, ScramSha256Hook, hmac, salted_password};
 use mqtt_packets::{
-    Auth, AuthProperties, Connect, DecodeContext, MqttString, Packet, Protocol, ReasonCode, decode,
+    Auth, AuthProperties, Connect, DecodeContext, MqttString, Packet, PacketId, Protocol, Publish,
+    QoS, ReasonCode, Subscribe, Subscription, decode,
 };
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,11 +38,17 @@ impl Hook for AclAllow {
 }
 
 async fn start() -> SocketAddr {
+    start_with(AclAllow).await
+}
+
+/// A server with the SCRAM users `device-1` and `guest`, and this ACL hook.
+async fn start_with(acl: impl Hook) -> SocketAddr {
     let scram = ScramSha256Hook::new();
     scram.add_user("device-1", "s3cret pencil");
+    scram.add_user("guest", "guest pencil");
     let server = Server::new(Options::default());
     server.add_hook(scram).unwrap();
-    server.add_hook(AclAllow).unwrap();
+    server.add_hook(acl).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { server.serve_tcp("tcp", listener).await });
@@ -164,10 +171,20 @@ fn scram_connect(id: &str, client_first: Bytes) -> Packet {
 
 /// Runs the CONNECT exchange; returns the client and the final packet (CONNACK).
 async fn exchange(addr: SocketAddr, user: &str, password: &str) -> (Client, Packet, String) {
+    exchange_as(addr, "scram-client", user, password).await
+}
+
+/// [`exchange`] with this client id.
+async fn exchange_as(
+    addr: SocketAddr,
+    client_id: &str,
+    user: &str,
+    password: &str,
+) -> (Client, Packet, String) {
     let scram = ScramClient::new(user, password, "fyko+d2lbbFgONRv9qkxdawL");
     let mut client = Client::connect(addr).await;
     client
-        .send(scram_connect("scram-client", scram.client_first()))
+        .send(scram_connect(client_id, scram.client_first()))
         .await;
     let challenge = match client.recv().await.expect("AUTH") {
         Packet::Auth(auth) => {
@@ -328,4 +345,229 @@ async fn failed_reauthentication_disconnects() {
         other => panic!("expected DISCONNECT 0x87, got {other:?}"),
     }
     assert_eq!(client.recv().await, None);
+}
+
+impl Client {
+    async fn subscribe(&mut self, filter: &str) -> ReasonCode {
+        let subscribe = Subscribe::new(
+            PacketId::MIN,
+            vec![Subscription::new(
+                MqttString::new(filter).unwrap(),
+                QoS::AtLeastOnce,
+            )],
+        );
+        self.send(subscribe.into()).await;
+        match self.recv().await {
+            Some(Packet::SubAck(suback)) => suback.reason_codes[0],
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    async fn publish(&mut self, topic: &str, id: u16) -> ReasonCode {
+        let mut publish = Publish::new(MqttString::new(topic).unwrap(), "x");
+        publish.qos = QoS::AtLeastOnce;
+        publish.packet_id = PacketId::new(id);
+        self.send(publish.into()).await;
+        match self.recv().await {
+            Some(Packet::PubAck(ack)) => ack.reason_code,
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+
+    /// Re-authenticates as `user`; returns the broker's last answer.
+    async fn reauthenticate(&mut self, user: &str, password: &str) -> Option<Packet> {
+        let scram = ScramClient::new(user, password, "reauth-nonce-42");
+        self.send(auth(ReasonCode::RE_AUTHENTICATE, scram.client_first()))
+            .await;
+        match self.recv().await? {
+            Packet::Auth(auth) if auth.reason_code == ReasonCode::CONTINUE_AUTHENTICATION => {
+                let (client_final, _) =
+                    scram.client_final(&auth.properties.authentication_data.unwrap());
+                self.send(self::auth(
+                    ReasonCode::CONTINUE_AUTHENTICATION,
+                    client_final,
+                ))
+                .await;
+                self.recv().await
+            }
+            other => Some(other),
+        }
+    }
+}
+
+const GUEST_ACL: &str = r##"
+acl:
+  - {username: guest, filters: {"#": deny}}
+  - {filters: {"#": readwrite}}
+"##;
+
+/// H4: the SCRAM user is the client's user name for the ACL, also when the CONNECT has no User
+/// Name: `guest` may neither subscribe nor publish, `device-1` may.
+#[tokio::test]
+async fn the_scram_user_is_checked_by_the_ledger_acl() {
+    let ledger = LedgerHook::new(Ledger::from_yaml(GUEST_ACL.as_bytes()).unwrap());
+    let addr = start_with(ledger).await;
+    let (mut guest, connack, _) = exchange_as(addr, "guest-client", "guest", "guest pencil").await;
+    assert!(matches!(connack, Packet::ConnAck(ref c) if c.reason_code == ReasonCode::SUCCESS));
+    assert_eq!(guest.subscribe("a/b").await, ReasonCode::NOT_AUTHORIZED);
+    assert_eq!(guest.publish("a/b", 1).await, ReasonCode::NOT_AUTHORIZED);
+    let (mut device, connack, _) =
+        exchange_as(addr, "device-client", "device-1", "s3cret pencil").await;
+    assert!(matches!(connack, Packet::ConnAck(ref c) if c.reason_code == ReasonCode::SUCCESS));
+    assert_eq!(device.subscribe("a/b").await, ReasonCode::GRANTED_QOS_1);
+    assert_eq!(device.publish("a/b", 1).await, ReasonCode::SUCCESS);
+}
+
+/// H4: a re-authentication must prove the user of the connection; proving another (with its
+/// right password) ends the connection with 0x87.
+#[tokio::test]
+async fn reauthentication_as_another_user_disconnects() {
+    let addr = start().await;
+    let (mut client, connack, _) = exchange(addr, "guest", "guest pencil").await;
+    assert!(matches!(connack, Packet::ConnAck(ref c) if c.reason_code == ReasonCode::SUCCESS));
+    match client.reauthenticate("device-1", "s3cret pencil").await {
+        Some(Packet::Disconnect(disconnect)) => {
+            assert_eq!(disconnect.reason_code, ReasonCode::NOT_AUTHORIZED)
+        }
+        other => panic!("expected DISCONNECT 0x87, got {other:?}"),
+    }
+    assert_eq!(client.recv().await, None);
+    // The same user again is fine.
+    let (mut client, _, _) = exchange(addr, "guest", "guest pencil").await;
+    match client.reauthenticate("guest", "guest pencil").await {
+        Some(Packet::Auth(auth)) => assert_eq!(auth.reason_code, ReasonCode::SUCCESS),
+        other => panic!("expected AUTH 0x00, got {other:?}"),
+    }
+}
+
+fn info(username: Option<&str>) -> ClientInfo {
+    ClientInfo::new(
+        "c",
+        username.map(|name| MqttString::new(name).unwrap()),
+        Protocol::V5,
+        ConnectionInfo::new("test", Some("127.0.0.1:1".parse().unwrap())),
+    )
+}
+
+async fn step(
+    hook: &ScramSha256Hook,
+    client: &ClientInfo,
+    data: Bytes,
+    step: AuthStep,
+    state: &mut AuthState,
+) -> AuthOutcome {
+    hook.on_enhanced_auth(client, SCRAM_SHA_256, Some(&data), step, state)
+        .await
+}
+
+/// H4 over the hook API: success names the SCRAM user as the principal; a re-authentication
+/// for another user than the connection's, or on a connection without a user name, is refused
+/// at its first step.
+#[tokio::test]
+async fn the_hook_returns_the_principal_and_refuses_another_user_on_reauthentication() {
+    let hook = ScramSha256Hook::new();
+    hook.add_user("device-1", "s3cret pencil");
+    hook.add_user("guest", "guest pencil");
+    let scram = ScramClient::new("device-1", "s3cret pencil", "nonce-1");
+    let mut state = None;
+    let anonymous = info(None);
+    let AuthOutcome::Continue(challenge) = step(
+        &hook,
+        &anonymous,
+        scram.client_first(),
+        AuthStep::Connect,
+        &mut state,
+    )
+    .await
+    else {
+        panic!("expected a challenge")
+    };
+    let (client_final, _) = scram.client_final(&challenge);
+    match step(
+        &hook,
+        &anonymous,
+        client_final,
+        AuthStep::Continue,
+        &mut state,
+    )
+    .await
+    {
+        AuthOutcome::Success { principal, .. } => {
+            assert_eq!(principal.as_deref(), Some("device-1"))
+        }
+        other => panic!("expected success, got {other:?}"),
+    }
+    let guest = ScramClient::new("guest", "guest pencil", "nonce-2");
+    for connection_user in [Some("device-1"), None] {
+        let mut state = None;
+        let outcome = step(
+            &hook,
+            &info(connection_user),
+            guest.client_first(),
+            AuthStep::Reauthenticate,
+            &mut state,
+        )
+        .await;
+        assert_eq!(
+            outcome,
+            AuthOutcome::Fail(ReasonCode::NOT_AUTHORIZED),
+            "{connection_user:?}"
+        );
+    }
+    let mut state = None;
+    let outcome = step(
+        &hook,
+        &info(Some("guest")),
+        guest.client_first(),
+        AuthStep::Reauthenticate,
+        &mut state,
+    )
+    .await;
+    assert!(matches!(outcome, AuthOutcome::Continue(_)), "{outcome:?}");
+}
+
+/// L5: an unknown user gets a salt that stays the same for the name and that a client cannot
+/// compute (it is not a plain hash of the name), then fails at the proof.
+#[tokio::test]
+async fn unknown_users_get_a_stable_salt_that_does_not_give_them_away() {
+    let hook = ScramSha256Hook::new();
+    hook.add_user("device-1", "s3cret pencil");
+    let salt_of = |challenge: &[u8]| {
+        let text = std::str::from_utf8(challenge).unwrap().to_string();
+        text.split(',')
+            .find_map(|attribute| attribute.strip_prefix("s=").map(str::to_string))
+            .unwrap()
+    };
+    let mut salts = Vec::new();
+    for nonce in ["n-1", "n-2"] {
+        let scram = ScramClient::new("nobody", "guess", nonce);
+        let mut state = None;
+        let AuthOutcome::Continue(challenge) = step(
+            &hook,
+            &info(None),
+            scram.client_first(),
+            AuthStep::Connect,
+            &mut state,
+        )
+        .await
+        else {
+            panic!("expected a challenge")
+        };
+        salts.push(salt_of(&challenge));
+        let (client_final, _) = scram.client_final(&challenge);
+        assert_eq!(
+            step(
+                &hook,
+                &info(None),
+                client_final,
+                AuthStep::Continue,
+                &mut state
+            )
+            .await,
+            AuthOutcome::Fail(ReasonCode::NOT_AUTHORIZED)
+        );
+    }
+    assert_eq!(salts[0], salts[1], "the same name gets the same salt");
+    let guessable = BASE64.encode(&Sha256::digest(b"nobody")[..16]);
+    assert_ne!(salts[0], guessable);
 }
