@@ -20,7 +20,7 @@ use crate::keys;
 use crate::records::{
     self, ClientRecord, FlowRecord, MessageRecord, SubscriptionRecord, SysRecord,
 };
-use crate::writer::{self, Durability, Shared, StorageStats, Value};
+use crate::writer::{self, Dropped, Durability, Shared, StorageStats, Value};
 
 /// Settings of a [`StorageHook`].
 #[derive(Debug, Clone)]
@@ -29,8 +29,21 @@ pub struct StorageOptions {
     pub durability: Durability,
     /// Changes kept pending at most while the backend is slow or down; past it, new changes are
     /// dropped (counted in [`StorageStats::dropped`]) so the broker's memory stays bounded.
-    /// Default: 1,000,000.
+    /// What a drop means for acknowledgements in `sync` mode: see [`StorageHook`]'s
+    /// `durable`. Default: 1,000,000.
     pub max_pending: usize,
+    /// Estimated bytes kept pending at most, as `max_pending` but counted in bytes: each change
+    /// counts its key, the size of the record it will write (topic, payload, properties of a
+    /// message) and about 100 bytes of overhead. A change that would go past it is dropped,
+    /// unless nothing else is pending (a single change is never refused for its size). The
+    /// batch being written is not counted, so the storage holds up to about twice this while
+    /// the backend is slow. Default: 256 MiB.
+    pub max_pending_bytes: usize,
+}
+
+impl StorageOptions {
+    /// The default of [`StorageOptions::max_pending_bytes`]: 256 MiB.
+    pub const DEFAULT_MAX_PENDING_BYTES: usize = 256 * 1024 * 1024;
 }
 
 impl Default for StorageOptions {
@@ -38,6 +51,7 @@ impl Default for StorageOptions {
         Self {
             durability: Durability::default(),
             max_pending: 1_000_000,
+            max_pending_bytes: Self::DEFAULT_MAX_PENDING_BYTES,
         }
     }
 }
@@ -57,8 +71,9 @@ pub enum StorageError {
 pub struct StorageHealth {
     /// The backend's name.
     pub backend: &'static str,
-    /// Whether the last write succeeded and no change was ever dropped (a dropped change
-    /// leaves the store incomplete until the broker restarts).
+    /// Whether the last write succeeded and no dropped change waits for a commit to pass it
+    /// (see [`StorageStats::lost`]). After an outage that dropped changes it turns true again by
+    /// itself once the backend commits again.
     pub healthy: bool,
     /// The last write error, while failing.
     pub last_error: Option<String>,
@@ -88,6 +103,33 @@ struct Snapshot {
 /// (see [`Durability`]). Backend errors are logged, counted in [`StorageStats`] and shown by
 /// [`StorageHook::health`]; the writer retries with back-off, and the broker keeps serving.
 ///
+/// # Dropped changes and `durable`
+///
+/// While the backend is slow or down, changes pile up; past
+/// [`StorageOptions::max_pending`] changes or [`StorageOptions::max_pending_bytes`] bytes, new
+/// changes are dropped (never written later). Every change, dropped or not, takes the next
+/// *ticket*; the writer's *committed* ticket is the last one it has written (or passed, for a
+/// dropped one). In [`Durability::Sync`] mode, the future `durable()` returns (the broker waits
+/// for it before PUBACK, PUBREC, PUBCOMP and a persistent CONNACK) covers every change queued
+/// before the call: its *target* is the ticket at the call. It fails with an error at once:
+///
+/// - if a change with a ticket in `(committed at the call, target]` was dropped: something
+///   the caller may depend on is missing (this may also fail a caller whose own changes were
+///   all kept, which only costs it a resend);
+/// - or if the calling Tokio task pushed a change that was dropped since that task's last
+///   `durable()` call, even if commits have passed it since (reported once per drop, to that
+///   task only: the broker pushes the changes an acknowledgement depends on from the
+///   connection task that then waits; at most 65,536 tasks are remembered, past that only the
+///   first rule applies);
+///
+/// and otherwise completes with `Ok` once the committed ticket reaches the target (with an
+/// error only if the writer stopped). So a drop fails the acknowledgements that depend on it,
+/// and no later ones: once the backend commits again, acknowledgements flow again by
+/// themselves, and [`StorageHook::health`] is healthy again once a write succeeded and the
+/// committed ticket passed every dropped one. The dropped records stay missing from the store
+/// until the broker writes them again (a session's record, for example, at its next
+/// connection).
+///
 /// Cancel safety: [`StorageHook::open`] may be dropped before it completes (nothing is started
 /// until it has read the stored state); [`StorageHook::flush`] may be dropped at any time.
 #[derive(Debug)]
@@ -106,7 +148,11 @@ impl StorageHook {
         backend: B,
         options: StorageOptions,
     ) -> Result<Self, StorageError> {
-        let shared = Shared::new(options.durability, options.max_pending);
+        let shared = Shared::new(
+            options.durability,
+            options.max_pending,
+            options.max_pending_bytes,
+        );
         let snapshot = load(&backend, &shared).await?;
         info!(
             backend = backend.name(),
@@ -135,7 +181,7 @@ impl StorageHook {
     pub fn health(&self) -> StorageHealth {
         let stats = &self.shared.stats;
         let dropped = stats.dropped.load(Ordering::Relaxed);
-        let failing = stats.failing.load(Ordering::Relaxed) || stats.lost.load(Ordering::Relaxed);
+        let failing = stats.failing.load(Ordering::Relaxed) || self.shared.drop_pending();
         StorageHealth {
             backend: self.backend,
             healthy: !failing,
@@ -152,10 +198,9 @@ impl StorageHook {
         use std::fmt::Write as _;
         let stats = &self.shared.stats;
         let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-        let healthy = u64::from(
-            !stats.failing.load(Ordering::Relaxed) && !stats.lost.load(Ordering::Relaxed),
-        );
-        let rows: [(&str, &str, &str, u64); 7] = [
+        let healthy =
+            u64::from(!stats.failing.load(Ordering::Relaxed) && !self.shared.drop_pending());
+        let rows: [(&str, &str, &str, u64); 8] = [
             (
                 "mochi_storage_batches_total",
                 "counter",
@@ -193,9 +238,15 @@ impl StorageHook {
                 load(&stats.pending),
             ),
             (
+                "mochi_storage_pending_bytes",
+                "gauge",
+                "Estimated bytes of the changes waiting for the storage writer.",
+                load(&stats.pending_bytes),
+            ),
+            (
                 "mochi_storage_healthy",
                 "gauge",
-                "1 while storage writes succeed, 0 while they fail.",
+                "1 while storage writes succeed and no dropped change waits for a commit, else 0.",
                 healthy,
             ),
         ];
@@ -498,18 +549,27 @@ impl Hook for StorageHook {
         if self.shared.durability != Durability::Sync {
             return None;
         }
-        if self.shared.stats.lost.load(Ordering::Relaxed) {
-            // Changes were dropped: nothing can be acknowledged as durable any more.
-            return Some(Box::pin(std::future::ready(Err(HookError::new(
-                "storage",
-                "changes were dropped (max_pending reached): the store is incomplete",
-            )))));
-        }
-        let target = self.shared.ticket();
+        // The rule is documented on `StorageHook` ("Dropped changes and `durable`").
+        let target = match self.shared.durable_target() {
+            Ok((target, committed)) if committed >= target => return None,
+            Ok((target, _)) => target,
+            Err(dropped) => {
+                let message = match dropped {
+                    Dropped::ByThisTask => {
+                        "a change this acknowledgement depends on was dropped \
+                         (max_pending or max_pending_bytes reached)"
+                    }
+                    Dropped::InWindow => {
+                        "a change queued since the last commit was dropped \
+                         (max_pending or max_pending_bytes reached)"
+                    }
+                };
+                return Some(Box::pin(std::future::ready(Err(HookError::new(
+                    "storage", message,
+                )))));
+            }
+        };
         let mut committed = self.shared.committed.subscribe();
-        if *committed.borrow() >= target {
-            return None;
-        }
         Some(Box::pin(async move {
             committed
                 .wait_for(|&done| done >= target)
@@ -537,5 +597,217 @@ impl Hook for StorageHook {
 
     fn stored_sys_info(&self) -> Result<Option<StoredSysInfo>, HookError> {
         Ok(self.snapshot.lock().sys.take())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::backend::{Batch, BoxFuture, KeyValues};
+    use crate::memory::MemoryBackend;
+
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// A memory backend whose writes wait until the gate is open; counts the writes started.
+    #[derive(Clone)]
+    struct Gated {
+        inner: MemoryBackend,
+        open: watch::Sender<bool>,
+        started: watch::Sender<u64>,
+    }
+
+    impl Gated {
+        fn new() -> Self {
+            Self {
+                inner: MemoryBackend::new(),
+                open: watch::channel(false).0,
+                started: watch::channel(0).0,
+            }
+        }
+
+        async fn started(&self, writes: u64) {
+            let mut started = self.started.subscribe();
+            tokio::time::timeout(TIMEOUT, started.wait_for(|&n| n >= writes))
+                .await
+                .expect("the writer started writing")
+                .unwrap();
+        }
+    }
+
+    impl Backend for Gated {
+        fn name(&self) -> &'static str {
+            "gated"
+        }
+
+        fn write(&self, batch: Batch) -> BoxFuture<'_, Result<(), BackendError>> {
+            Box::pin(async move {
+                self.started.send_modify(|n| *n += 1);
+                let mut open = self.open.subscribe();
+                let _ = open.wait_for(|&open| open).await;
+                self.inner.write(batch).await
+            })
+        }
+
+        fn get(&self, key: &[u8]) -> BoxFuture<'_, Result<Option<Vec<u8>>, BackendError>> {
+            self.inner.get(key)
+        }
+
+        fn scan_prefix(&self, prefix: &[u8]) -> BoxFuture<'_, Result<KeyValues, BackendError>> {
+            self.inner.scan_prefix(prefix)
+        }
+    }
+
+    fn inbound(hook: &StorageHook, client_id: &str, packet_id: u16) {
+        hook.on_storage_event(&StorageEvent::InboundQos2 {
+            client_id,
+            packet_id,
+        });
+    }
+
+    /// Waits (letting the other tasks run) until `done`.
+    async fn until(done: impl Fn() -> bool) {
+        tokio::time::timeout(TIMEOUT, async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the condition came true");
+    }
+
+    /// What `durable()` gives, awaited.
+    async fn durable(hook: &StorageHook) -> Result<(), HookError> {
+        match hook.durable() {
+            None => Ok(()),
+            Some(wait) => tokio::time::timeout(TIMEOUT, wait)
+                .await
+                .expect("durable completes"),
+        }
+    }
+
+    /// In its own task: pushes `count` changes, then on each signal reports what `durable()`
+    /// gives in this task.
+    fn client(
+        hook: Arc<StorageHook>,
+        name: &'static str,
+        count: u16,
+    ) -> (
+        tokio::sync::mpsc::Sender<()>,
+        tokio::sync::mpsc::Receiver<Result<(), HookError>>,
+    ) {
+        let (ask, mut asked) = tokio::sync::mpsc::channel::<()>(1);
+        let (answer, answers) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            for packet_id in 1..=count {
+                inbound(&hook, name, packet_id);
+            }
+            while asked.recv().await.is_some() {
+                if answer.send(durable(&hook).await).await.is_err() {
+                    break;
+                }
+            }
+        });
+        (ask, answers)
+    }
+
+    async fn ask(
+        client: &mut (
+            tokio::sync::mpsc::Sender<()>,
+            tokio::sync::mpsc::Receiver<Result<(), HookError>>,
+        ),
+    ) -> Result<(), HookError> {
+        client.0.send(()).await.unwrap();
+        tokio::time::timeout(TIMEOUT, client.1.recv())
+            .await
+            .expect("the client answers")
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_drop_fails_only_what_depends_on_it_and_storage_heals() {
+        let backend = Gated::new();
+        let options = StorageOptions {
+            durability: Durability::Sync,
+            max_pending: 4,
+            ..StorageOptions::default()
+        };
+        let hook = Arc::new(StorageHook::open(backend.clone(), options).await.unwrap());
+        // The writer takes a first change and hangs in the backend (as during an outage).
+        inbound(&hook, "first", 1);
+        backend.started(1).await;
+        // "a" fills what may be pending; "b"'s change is dropped.
+        let mut a = client(hook.clone(), "a", 4);
+        until(|| hook.stats().pending.load(Ordering::Relaxed) == 4).await;
+        let mut b = client(hook.clone(), "b", 1);
+        until(|| hook.stats().dropped.load(Ordering::Relaxed) == 1).await;
+        let mut c = client(hook.clone(), "c", 0);
+        assert!(ask(&mut a).await.is_err(), "a drop since the last commit");
+        assert!(ask(&mut c).await.is_err(), "a drop since the last commit");
+        assert_eq!(hook.stats().dropped.load(Ordering::Relaxed), 1);
+        assert!(!hook.health().healthy);
+
+        // The backend is back: everything pending is committed, past the drop.
+        backend.open.send_replace(true);
+        tokio::time::timeout(TIMEOUT, hook.flush()).await.unwrap();
+        // Only the task whose change was dropped is refused, once.
+        assert!(ask(&mut b).await.is_err(), "b's own change was dropped");
+        assert!(ask(&mut b).await.is_ok(), "reported once");
+        assert!(ask(&mut a).await.is_ok(), "nothing of a was dropped");
+        assert!(ask(&mut c).await.is_ok());
+        let health = hook.health();
+        assert!(health.healthy, "{health:?}");
+        assert!(
+            hook.prometheus_text()
+                .contains("mochi_storage_healthy{backend=\"gated\"} 1")
+        );
+        // New changes are acknowledged again.
+        inbound(&hook, "later", 1);
+        assert!(durable(&hook).await.is_ok());
+        let stored = backend.inner.scan_prefix(b"i\0").await.unwrap();
+        assert_eq!(stored.len(), 1 + 4 + 1, "b's change is missing: {stored:?}");
+        hook.close(TIMEOUT).await;
+    }
+
+    #[tokio::test]
+    async fn a_drop_that_a_commit_passed_still_fails_its_own_task() {
+        let backend = Gated::new();
+        let options = StorageOptions {
+            durability: Durability::Sync,
+            max_pending: 1,
+            ..StorageOptions::default()
+        };
+        let hook = Arc::new(StorageHook::open(backend.clone(), options).await.unwrap());
+        inbound(&hook, "first", 1);
+        backend.started(1).await;
+        // "a" pushes two changes: the second is dropped.
+        let mut a = client(hook.clone(), "a", 2);
+        let mut c = client(hook.clone(), "c", 0);
+        // "a" pushed before the backend comes back.
+        until(|| hook.stats().dropped.load(Ordering::Relaxed) == 1).await;
+        backend.open.send_replace(true);
+        tokio::time::timeout(TIMEOUT, hook.flush()).await.unwrap();
+        // The commit passed the drop before "a" asked: the window is empty, yet "a" is told.
+        assert!(ask(&mut c).await.is_ok());
+        assert!(ask(&mut a).await.is_err());
+        assert!(ask(&mut a).await.is_ok());
+        hook.close(TIMEOUT).await;
+    }
+
+    #[tokio::test]
+    async fn batched_mode_has_nothing_to_wait_for() {
+        let hook = StorageHook::open(MemoryBackend::new(), StorageOptions::default())
+            .await
+            .unwrap();
+        inbound(&hook, "a", 1);
+        assert!(hook.durable().is_none());
+        assert_eq!(
+            StorageOptions::default().max_pending_bytes,
+            256 * 1024 * 1024
+        );
+        hook.close(TIMEOUT).await;
     }
 }

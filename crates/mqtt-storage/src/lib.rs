@@ -23,6 +23,14 @@
 //! In both modes the writer batches everything pending into one backend transaction, and a
 //! message queued and acknowledged within one batch never reaches the backend.
 //!
+//! While the backend is slow or down, what is pending is bounded by
+//! [`StorageOptions::max_pending`] (changes) and [`StorageOptions::max_pending_bytes`]
+//! (estimated bytes); past either, new changes are dropped and counted in
+//! [`StorageStats::dropped`]. In `sync` mode a drop fails only the acknowledgements that may
+//! depend on it (their connections are closed without them, so the clients send again); once
+//! the backend commits again, acknowledgements and [`StorageHook::health`] recover by
+//! themselves. The exact rule is on [`StorageHook`].
+//!
 //! QoS 0 messages queued for offline sessions are not stored (at most once allows their loss).
 //! QoS 1 messages keep no flow record: after a crash, one that was sent but not acknowledged is
 //! sent again as a new message (at least once allows the duplicate).
