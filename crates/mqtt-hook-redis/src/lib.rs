@@ -14,10 +14,26 @@
 //!
 //! A [`Batch`] is one `MULTI`/`EXEC` transaction (`HSET` + `ZADD` for a put, `HDEL` + `ZREM`
 //! for a delete, a Lua script running `ZRANGEBYLEX`, `HDEL` and `ZREMRANGEBYLEX` for a
-//! `DeletePrefix`): Redis applies it whole and in order, and [`Backend::write`] returns `Ok`
-//! only once Redis confirmed the `EXEC`. How durable that is then depends on the server's
-//! persistence settings (`appendonly yes` with `appendfsync always` for an fsync per write).
+//! `DeletePrefix`): Redis runs it in order with no other client's command in between, and
+//! [`Backend::write`] returns `Ok` only once Redis confirmed the `EXEC` and every command in
+//! it succeeded. `EXEC` does not roll back a command that fails while it runs (a `WRONGTYPE`
+//! error, a script error): the commands before it stay applied. Such a reply is a failed
+//! write, which the storage writer retries whole; a batch applied twice leaves the same state,
+//! so a retry that succeeds repairs a partial one.
 //! A prefix scan is one Lua script, so it sees a consistent snapshot.
+//!
+//! # Durability
+//!
+//! How durable a confirmed `EXEC` is depends on the server. Only `appendonly yes` with
+//! `appendfsync always` fsyncs every write before the reply; with the defaults (`appendonly
+//! no`, RDB snapshots) or `appendfsync everysec`, a crash of the Redis server (not of the
+//! broker) loses writes it had confirmed, and so messages the broker had acknowledged even in
+//! `sync` durability. [`RedisBackend::check_sync_durability`] (which the broker runs at start
+//! in `sync` durability) reads both settings with `CONFIG GET` and logs a warning when they
+//! fall short or cannot be read (managed services often disable `CONFIG`);
+//! [`RedisOptions::require_fsync`] refuses to start instead. [`RedisOptions::wait_replicas`]
+//! adds a `WAIT` after each transaction, so that a write counts only once replicas have it
+//! too (a failover then keeps it).
 //!
 //! # Connection loss
 //!
@@ -65,8 +81,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mqtt_storage::{Backend, BackendError, Batch, BoxFuture, KeyValues, Op};
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, RedisResult};
+use redis::aio::{ConnectionLike as _, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, RedisResult, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -124,6 +140,72 @@ pub struct RedisOptions {
     pub reconnect_min_delay_ms: u64,
     /// The longest wait between two attempts to reconnect, in milliseconds. Default: 5,000.
     pub reconnect_max_delay_ms: u64,
+    /// Refuse to connect unless the server fsyncs every write before it replies
+    /// (`appendonly yes` and `appendfsync always`, read with `CONFIG GET`). A server where
+    /// `CONFIG` is disabled is refused too, since it cannot be checked. Default: false (the
+    /// broker in `sync` durability then only logs a warning, see
+    /// [`RedisBackend::check_sync_durability`]).
+    pub require_fsync: bool,
+    /// After each transaction, `WAIT` until this many replicas acknowledged it; fewer within
+    /// the timeout is a failed write (retried by the storage writer, and in `sync` durability
+    /// no acknowledgement is sent meanwhile). Default: none (no `WAIT`).
+    pub wait_replicas: Option<WaitReplicas>,
+}
+
+/// The `WAIT` after each transaction (see [`RedisOptions::wait_replicas`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WaitReplicas {
+    /// Replicas that must acknowledge each transaction. Default: 1.
+    pub replicas: u32,
+    /// How long to wait for them, in milliseconds: 1 or more, and below
+    /// [`RedisOptions::response_timeout_ms`]. Default: 1,000.
+    pub timeout_ms: u64,
+}
+
+impl Default for WaitReplicas {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            timeout_ms: 1_000,
+        }
+    }
+}
+
+/// What the server's persistence settings promise for a write it confirmed (see
+/// [`RedisBackend::persistence`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Persistence {
+    /// `appendonly yes` and `appendfsync always`: every write is fsynced before the reply, so
+    /// it survives a crash of the server.
+    FsyncAlways,
+    /// The server confirms writes before they are fsynced: a crash of the server loses the
+    /// latest ones (or, without the append-only file, everything since the last snapshot).
+    NotFsynced {
+        /// The server's `appendonly` setting.
+        appendonly: String,
+        /// The server's `appendfsync` setting.
+        appendfsync: String,
+    },
+    /// The settings could not be read (`CONFIG` is often disabled on managed services).
+    Unknown {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl fmt::Display for Persistence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::FsyncAlways => f.write_str("appendonly yes, appendfsync always"),
+            Self::NotFsynced {
+                appendonly,
+                appendfsync,
+            } => write!(f, "appendonly {appendonly}, appendfsync {appendfsync}"),
+            Self::Unknown { reason } => write!(f, "unknown ({reason})"),
+        }
+    }
 }
 
 impl Default for RedisOptions {
@@ -135,6 +217,8 @@ impl Default for RedisOptions {
             response_timeout_ms: 10_000,
             reconnect_min_delay_ms: 100,
             reconnect_max_delay_ms: 5_000,
+            require_fsync: false,
+            wait_replicas: None,
         }
     }
 }
@@ -158,6 +242,8 @@ struct Inner {
     response_timeout: Duration,
     reconnect_min_delay: Duration,
     reconnect_max_delay: Duration,
+    require_fsync: bool,
+    wait_replicas: Option<WaitReplicas>,
     link: Mutex<Link>,
 }
 
@@ -187,12 +273,26 @@ impl RedisBackend {
     ///
     /// # Errors
     ///
-    /// [`BackendError::Failed`] for a URL that is not a Redis URL, and
-    /// [`BackendError::Unavailable`] when the server cannot be reached (refused, timed out, or
-    /// the authentication failed).
+    /// [`BackendError::Failed`] for a URL that is not a Redis URL, for a `wait_replicas`
+    /// timeout that is 0 or not below `response_timeout_ms`, and with
+    /// [`RedisOptions::require_fsync`] for a server that does not fsync every write (or whose
+    /// settings cannot be read); [`BackendError::Unavailable`] when the server cannot be
+    /// reached (refused, timed out, or the authentication failed).
     pub async fn connect(options: RedisOptions) -> Result<Self, BackendError> {
         let client = Client::open(options.url.as_str())
             .map_err(|error| BackendError::failed(NAME, format!("bad Redis URL: {error}")))?;
+        if let Some(wait) = options.wait_replicas
+            && (wait.timeout_ms == 0 || wait.timeout_ms >= options.response_timeout_ms)
+        {
+            return Err(BackendError::failed(
+                NAME,
+                format!(
+                    "wait_replicas.timeout_ms must be 1 to {} (below response_timeout_ms), not {}",
+                    options.response_timeout_ms.saturating_sub(1),
+                    wait.timeout_ms
+                ),
+            ));
+        }
         let address = client.get_connection_info().addr.to_string();
         let key = |suffix: &str| [options.key_prefix.as_bytes(), suffix.as_bytes()].concat();
         let inner = Inner {
@@ -205,6 +305,8 @@ impl RedisBackend {
             response_timeout: Duration::from_millis(options.response_timeout_ms),
             reconnect_min_delay: Duration::from_millis(options.reconnect_min_delay_ms),
             reconnect_max_delay: Duration::from_millis(options.reconnect_max_delay_ms),
+            require_fsync: options.require_fsync,
+            wait_replicas: options.wait_replicas,
             link: Mutex::new(Link::default()),
         };
         let backend = Self {
@@ -216,7 +318,113 @@ impl RedisBackend {
             key_prefix = %backend.inner.key_prefix,
             "connected to Redis"
         );
+        if backend.inner.require_fsync {
+            backend.check_sync_durability().await?;
+        }
         Ok(backend)
+    }
+
+    /// Reads the server's persistence settings (`CONFIG GET appendonly` and `CONFIG GET
+    /// appendfsync`).
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError::Unavailable`] when the server cannot be reached. A server that refuses
+    /// `CONFIG` gives [`Persistence::Unknown`], not an error.
+    pub async fn persistence(&self) -> Result<Persistence, BackendError> {
+        let appendonly = match self.config_get("appendonly").await? {
+            Ok(value) => value,
+            Err(reason) => return Ok(Persistence::Unknown { reason }),
+        };
+        let appendfsync = match self.config_get("appendfsync").await? {
+            Ok(value) => value,
+            Err(reason) => return Ok(Persistence::Unknown { reason }),
+        };
+        if appendonly.eq_ignore_ascii_case("yes") && appendfsync.eq_ignore_ascii_case("always") {
+            Ok(Persistence::FsyncAlways)
+        } else {
+            Ok(Persistence::NotFsynced {
+                appendonly,
+                appendfsync,
+            })
+        }
+    }
+
+    /// For `sync` durability, where an acknowledged message must survive a crash: reads the
+    /// server's persistence settings ([`RedisBackend::persistence`]) and logs a warning
+    /// (`tracing::warn!`) when the server does not fsync every write, or when that cannot be
+    /// checked. Returns what it found.
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError::Unavailable`] when the server cannot be reached; with
+    /// [`RedisOptions::require_fsync`], [`BackendError::Failed`] unless the server fsyncs
+    /// every write.
+    pub async fn check_sync_durability(&self) -> Result<Persistence, BackendError> {
+        let persistence = self.persistence().await?;
+        let inner = &self.inner;
+        let replicas = inner.wait_replicas.map(|wait| wait.replicas);
+        match &persistence {
+            Persistence::FsyncAlways => {
+                tracing::debug!(address = %inner.address, %persistence, "Redis fsyncs every write");
+            }
+            Persistence::NotFsynced { .. } if inner.require_fsync => {
+                return Err(BackendError::failed(
+                    NAME,
+                    format!(
+                        "{} does not fsync every write ({persistence}) and require_fsync is set:                          configure appendonly yes and appendfsync always",
+                        inner.address
+                    ),
+                ));
+            }
+            Persistence::Unknown { .. } if inner.require_fsync => {
+                return Err(BackendError::failed(
+                    NAME,
+                    format!(
+                        "cannot check whether {} fsyncs every write ({persistence}) and                          require_fsync is set",
+                        inner.address
+                    ),
+                ));
+            }
+            Persistence::NotFsynced { .. } => tracing::warn!(
+                address = %inner.address,
+                %persistence,
+                wait_replicas = ?replicas,
+                "Redis does not fsync every write: messages acknowledged in sync durability can \
+                 be lost if the Redis server crashes (set appendonly yes and appendfsync always)"
+            ),
+            Persistence::Unknown { .. } => tracing::warn!(
+                address = %inner.address,
+                %persistence,
+                wait_replicas = ?replicas,
+                "cannot check whether Redis fsyncs every write (CONFIG GET failed): messages \
+                 acknowledged in sync durability can be lost if the Redis server crashes, \
+                 unless it runs with appendonly yes and appendfsync always"
+            ),
+        }
+        Ok(persistence)
+    }
+
+    /// `CONFIG GET name`: the value, or (inner `Err`) why the server did not give it.
+    async fn config_get(&self, name: &str) -> Result<Result<String, String>, BackendError> {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg(name);
+        let reply: Result<Vec<(String, String)>, BackendError> = self
+            .inner
+            .request(|mut connection| {
+                let cmd = &cmd;
+                async move { cmd.query_async(&mut connection).await }
+            })
+            .await;
+        match reply {
+            Ok(pairs) => Ok(pairs
+                .into_iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value)
+                .ok_or_else(|| format!("CONFIG GET {name} returned nothing"))),
+            Err(error @ BackendError::Unavailable { .. }) => Err(error),
+            Err(error) => Ok(Err(error.to_string())),
+        }
     }
 
     /// The prefix of the Redis keys of this store.
@@ -241,12 +449,12 @@ impl Backend for RedisBackend {
             for op in batch.ops {
                 match op {
                     Op::Put { key, value } => {
-                        pipe.hset(&inner.data_key, &key, value).ignore();
-                        pipe.zadd(&inner.keys_key, key, 0).ignore();
+                        pipe.hset(&inner.data_key, &key, value);
+                        pipe.zadd(&inner.keys_key, key, 0);
                     }
                     Op::Delete { key } => {
-                        pipe.hdel(&inner.data_key, &key).ignore();
-                        pipe.zrem(&inner.keys_key, key).ignore();
+                        pipe.hdel(&inner.data_key, &key);
+                        pipe.zrem(&inner.keys_key, key);
                     }
                     Op::DeletePrefix { prefix } => {
                         let (min, max) = lex_range(&prefix);
@@ -256,15 +464,41 @@ impl Backend for RedisBackend {
                             .arg(&inner.data_key)
                             .arg(&inner.keys_key)
                             .arg(min)
-                            .arg(max)
-                            .ignore();
+                            .arg(max);
                     }
                 }
             }
+            let wait = inner.wait_replicas;
             inner
                 .request(|mut connection| {
                     let pipe = &pipe;
-                    async move { pipe.query_async::<()>(&mut connection).await }
+                    async move {
+                        // MULTI's and each QUEUED reply are skipped; EXEC's is the last one.
+                        let replies = connection
+                            .req_packed_commands(pipe, pipe.len() + 1, 1)
+                            .await?;
+                        exec_result(replies, pipe.len())?;
+                        // On the same connection, after the EXEC: WAIT counts the replicas
+                        // that have every write of this connection so far.
+                        if let Some(wait) = wait {
+                            let acknowledged: u64 = redis::cmd("WAIT")
+                                .arg(wait.replicas)
+                                .arg(wait.timeout_ms)
+                                .query_async(&mut connection)
+                                .await?;
+                            if acknowledged < u64::from(wait.replicas) {
+                                return Err(RedisError::from((
+                                    ErrorKind::ResponseError,
+                                    "too few replicas acknowledged the write",
+                                    format!(
+                                        "WAIT: {acknowledged} of {} replicas within {} ms",
+                                        wait.replicas, wait.timeout_ms
+                                    ),
+                                )));
+                            }
+                        }
+                        Ok(())
+                    }
                 })
                 .await
         })
@@ -417,6 +651,51 @@ impl Inner {
     }
 }
 
+/// Checks the reply to an `EXEC` of `commands` commands: every command must have succeeded.
+/// `EXEC` does not roll back, so a command that failed while the transaction ran leaves the
+/// ones before it applied: that is an error too (the writer retries the whole batch, which is
+/// idempotent).
+fn exec_result(mut replies: Vec<Value>, commands: usize) -> RedisResult<()> {
+    let items = match replies.pop() {
+        Some(Value::Array(items)) => items,
+        Some(Value::ServerError(error)) => return Err(error.into()),
+        Some(Value::Nil) => {
+            return Err(RedisError::from((
+                ErrorKind::ResponseError,
+                "EXEC: the transaction was aborted",
+            )));
+        }
+        other => {
+            return Err(RedisError::from((
+                ErrorKind::ResponseError,
+                "EXEC: unexpected reply",
+                format!("{other:?}"),
+            )));
+        }
+    };
+    if items.len() != commands {
+        return Err(RedisError::from((
+            ErrorKind::ResponseError,
+            "EXEC: wrong number of replies",
+            format!("{} for {commands} commands", items.len()),
+        )));
+    }
+    for (at, item) in items.into_iter().enumerate() {
+        if let Value::ServerError(error) = item {
+            let error = RedisError::from(error);
+            tracing::warn!(
+                command = at,
+                commands,
+                %error,
+                "a command failed inside a Redis transaction (EXEC does not roll back): the \
+                 batch is retried whole"
+            );
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
 /// Whether `error` means the connection is unusable (to be replaced).
 fn connection_lost(error: &RedisError) -> bool {
     error.is_io_error()
@@ -480,6 +759,24 @@ mod tests {
             lex_range(b"\xff\xff"),
             (b"[\xff\xff".to_vec(), b"+".to_vec())
         );
+    }
+
+    #[test]
+    fn exec_replies_with_a_failed_command_are_errors() {
+        let ok = Value::Okay;
+        // As in an EXEC reply: a server error in place of one command's result.
+        let failed = redis::parse_redis_value(b"*1\r\n-WRONGTYPE wrong kind of value\r\n")
+            .unwrap()
+            .into_sequence()
+            .unwrap()
+            .remove(0);
+        assert!(matches!(failed, Value::ServerError(_)), "{failed:?}");
+        assert!(exec_result(vec![Value::Array(vec![ok.clone(), ok.clone()])], 2).is_ok());
+        assert!(exec_result(vec![Value::Array(vec![ok.clone(), failed.clone()])], 2).is_err());
+        assert!(exec_result(vec![Value::Array(vec![ok.clone()])], 2).is_err());
+        assert!(exec_result(vec![Value::Nil], 2).is_err());
+        assert!(exec_result(vec![failed], 2).is_err());
+        assert!(exec_result(Vec::new(), 2).is_err());
     }
 
     #[test]

@@ -24,6 +24,7 @@ fn options(server: &RedisServer, key_prefix: &str) -> RedisOptions {
         response_timeout_ms: 5_000,
         reconnect_min_delay_ms: 50,
         reconnect_max_delay_ms: 500,
+        ..RedisOptions::default()
     }
 }
 
@@ -220,6 +221,23 @@ fn options_from_a_configuration_file() {
 
     let empty: RedisOptions = serde_json::from_str("{}").unwrap();
     assert_eq!(empty, RedisOptions::default());
+    assert!(!empty.require_fsync);
+    assert_eq!(empty.wait_replicas, None);
+
+    let durable: RedisOptions = serde_json::from_str(
+        r#"{"require_fsync": true, "wait_replicas": {"replicas": 2, "timeout_ms": 250}}"#,
+    )
+    .unwrap();
+    assert!(durable.require_fsync);
+    assert_eq!(
+        durable.wait_replicas,
+        Some(mqtt_hook_redis::WaitReplicas {
+            replicas: 2,
+            timeout_ms: 250
+        })
+    );
+    let unknown = serde_json::from_str::<RedisOptions>(r#"{"wait_replicas": {"count": 1}}"#);
+    assert!(unknown.is_err(), "an unknown field is an error");
 
     let unknown = serde_json::from_str::<RedisOptions>(r#"{"prefix": "x"}"#);
     assert!(unknown.is_err(), "an unknown field is an error");

@@ -15,17 +15,29 @@ use tokio::time::{Instant, sleep, timeout};
 /// How long a server has to answer PING after it was started.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A `redis-server` process on 127.0.0.1, with no persistence, killed on drop.
+/// A `redis-server` process on 127.0.0.1, with no persistence unless asked for, killed on
+/// drop.
 pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Arguments after the defaults (which they override).
+    args: Vec<String>,
     child: Option<Child>,
 }
+
+/// The arguments of a server that fsyncs every write before it replies.
+pub const FSYNC_ALWAYS: &[&str] = &["--appendonly", "yes", "--appendfsync", "always"];
 
 impl RedisServer {
     /// Starts a server on a free port, or returns `None` (after a warning) when `redis-server`
     /// is not installed and this is not CI.
     pub async fn start() -> Option<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// As [`RedisServer::start`], with `args` after the default arguments (for example
+    /// [`FSYNC_ALWAYS`], or `--replicaof`).
+    pub async fn start_with(args: &[&str]) -> Option<Self> {
         if Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -57,6 +69,7 @@ impl RedisServer {
             let mut server = Self {
                 port,
                 dir: tempfile::tempdir().unwrap(),
+                args: args.iter().map(|arg| (*arg).to_owned()).collect(),
                 child: None,
             };
             if server.run().await {
@@ -66,8 +79,9 @@ impl RedisServer {
         panic!("could not start redis-server on a free port");
     }
 
-    /// Starts `redis-server` on this server's port and waits until it answers PING; false if
-    /// it exited (the port was taken).
+    /// Starts `redis-server` on this server's port (on the same data directory, with the same
+    /// arguments, as before) and waits until it answers PING; false if it exited (the port was
+    /// taken).
     pub async fn run(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
@@ -78,6 +92,7 @@ impl RedisServer {
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(self.dir.path().join("redis.log"))
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -111,7 +126,8 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// Kills the server (as a crash would) and waits for it to be gone.
+    /// Kills the server with SIGKILL (as a crash would: no shutdown, no flush) and waits for
+    /// it to be gone.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
