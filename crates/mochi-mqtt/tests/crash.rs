@@ -1,7 +1,8 @@
 //! Crash tests: `mochi` with a storage backend in `sync` durability is killed with SIGKILL and
 //! started again on the same data. Every message whose PUBACK or PUBCOMP the publisher received
 //! is delivered after the restart, in order, to a v5 and a 3.1.1 persistent session, and every
-//! retained message is there.
+//! retained message is there. With Redis, the Redis server (`appendfsync always`) is killed with
+//! SIGKILL too, right after the broker, and started again on its data.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 #![cfg(any(feature = "sled", feature = "rocksdb", feature = "redis"))]
 
@@ -139,7 +140,9 @@ fn receive_in_order(client: &mut Client<std::net::TcpStream>, expected: &[String
     }
 }
 
-fn crash_and_restore(name: &str, storage: &str) {
+/// `after_kill` runs once the killed broker is gone, before the new one starts (a Redis test
+/// kills its server there too).
+fn crash_and_restore(name: &str, storage: &str, after_kill: impl FnOnce()) {
     let dir = temp_dir(name);
     let config = dir.join("mochi.toml");
     write_file(
@@ -185,6 +188,7 @@ durability = "sync"
     broker.signal("KILL");
     let status = broker.wait_exit();
     assert!(!status.success());
+    after_kill();
 
     let mut broker = Broker::start(&["--config", config], &[]);
     let address = broker.address("t1").to_owned();
@@ -255,6 +259,7 @@ fn sled_keeps_every_acknowledged_message_across_sigkill() {
             "backend = \"sled\"\n[hooks.storage.sled]\npath = \"{}\"\n",
             path(&data)
         ),
+        || {},
     );
     let _ = std::fs::remove_dir_all(&data);
 }
@@ -269,6 +274,7 @@ fn rocksdb_keeps_every_acknowledged_message_across_sigkill() {
             "backend = \"rocksdb\"\n[hooks.storage.rocksdb]\npath = \"{}\"\n",
             path(&data)
         ),
+        || {},
     );
     let _ = std::fs::remove_dir_all(&data);
 }
@@ -285,15 +291,24 @@ fn redis_keeps_every_acknowledged_message_across_sigkill() {
         .build()
         .unwrap();
     // Under CI a missing redis-server fails here; elsewhere the test is skipped loudly.
-    let Some(server) = runtime.block_on(redis_server::RedisServer::start()) else {
+    let start = redis_server::RedisServer::start_with(redis_server::FSYNC_ALWAYS);
+    let Some(mut server) = runtime.block_on(start) else {
         return;
     };
+    let url = server.url();
     crash_and_restore(
         "crash-redis",
         &format!(
-            "backend = \"redis\"\n[hooks.storage.redis]\nurl = \"{}\"\nkey_prefix = \"crash:\"\n",
-            server.url()
+            "backend = \"redis\"\n[hooks.storage.redis]\nurl = \"{url}\"\nkey_prefix = \"crash:\"\n"
         ),
+        || {
+            // Redis crashes too: what it confirmed must be on its disk.
+            server.stop();
+            assert!(
+                runtime.block_on(server.run()),
+                "restart redis-server on its data"
+            );
+        },
     );
     drop(server);
 }
