@@ -7,14 +7,21 @@
 //!   Filters are matched with the spec-correct matcher (a rule for `allowed` does not cover
 //!   `allowed/secret`; `a/#` covers `a`); remote addresses match by CIDR (`10.0.0.0/8`,
 //!   `::1/128`) or `ip:port` pattern; client id and user name patterns take `*` anywhere;
-//!   passwords may be Argon2id or bcrypt hashes (checked on the blocking pool, compared in
-//!   constant time); `%c` and `%u` in filters stand for the client id and user name; within a
-//!   rule, a matching Deny filter wins. Connections are denied when no auth rule matches;
-//!   publish and subscribe are allowed when no ACL rule matches unless `deny_by_default` is set.
-//!   Loads from a Rust value, JSON, YAML, TOML or a file, and reloads atomically.
+//!   passwords may be Argon2id or bcrypt hashes (checked on the blocking pool, a few at a time
+//!   within [`VerificationLimits`]; a flood of CONNECTs gets 0x89 Server busy); `%c` and `%u` in
+//!   filters stand for the client id and user name; within a rule, a matching Deny filter wins,
+//!   and a Deny filter whose `%c` or `%u` cannot be substituted denies (fails closed). Users may
+//!   be bound to client id patterns ([`UserRule::client`]). Filters that start with
+//!   `$share/{group}/` restrict shared subscriptions to named groups. Connections are denied
+//!   when no auth rule matches; publish and subscribe are allowed when no ACL rule matches unless
+//!   `deny_by_default` is set ([`Ledger::only_allows`] tells when that leaves clients
+//!   unconfined). An unknown user name takes as long to refuse as a known one. Loads from a Rust
+//!   value, JSON, YAML, TOML or a file, and reloads atomically. The crate's README describes
+//!   the ledger format.
 //! * [`ScramSha256Hook`]: MQTT 5 enhanced authentication with SCRAM-SHA-256 (RFC 7677): the
 //!   client proves it knows its password without sending it, and the server proves it knows the
-//!   password too. The server stores only salted keys.
+//!   password too. The server stores only salted keys. The SCRAM user becomes the client's user
+//!   name (for the ACL and the session's owner); a re-authentication must prove the same user.
 //!
 //! # Example
 //!

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use mqtt_broker::hooks::Access;
 use mqtt_broker::{ClientInfo, ConnectionInfo, Options, Server};
-use mqtt_hook_auth::{AuthRule, Ledger, LedgerHook};
+use mqtt_hook_auth::{Ledger, LedgerHook};
 use mqtt_packets::{
     Connect, DecodeContext, MqttString, Packet, PacketId, Protocol, Publish, QoS, ReasonCode,
     Subscribe, Subscription, decode,
@@ -694,11 +694,13 @@ async fn a_user_bound_to_client_ids_is_refused_with_another_id() {
 /// share rule allows is refused.
 #[tokio::test]
 async fn share_groups_over_tcp() {
-    let mut ledger = Ledger::from_yaml(SHARES.as_bytes()).unwrap();
-    ledger.auth.push(AuthRule {
-        allow: true,
-        ..AuthRule::default()
-    });
+    let ledger = Ledger::from_yaml(
+        br##"
+auth: [{allow: true}]
+acl: [{client: "worker-*", filters: {"jobs/#": read, "$share/pool/jobs/#": read}}]
+"##,
+    )
+    .unwrap();
     let addr = start_with(ledger).await;
     let (mut worker, connack) = Raw::connect(addr, connect("worker-1", None, None)).await;
     assert_eq!(connack_code(&connack), ReasonCode::SUCCESS);
