@@ -34,10 +34,11 @@ pub struct StorageOptions {
     pub max_pending: usize,
     /// Estimated bytes kept pending at most, as `max_pending` but counted in bytes: each change
     /// counts its key, the size of the record it will write (topic, payload, properties of a
-    /// message) and about 100 bytes of overhead. A change that would go past it is dropped,
-    /// unless nothing else is pending (a single change is never refused for its size). The
-    /// batch being written is not counted, so the storage holds up to about twice this while
-    /// the backend is slow. Default: 256 MiB.
+    /// message) and a fixed overhead of a few hundred bytes (the slot of a pending change and its
+    /// index entries). A change that would go past it is dropped, unless nothing else is
+    /// pending (a single change is never refused for its size). The batch being written is not
+    /// counted, so the storage holds up to about twice this while the backend is slow.
+    /// Default: 256 MiB ([`StorageOptions::DEFAULT_MAX_PENDING_BYTES`]).
     pub max_pending_bytes: usize,
 }
 
