@@ -61,12 +61,14 @@
 //! # }
 //! ```
 
+mod hook;
 mod ledger;
 mod rules;
 mod scram;
 mod verification;
 
-pub use ledger::{AclRule, AuthRule, FilterAccess, Ledger, LedgerError, LedgerHook, UserRule};
+pub use hook::LedgerHook;
+pub use ledger::{AclRule, AuthRule, FilterAccess, Ledger, LedgerError, UserRule};
 /// Allows every connection, publish and subscription; logs a warning when added (development
 /// only).
 pub use mqtt_broker::AllowAllHook as AllowHook;
