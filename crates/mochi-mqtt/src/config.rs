@@ -106,22 +106,69 @@ pub(crate) struct ListenerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) tls_key: Option<PathBuf>,
     /// PEM CA certificates that client certificates must chain to (`tls`, `wss`); clients
-    /// without a certificate are still accepted unless `tls_client_certificate_required`.
+    /// without a certificate are refused unless `tls_client_certificate_required = false`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) tls_client_ca: Option<PathBuf>,
-    /// Refuse clients without a certificate (needs `tls_client_ca`).
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub(crate) tls_client_certificate_required: bool,
+    /// Whether clients must present a certificate (needs `tls_client_ca`). Absent: required
+    /// when `tls_client_ca` is set; `false` accepts clients without one (a certificate they do
+    /// present must still chain to the CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_client_certificate_required: Option<bool>,
     /// The HTTP path of a `ws` or `wss` listener (any path when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) path: Option<String>,
-    /// Connections open at once; more are closed at once. Unlimited when absent.
+    /// The browser origins a `ws` or `wss` listener admits (`"*"`: any). Absent or empty: a
+    /// handshake carrying an `Origin` header (a web page) is refused; clients that send none
+    /// are served.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) allowed_origins: Vec<String>,
+    /// The largest WebSocket message a `ws` or `wss` listener accepts, in bytes (the library
+    /// default, 1 MiB, when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) maximum_message_size: Option<usize>,
+    /// Connections open at once; more are closed at once. Absent: `capabilities.maximum_clients`
+    /// for MQTT listeners, [`DEFAULT_HTTP_MAXIMUM_CONNECTIONS`] for `http`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) maximum_connections: Option<usize>,
+    /// HTTP basic authentication for an `http` listener (every path but `/healthz`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) basic_auth: Option<BasicAuthConfig>,
 }
 
-fn is_false(value: &bool) -> bool {
-    !*value
+/// The connections an `http` listener keeps open at once when `maximum_connections` is absent:
+/// enough for a few dashboards and scrapers.
+pub(crate) const DEFAULT_HTTP_MAXIMUM_CONNECTIONS: usize = 64;
+
+impl ListenerConfig {
+    /// Whether the listener speaks MQTT (every type but `http`).
+    pub(crate) fn serves_mqtt(&self) -> bool {
+        self.kind != ListenerKind::Http
+    }
+
+    /// Whether clients must present a certificate: as configured, else when a CA is given.
+    pub(crate) fn client_certificate_required(&self) -> bool {
+        self.tls_client_certificate_required
+            .unwrap_or(self.tls_client_ca.is_some())
+    }
+
+    /// The connection limit: as configured, else the default of its type.
+    pub(crate) fn effective_maximum_connections(&self, capabilities: &CapabilitiesConfig) -> usize {
+        self.maximum_connections.unwrap_or(if self.serves_mqtt() {
+            capabilities.maximum_clients
+        } else {
+            DEFAULT_HTTP_MAXIMUM_CONNECTIONS
+        })
+    }
+}
+
+/// Credentials an `http` listener asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BasicAuthConfig {
+    /// The user name (no `:`).
+    pub(crate) username: String,
+    /// The password (shown by `--print-config`: keep the file private).
+    pub(crate) password: String,
 }
 
 /// How shared subscription groups pick a member.
@@ -182,6 +229,11 @@ pub(crate) struct OptionsConfig {
     pub(crate) slow_subscriber_policy: SlowSubscriberPolicyConfig,
     /// `newest` or `oldest`: which message a full offline queue drops.
     pub(crate) queue_drop_order: DropOrderConfig,
+    /// Whether a session belongs to the identity (user name or proved principal) that created
+    /// it.
+    pub(crate) bind_sessions_to_identity: bool,
+    /// How long acknowledgements held for synchronous durability wait for the commit.
+    pub(crate) durable_ack_timeout_secs: u64,
 }
 
 impl Default for OptionsConfig {
@@ -198,16 +250,18 @@ impl Default for OptionsConfig {
             slow_subscriber_timeout_secs: options.slow_subscriber_timeout.as_secs(),
             slow_subscriber_policy: SlowSubscriberPolicyConfig::default(),
             queue_drop_order: DropOrderConfig::default(),
+            bind_sessions_to_identity: options.bind_sessions_to_identity,
+            durable_ack_timeout_secs: options.durable_ack_timeout.as_secs(),
         }
     }
 }
 
-/// [`Capabilities`]; `maximum_clients` and the optional limits are unlimited when absent.
+/// [`Capabilities`]; the optional limits are unlimited when absent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct CapabilitiesConfig {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) maximum_clients: Option<usize>,
+    pub(crate) maximum_clients: usize,
+    pub(crate) maximum_sessions: usize,
     pub(crate) maximum_session_expiry_interval: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) maximum_message_expiry_interval: Option<u32>,
@@ -215,6 +269,7 @@ pub(crate) struct CapabilitiesConfig {
     pub(crate) maximum_inflight: u16,
     pub(crate) maximum_queued_messages: usize,
     pub(crate) maximum_queued_bytes: usize,
+    pub(crate) maximum_inflight_bytes: usize,
     pub(crate) maximum_client_writes_pending: usize,
     pub(crate) queue_qos0_offline: bool,
     pub(crate) maximum_qos: u8,
@@ -223,6 +278,13 @@ pub(crate) struct CapabilitiesConfig {
     pub(crate) shared_subscription_available: bool,
     pub(crate) subscription_identifiers_available: bool,
     pub(crate) topic_alias_maximum: u16,
+    pub(crate) maximum_topic_alias_bytes: usize,
+    pub(crate) maximum_user_properties: usize,
+    pub(crate) maximum_user_property_bytes: usize,
+    pub(crate) maximum_filters_per_packet: usize,
+    pub(crate) maximum_subscriptions_per_client: usize,
+    pub(crate) maximum_retained_messages: usize,
+    pub(crate) maximum_retained_bytes: usize,
     pub(crate) maximum_packet_size: u32,
     pub(crate) minimum_protocol_version: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -240,13 +302,15 @@ impl Default for CapabilitiesConfig {
     fn default() -> Self {
         let c = Capabilities::default();
         Self {
-            maximum_clients: None,
+            maximum_clients: c.maximum_clients,
+            maximum_sessions: c.maximum_sessions,
             maximum_session_expiry_interval: c.maximum_session_expiry_interval,
             maximum_message_expiry_interval: c.maximum_message_expiry_interval,
             receive_maximum: c.receive_maximum,
             maximum_inflight: c.maximum_inflight,
             maximum_queued_messages: c.maximum_queued_messages,
             maximum_queued_bytes: c.maximum_queued_bytes,
+            maximum_inflight_bytes: c.maximum_inflight_bytes,
             maximum_client_writes_pending: c.maximum_client_writes_pending,
             queue_qos0_offline: c.queue_qos0_offline,
             maximum_qos: c.maximum_qos as u8,
@@ -255,6 +319,13 @@ impl Default for CapabilitiesConfig {
             shared_subscription_available: c.shared_subscription_available,
             subscription_identifiers_available: c.subscription_identifiers_available,
             topic_alias_maximum: c.topic_alias_maximum,
+            maximum_topic_alias_bytes: c.maximum_topic_alias_bytes,
+            maximum_user_properties: c.maximum_user_properties,
+            maximum_user_property_bytes: c.maximum_user_property_bytes,
+            maximum_filters_per_packet: c.maximum_filters_per_packet,
+            maximum_subscriptions_per_client: c.maximum_subscriptions_per_client,
+            maximum_retained_messages: c.maximum_retained_messages,
+            maximum_retained_bytes: c.maximum_retained_bytes,
             maximum_packet_size: c.maximum_packet_size,
             minimum_protocol_version: c.minimum_protocol_version,
             server_keep_alive: c.server_keep_alive,
@@ -301,6 +372,8 @@ pub(crate) struct StorageConfig {
     pub(crate) flush_interval_ms: u64,
     /// Changes kept pending at most while the backend is down, before new ones are dropped.
     pub(crate) max_pending: usize,
+    /// Estimated bytes of changes kept pending at most, as `max_pending` in bytes.
+    pub(crate) max_pending_bytes: usize,
     /// The sled database.
     #[cfg(feature = "sled")]
     pub(crate) sled: mqtt_hook_sled::SledOptions,
@@ -319,6 +392,7 @@ impl Default for StorageConfig {
             durability: DurabilityConfig::Batched,
             flush_interval_ms: 5,
             max_pending: mqtt_storage::StorageOptions::default().max_pending,
+            max_pending_bytes: mqtt_storage::StorageOptions::default().max_pending_bytes,
             #[cfg(feature = "sled")]
             sled: mqtt_hook_sled::SledOptions::default(),
             #[cfg(feature = "rocksdb")]
@@ -529,8 +603,44 @@ impl Config {
                     listener.kind
                 );
             }
-            if listener.tls_client_certificate_required && listener.tls_client_ca.is_none() {
+            if listener.tls_client_certificate_required.is_some()
+                && listener.tls_client_ca.is_none()
+            {
                 bail!("{key}.tls_client_certificate_required: needs tls_client_ca");
+            }
+            let websocket = matches!(listener.kind, ListenerKind::Ws | ListenerKind::Wss);
+            if !websocket
+                && (!listener.allowed_origins.is_empty() || listener.maximum_message_size.is_some())
+            {
+                bail!(
+                    "{key}.allowed_origins, {key}.maximum_message_size: for ws and wss listeners, \
+                     not {}",
+                    listener.kind
+                );
+            }
+            for origin in &listener.allowed_origins {
+                check_origin(origin)
+                    .map_err(|error| anyhow::anyhow!("{key}.allowed_origins: {error}"))?;
+            }
+            if listener.maximum_message_size == Some(0) {
+                bail!("{key}.maximum_message_size: must be at least 1");
+            }
+            if listener.maximum_connections == Some(0) {
+                bail!("{key}.maximum_connections: must be at least 1 (0 would refuse everyone)");
+            }
+            if let Some(auth) = &listener.basic_auth {
+                if listener.kind != ListenerKind::Http {
+                    bail!(
+                        "{key}.basic_auth: for http listeners, not {}",
+                        listener.kind
+                    );
+                }
+                if auth.username.is_empty() || auth.username.contains(':') {
+                    bail!("{key}.basic_auth.username: must be non-empty, without ':'");
+                }
+                if auth.password.is_empty() {
+                    bail!("{key}.basic_auth.password: must be non-empty");
+                }
             }
             if listener.path.is_some()
                 && !matches!(listener.kind, ListenerKind::Ws | ListenerKind::Wss)
@@ -556,6 +666,16 @@ impl Config {
                  that long to take a message from its full queue)"
             );
         }
+        if self.options.durable_ack_timeout_secs == 0 {
+            bail!(
+                "options.durable_ack_timeout_secs: must be at least 1 (held acknowledgements wait \
+                 that long for the storage commit)"
+            );
+        }
+        if self.options.connect_timeout_secs == 0 {
+            bail!("options.connect_timeout_secs: must be at least 1");
+        }
+        self.validate_limits()?;
         if self.capabilities.maximum_qos > 2 {
             bail!("capabilities.maximum_qos: must be 0, 1 or 2");
         }
@@ -588,8 +708,109 @@ impl Config {
         if storage.max_pending == 0 {
             bail!("hooks.storage.max_pending: must be above 0");
         }
+        if storage.max_pending_bytes == 0 {
+            bail!("hooks.storage.max_pending_bytes: must be above 0");
+        }
         tracing_subscriber::EnvFilter::try_new(&self.logging.level)
             .map_err(|error| anyhow::anyhow!("logging.level: {error}"))?;
+        Ok(())
+    }
+
+    /// Checks the `[capabilities]` limits: a zero that would refuse every client, message or
+    /// subscription is a mistake, not a policy.
+    fn validate_limits(&self) -> anyhow::Result<()> {
+        let c = &self.capabilities;
+        let at_least_one: [(&str, usize, &str); 11] = [
+            (
+                "maximum_clients",
+                c.maximum_clients,
+                "no client could connect",
+            ),
+            (
+                "maximum_sessions",
+                c.maximum_sessions,
+                "no client could connect",
+            ),
+            (
+                "receive_maximum",
+                usize::from(c.receive_maximum),
+                "a Receive Maximum of 0 is a protocol error",
+            ),
+            (
+                "maximum_inflight",
+                usize::from(c.maximum_inflight),
+                "no QoS 1 or 2 message could be sent",
+            ),
+            (
+                "maximum_inflight_bytes",
+                c.maximum_inflight_bytes,
+                "no QoS 1 or 2 message could be sent",
+            ),
+            (
+                "maximum_queued_bytes",
+                c.maximum_queued_bytes,
+                "no message could be queued for a subscriber",
+            ),
+            (
+                "maximum_client_writes_pending",
+                c.maximum_client_writes_pending,
+                "no message could wait for a subscriber's writer",
+            ),
+            (
+                "maximum_filters_per_packet",
+                c.maximum_filters_per_packet,
+                "every SUBSCRIBE would end its connection",
+            ),
+            (
+                "maximum_subscriptions_per_client",
+                c.maximum_subscriptions_per_client,
+                "no client could subscribe",
+            ),
+            (
+                "maximum_topic_length",
+                c.maximum_topic_length,
+                "no topic would be valid",
+            ),
+            (
+                "maximum_topic_levels",
+                c.maximum_topic_levels,
+                "no topic would be valid",
+            ),
+        ];
+        for (key, value, why) in at_least_one {
+            if value == 0 {
+                bail!("capabilities.{key}: must be at least 1 ({why})");
+            }
+        }
+        if c.maximum_packet_size == 0 {
+            bail!("capabilities.maximum_packet_size: must be at least 1");
+        }
+        if c.topic_alias_maximum > 0 && c.maximum_topic_alias_bytes == 0 {
+            bail!(
+                "capabilities.maximum_topic_alias_bytes: must be at least 1 while \
+                 topic_alias_maximum is above 0 (set topic_alias_maximum = 0 to turn aliases off)"
+            );
+        }
+        if c.maximum_user_properties > 0 && c.maximum_user_property_bytes == 0 {
+            bail!(
+                "capabilities.maximum_user_property_bytes: must be at least 1 while \
+                 maximum_user_properties is above 0 (set maximum_user_properties = 0 to refuse \
+                 every User Property)"
+            );
+        }
+        if c.retain_available {
+            for (key, value) in [
+                ("maximum_retained_messages", c.maximum_retained_messages),
+                ("maximum_retained_bytes", c.maximum_retained_bytes),
+            ] {
+                if value == 0 {
+                    bail!(
+                        "capabilities.{key}: must be at least 1 while retain_available is true \
+                         (set retain_available = false to turn retained messages off)"
+                    );
+                }
+            }
+        }
         Ok(())
     }
 
@@ -604,6 +825,7 @@ impl Config {
                 DurabilityConfig::Sync => mqtt_storage::Durability::Sync,
             },
             max_pending: storage.max_pending,
+            max_pending_bytes: storage.max_pending_bytes,
         }
     }
 
@@ -636,15 +858,19 @@ impl Config {
             DropOrderConfig::Newest => DropOrder::Newest,
             DropOrderConfig::Oldest => DropOrder::Oldest,
         };
+        options.bind_sessions_to_identity = o.bind_sessions_to_identity;
+        options.durable_ack_timeout = Duration::from_secs(o.durable_ack_timeout_secs);
 
         let caps = &mut options.capabilities;
-        caps.maximum_clients = c.maximum_clients.unwrap_or(usize::MAX);
+        caps.maximum_clients = c.maximum_clients;
+        caps.maximum_sessions = c.maximum_sessions;
         caps.maximum_session_expiry_interval = c.maximum_session_expiry_interval;
         caps.maximum_message_expiry_interval = c.maximum_message_expiry_interval;
         caps.receive_maximum = c.receive_maximum;
         caps.maximum_inflight = c.maximum_inflight;
         caps.maximum_queued_messages = c.maximum_queued_messages;
         caps.maximum_queued_bytes = c.maximum_queued_bytes;
+        caps.maximum_inflight_bytes = c.maximum_inflight_bytes;
         caps.maximum_client_writes_pending = c.maximum_client_writes_pending;
         caps.queue_qos0_offline = c.queue_qos0_offline;
         caps.maximum_qos = match c.maximum_qos {
@@ -657,6 +883,13 @@ impl Config {
         caps.shared_subscription_available = c.shared_subscription_available;
         caps.subscription_identifiers_available = c.subscription_identifiers_available;
         caps.topic_alias_maximum = c.topic_alias_maximum;
+        caps.maximum_topic_alias_bytes = c.maximum_topic_alias_bytes;
+        caps.maximum_user_properties = c.maximum_user_properties;
+        caps.maximum_user_property_bytes = c.maximum_user_property_bytes;
+        caps.maximum_filters_per_packet = c.maximum_filters_per_packet;
+        caps.maximum_subscriptions_per_client = c.maximum_subscriptions_per_client;
+        caps.maximum_retained_messages = c.maximum_retained_messages;
+        caps.maximum_retained_bytes = c.maximum_retained_bytes;
         caps.maximum_packet_size = c.maximum_packet_size;
         caps.minimum_protocol_version = c.minimum_protocol_version;
         caps.server_keep_alive = c.server_keep_alive;
@@ -698,6 +931,34 @@ impl Config {
     /// The configuration as TOML.
     pub(crate) fn to_toml(&self) -> anyhow::Result<String> {
         toml::to_string_pretty(self).context("cannot print the configuration")
+    }
+}
+
+/// Checks one entry of `allowed_origins`: `*`, `null`, or `scheme://host[:port]` as browsers
+/// send it in `Origin` (a trailing `/` is tolerated; a path is not, since it could never match).
+fn check_origin(origin: &str) -> Result<(), String> {
+    if origin == mqtt_listeners::ANY_ORIGIN || origin == "null" {
+        return Ok(());
+    }
+    let valid = origin.split_once("://").is_some_and(|(scheme, rest)| {
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        scheme
+            .chars()
+            .next()
+            .is_some_and(|first| first.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+            && !rest.is_empty()
+            && rest.chars().all(|c| c.is_ascii_graphic() && c != '/')
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{origin:?} is not an origin: give \"*\", \"null\" or scheme://host[:port], \
+             e.g. \"https://app.example.com\""
+        ))
     }
 }
 
@@ -885,6 +1146,249 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("slow_subscriber_timeout_secs"), "{error}");
+    }
+
+    /// The validation error of `text`.
+    fn invalid(text: &str) -> String {
+        Config::parse(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn hardening_keys_default_to_the_brokers_defaults_and_reach_the_options() {
+        let defaults = Config::parse("").unwrap();
+        defaults.validate().unwrap();
+        let broker = Options::default();
+        let options = defaults.broker_options();
+        let (c, d) = (&options.capabilities, &broker.capabilities);
+        assert_eq!(c.maximum_clients, d.maximum_clients);
+        assert_eq!(c.maximum_clients, 100_000);
+        assert_eq!(c.maximum_sessions, d.maximum_sessions);
+        assert_eq!(c.maximum_inflight_bytes, d.maximum_inflight_bytes);
+        assert_eq!(c.maximum_topic_alias_bytes, d.maximum_topic_alias_bytes);
+        assert_eq!(c.maximum_user_properties, d.maximum_user_properties);
+        assert_eq!(c.maximum_user_property_bytes, d.maximum_user_property_bytes);
+        assert_eq!(c.maximum_filters_per_packet, d.maximum_filters_per_packet);
+        assert_eq!(
+            c.maximum_subscriptions_per_client,
+            d.maximum_subscriptions_per_client
+        );
+        assert_eq!(c.maximum_retained_messages, d.maximum_retained_messages);
+        assert_eq!(c.maximum_retained_bytes, d.maximum_retained_bytes);
+        assert_eq!(
+            options.bind_sessions_to_identity,
+            broker.bind_sessions_to_identity
+        );
+        assert_eq!(options.durable_ack_timeout, broker.durable_ack_timeout);
+
+        let text = "[options]\nbind_sessions_to_identity = false\ndurable_ack_timeout_secs = 7\n\
+                    [capabilities]\nmaximum_clients = 11\nmaximum_sessions = 12\n\
+                    maximum_inflight_bytes = 13\nmaximum_topic_alias_bytes = 14\n\
+                    maximum_user_properties = 15\nmaximum_user_property_bytes = 16\n\
+                    maximum_filters_per_packet = 17\nmaximum_subscriptions_per_client = 18\n\
+                    maximum_retained_messages = 19\nmaximum_retained_bytes = 20\n";
+        let config = Config::parse(text).unwrap();
+        config.validate().unwrap();
+        let options = config.broker_options();
+        let c = &options.capabilities;
+        assert!(!options.bind_sessions_to_identity);
+        assert_eq!(options.durable_ack_timeout, Duration::from_secs(7));
+        assert_eq!(
+            [
+                c.maximum_clients,
+                c.maximum_sessions,
+                c.maximum_inflight_bytes,
+                c.maximum_topic_alias_bytes,
+                c.maximum_user_properties,
+                c.maximum_user_property_bytes,
+                c.maximum_filters_per_packet,
+                c.maximum_subscriptions_per_client,
+                c.maximum_retained_messages,
+                c.maximum_retained_bytes,
+            ],
+            [11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
+        );
+    }
+
+    #[test]
+    fn validation_refuses_zero_limits_that_would_refuse_everything() {
+        for key in [
+            "maximum_clients",
+            "maximum_sessions",
+            "receive_maximum",
+            "maximum_inflight",
+            "maximum_inflight_bytes",
+            "maximum_queued_bytes",
+            "maximum_client_writes_pending",
+            "maximum_filters_per_packet",
+            "maximum_subscriptions_per_client",
+            "maximum_topic_length",
+            "maximum_topic_levels",
+            "maximum_packet_size",
+            "maximum_topic_alias_bytes",
+            "maximum_user_property_bytes",
+            "maximum_retained_messages",
+            "maximum_retained_bytes",
+        ] {
+            let error = invalid(&format!("[capabilities]\n{key} = 0\n"));
+            assert!(error.contains(&format!("capabilities.{key}")), "{error}");
+        }
+        let error = invalid("[options]\ndurable_ack_timeout_secs = 0\n");
+        assert!(
+            error.contains("options.durable_ack_timeout_secs"),
+            "{error}"
+        );
+        let error = invalid("[options]\nconnect_timeout_secs = 0\n");
+        assert!(error.contains("options.connect_timeout_secs"), "{error}");
+
+        // A zero that is a policy, stated with the switch that goes with it, is fine.
+        for text in [
+            "[capabilities]\ntopic_alias_maximum = 0\nmaximum_topic_alias_bytes = 0\n",
+            "[capabilities]\nmaximum_user_properties = 0\nmaximum_user_property_bytes = 0\n",
+            "[capabilities]\nretain_available = false\nmaximum_retained_messages = 0\n\
+             maximum_retained_bytes = 0\n",
+            "[capabilities]\nmaximum_queued_messages = 0\n",
+        ] {
+            Config::parse(text).unwrap().validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn websocket_origins_and_message_size_are_checked_and_reach_the_listener() {
+        let ws = |extra: &str| {
+            format!("[[listeners]]\ntype = \"ws\"\nid = \"w\"\naddress = \"0.0.0.0:1882\"\n{extra}")
+        };
+        let config = Config::parse(&ws(
+            "allowed_origins = [\"https://app.example\", \"http://localhost:8080/\", \"*\", \"null\"]\n\
+             maximum_message_size = 4096\n",
+        ))
+        .unwrap();
+        config.validate().unwrap();
+        let listener = &config.listeners.0[0];
+        assert_eq!(listener.allowed_origins.len(), 4);
+        assert_eq!(listener.maximum_message_size, Some(4096));
+        // Absent: no browser origin is listed.
+        let config = Config::parse(&ws("")).unwrap();
+        assert!(config.listeners.0[0].allowed_origins.is_empty());
+
+        for (extra, key) in [
+            ("allowed_origins = [\"app.example\"]\n", "allowed_origins"),
+            (
+                "allowed_origins = [\"https://app.example/mqtt\"]\n",
+                "allowed_origins",
+            ),
+            ("allowed_origins = [\"https://\"]\n", "allowed_origins"),
+            ("maximum_message_size = 0\n", "maximum_message_size"),
+            ("maximum_connections = 0\n", "maximum_connections"),
+        ] {
+            let error = invalid(&ws(extra));
+            assert!(
+                error.contains(&format!("listeners[0].{key}")),
+                "{extra}: {error}"
+            );
+        }
+        let tcp = "[[listeners]]\ntype = \"tcp\"\nid = \"t\"\naddress = \"0.0.0.0:1883\"\n\
+                   allowed_origins = [\"*\"]\n";
+        assert!(invalid(tcp).contains("listeners[0].allowed_origins"));
+    }
+
+    #[test]
+    fn http_basic_auth_is_checked() {
+        let http = |extra: &str| {
+            format!(
+                "[[listeners]]\ntype = \"http\"\nid = \"s\"\naddress = \"0.0.0.0:8080\"\n{extra}"
+            )
+        };
+        let config = Config::parse(&http(
+            "basic_auth = { username = \"admin\", password = \"pw\" }\n",
+        ))
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.listeners.0[0].basic_auth.as_ref().unwrap().username,
+            "admin"
+        );
+        for (auth, key) in [
+            (
+                "{ username = \"\", password = \"pw\" }",
+                "basic_auth.username",
+            ),
+            (
+                "{ username = \"a:b\", password = \"pw\" }",
+                "basic_auth.username",
+            ),
+            (
+                "{ username = \"admin\", password = \"\" }",
+                "basic_auth.password",
+            ),
+        ] {
+            let error = invalid(&http(&format!("basic_auth = {auth}\n")));
+            assert!(error.contains(&format!("listeners[0].{key}")), "{error}");
+        }
+        let error = Config::parse(&http("basic_auth = { username = \"a\" }\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("password"), "{error}");
+        let tcp = "[[listeners]]\ntype = \"tcp\"\nid = \"t\"\naddress = \"0.0.0.0:1883\"\n\
+                   basic_auth = { username = \"a\", password = \"b\" }\n";
+        assert!(invalid(tcp).contains("listeners[0].basic_auth"));
+    }
+
+    #[test]
+    fn listeners_have_a_connection_limit_by_default() {
+        let config = Config::default();
+        let caps = &config.capabilities;
+        for listener in &config.listeners.0 {
+            let expected = match listener.kind {
+                ListenerKind::Http => DEFAULT_HTTP_MAXIMUM_CONNECTIONS,
+                _ => caps.maximum_clients,
+            };
+            assert_eq!(listener.effective_maximum_connections(caps), expected);
+        }
+        let text = "[capabilities]\nmaximum_clients = 500\n[[listeners]]\ntype = \"tcp\"\nid = \"t\"\n\
+                    address = \"0.0.0.0:1883\"\n[[listeners]]\ntype = \"tcp\"\nid = \"u\"\n\
+                    address = \"0.0.0.0:1884\"\nmaximum_connections = 20\n";
+        let config = Config::parse(text).unwrap();
+        let caps = &config.capabilities;
+        assert_eq!(
+            config.listeners.0[0].effective_maximum_connections(caps),
+            500
+        );
+        assert_eq!(
+            config.listeners.0[1].effective_maximum_connections(caps),
+            20
+        );
+    }
+
+    #[test]
+    fn a_client_ca_requires_a_client_certificate_unless_made_optional() {
+        let tls = |extra: &str| {
+            format!(
+                "[[listeners]]\ntype = \"tls\"\nid = \"s\"\naddress = \"0.0.0.0:8883\"\n\
+                 tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n{extra}"
+            )
+        };
+        let required = |text: &str| {
+            let config = Config::parse(text).unwrap();
+            config.validate().unwrap();
+            config.listeners.0[0].client_certificate_required()
+        };
+        assert!(!required(&tls("")));
+        assert!(required(&tls("tls_client_ca = \"ca.pem\"\n")));
+        assert!(required(&tls(
+            "tls_client_ca = \"ca.pem\"\ntls_client_certificate_required = true\n"
+        )));
+        assert!(!required(&tls(
+            "tls_client_ca = \"ca.pem\"\ntls_client_certificate_required = false\n"
+        )));
+        let error = invalid(&tls("tls_client_certificate_required = false\n"));
+        assert!(
+            error.contains("listeners[0].tls_client_certificate_required"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use mqtt_broker::{AllowAllHook, Server};
-use mqtt_hook_auth::LedgerHook;
+use mqtt_hook_auth::{Ledger, LedgerHook};
 use mqtt_hook_debug::DebugHook;
 use mqtt_listeners::{
-    HttpStats, HttpStatsConfig, Listener, Listeners, Tcp, TcpConfig, TlsConfig, WebSocket,
-    WebSocketConfig,
+    BasicAuth, HttpStats, HttpStatsConfig, Listener, Listeners, Tcp, TcpConfig, TlsConfig,
+    WebSocket, WebSocketConfig,
 };
 use tracing::{info, warn};
 
@@ -30,7 +30,9 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let listeners = Listeners::new();
     let mut stats = Vec::new();
     for listener_config in &config.listeners.0 {
-        let (listener, http) = bind(listener_config, storage.as_ref())
+        let maximum_connections =
+            listener_config.effective_maximum_connections(&config.capabilities);
+        let (listener, http) = bind(listener_config, maximum_connections, storage.as_ref())
             .await
             .with_context(|| format!("listener {:?}", listener_config.id))?;
         if let Some(http) = http {
@@ -98,10 +100,12 @@ async fn add_hooks(server: &Server, config: &Config) -> anyhow::Result<Option<Ar
         );
         server.add_hook_arc(hook.clone())?;
         println!("auth: ledger from {} (SIGHUP reloads it)", path.display());
+        warn_if_fails_open(&hook.ledger());
         reloadable = Some(hook);
     } else if let Some(ledger) = &auth.ledger {
         server.add_hook(LedgerHook::new(ledger.clone()))?;
         println!("auth: inline ledger");
+        warn_if_fails_open(ledger);
     } else if auth.allow_all {
         server.add_hook(AllowAllHook)?;
         // The hook logs its own warning too.
@@ -119,9 +123,45 @@ async fn add_hooks(server: &Server, config: &Config) -> anyhow::Result<Option<Ar
     Ok(reloadable)
 }
 
+/// What to tell the operator about the ledger's ACL at start and after a reload: a warning when
+/// it only allows (operators who list what a client may do usually expect everything else to be
+/// refused, and it is not), a note when it has no ACL filter at all.
+fn acl_notice(ledger: &Ledger) -> Option<&'static str> {
+    if ledger.only_allows() {
+        Some(
+            "WARNING: auth: the ledger's ACL only allows and deny_by_default is false: topics no \
+             filter covers (and every $ topic) are allowed to every client; set \
+             deny_by_default = true, or end acl with { filters = { \"#\" = \"deny\" } }",
+        )
+    } else if !ledger.deny_by_default
+        && ledger.acl.iter().all(|rule| rule.filters.is_empty())
+        && ledger.users.values().all(|user| user.acl.is_empty())
+    {
+        Some(
+            "auth: the ledger has no ACL filter: every client it lets in may publish and \
+             subscribe to every topic",
+        )
+    } else {
+        None
+    }
+}
+
+/// Prints (and logs, for a warning) the [`acl_notice`], if any.
+fn warn_if_fails_open(ledger: &Ledger) {
+    match acl_notice(ledger) {
+        Some(notice) if notice.starts_with("WARNING: ") => {
+            println!("{notice}");
+            warn!("{}", notice.trim_start_matches("WARNING: "));
+        }
+        Some(notice) => println!("{notice}"),
+        None => {}
+    }
+}
+
 /// Binds one listener; HTTP stats listeners are also returned on their own, to track the others.
 async fn bind(
     config: &ListenerConfig,
+    maximum_connections: usize,
     storage: Option<&Arc<mqtt_storage::StorageHook>>,
 ) -> anyhow::Result<(Arc<dyn Listener>, Option<Arc<HttpStats>>)> {
     let id = config.id.as_str();
@@ -133,7 +173,7 @@ async fn bind(
                 builder = builder
                     .client_ca_pem_file(ca)
                     .await?
-                    .client_certificate_required(config.tls_client_certificate_required);
+                    .client_certificate_required(config.client_certificate_required());
             }
             Some(builder.build()?)
         }
@@ -143,14 +183,28 @@ async fn bind(
         ListenerKind::Tcp | ListenerKind::Tls => {
             let mut tcp = TcpConfig::default();
             tcp.tls = tls;
-            tcp.maximum_connections = config.maximum_connections;
+            tcp.maximum_connections = Some(maximum_connections);
             Arc::new(Tcp::bind(id, address, tcp).await?)
         }
         ListenerKind::Ws | ListenerKind::Wss => {
             let mut ws = WebSocketConfig::default();
             ws.tls = tls;
-            ws.maximum_connections = config.maximum_connections;
+            ws.maximum_connections = Some(maximum_connections);
             ws.path = config.path.clone();
+            ws.allowed_origins = config.allowed_origins.clone();
+            if config
+                .allowed_origins
+                .iter()
+                .any(|origin| origin == mqtt_listeners::ANY_ORIGIN)
+            {
+                println!(
+                    "WARNING: listener {id}: allowed_origins = [\"*\"]: any web page a user opens \
+                     can connect through their browser"
+                );
+            }
+            if let Some(bytes) = config.maximum_message_size {
+                ws.maximum_message_size = bytes;
+            }
             Arc::new(WebSocket::bind(id, address, ws).await?)
         }
         ListenerKind::Http => {
@@ -162,14 +216,17 @@ async fn bind(
                 let metrics = storage.clone();
                 http = http.with_extra_metrics(move || metrics.prometheus_text());
             }
-            http.maximum_connections = config.maximum_connections;
+            http.maximum_connections = Some(maximum_connections);
+            if let Some(auth) = &config.basic_auth {
+                http = http.with_basic_auth(BasicAuth::new(&auth.username, &auth.password));
+            }
             let stats = Arc::new(HttpStats::bind(id, address, http).await?);
             return Ok((stats.clone(), Some(stats)));
         }
         #[cfg(unix)]
         ListenerKind::Unix => {
             let mut unix = mqtt_listeners::UnixConfig::default();
-            unix.maximum_connections = config.maximum_connections;
+            unix.maximum_connections = Some(maximum_connections);
             Arc::new(mqtt_listeners::UnixSocket::bind(id, address, unix).await?)
         }
         #[cfg(not(unix))]
@@ -205,7 +262,10 @@ impl Signals {
                 _ = self.terminate.recv() => return "SIGTERM",
                 _ = self.hangup.recv() => match ledger {
                     Some(hook) => match hook.reload().await {
-                        Ok(()) => println!("auth: ledger reloaded"),
+                        Ok(()) => {
+                            println!("auth: ledger reloaded");
+                            warn_if_fails_open(&hook.ledger());
+                        }
                         Err(error) => println!("auth: ledger not reloaded, the previous one stays: {error}"),
                     },
                     None => println!("SIGHUP: no ledger file to reload"),
@@ -234,5 +294,39 @@ impl Signals {
                 "no Ctrl-C handler"
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger(toml: &str) -> Ledger {
+        Ledger::from_toml(toml).unwrap()
+    }
+
+    #[test]
+    fn a_ledger_that_only_allows_is_warned_about() {
+        let warned = |text: &str| {
+            acl_notice(&ledger(text)).is_some_and(|notice| notice.starts_with("WARNING: "))
+        };
+        // Rules that only allow: whatever they do not cover is allowed.
+        assert!(warned(
+            "[[acl]]\nclient = \"worker-*\"\nfilters = { \"jobs/#\" = \"read\" }\n"
+        ));
+        assert!(warned(
+            "[users.alice]\npassword = \"pw\"\nacl = { \"alice/#\" = \"readwrite\" }\n"
+        ));
+        // Refusing by default, or any deny filter, is a ledger that says what it refuses.
+        assert!(!warned(
+            "deny_by_default = true\n[[acl]]\nfilters = { \"jobs/#\" = \"read\" }\n"
+        ));
+        assert!(!warned(
+            "[[acl]]\nfilters = { \"jobs/#\" = \"read\" }\n[[acl]]\nfilters = { \"#\" = \"deny\" }\n"
+        ));
+        assert!(acl_notice(&ledger("deny_by_default = true\n")).is_none());
+        // No ACL at all: a note, not a warning.
+        let notice = acl_notice(&ledger("")).unwrap();
+        assert!(notice.contains("no ACL filter"), "{notice}");
     }
 }

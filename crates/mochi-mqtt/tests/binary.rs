@@ -262,22 +262,40 @@ impl WsStream<TcpStream> {
     }
 }
 
+/// Sends a WebSocket upgrade request (with this `Origin` header, as a browser would, when
+/// given); returns the response head.
+fn ws_upgrade<S: Read + Write>(
+    stream: &mut S,
+    address: &str,
+    path: &str,
+    origin: Option<&str>,
+) -> String {
+    let origin = origin
+        .map(|origin| format!("Origin: {origin}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: mqtt\r\n{origin}\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0_u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    text(&head)
+}
+
 impl<S: Read + Write> WsStream<S> {
-    fn over(mut stream: S, address: &str, path: &str) -> Self {
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-             Sec-WebSocket-Protocol: mqtt\r\n\r\n"
-        )
-        .unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0_u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        let head = text(&head);
+    fn over(stream: S, address: &str, path: &str) -> Self {
+        Self::with_origin(stream, address, path, None)
+    }
+
+    fn with_origin(mut stream: S, address: &str, path: &str, origin: Option<&str>) -> Self {
+        let head = ws_upgrade(&mut stream, address, path, origin);
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         Self {
             stream,
@@ -342,6 +360,274 @@ fn websocket_listener_serves_mqtt() {
     let (mut client, code) = Client::connect(stream, Protocol::V5, "ws", None);
     assert_eq!(code, ReasonCode::SUCCESS);
     client.round_trip("over/websocket", b"hello");
+}
+
+#[test]
+fn websocket_listeners_refuse_browser_origins_they_do_not_list() {
+    let dir = temp_dir("origins");
+    let config = dir.join("mochi.toml");
+    write_file(
+        &config,
+        "[[listeners]]\ntype = \"ws\"\nid = \"ws1\"\naddress = \"127.0.0.1:0\"\n\n\
+         [[listeners]]\ntype = \"ws\"\nid = \"ws2\"\naddress = \"127.0.0.1:0\"\n\
+         allowed_origins = [\"https://app.example\"]\nmaximum_message_size = 65536\n",
+    );
+    let broker = Broker::start(&["--config", config.to_str().unwrap()], &[]);
+    let status = |id: &str, origin: Option<&str>| {
+        let address = broker.address(id);
+        let head = ws_upgrade(&mut tcp(address), address, "/", origin);
+        head.lines().next().unwrap_or_default().to_owned()
+    };
+    // By default: a web page from anywhere is refused (cross-site WebSocket hijacking)...
+    assert!(status("ws1", Some("https://evil.example")).starts_with("HTTP/1.1 403"));
+    assert!(status("ws1", Some("https://app.example")).starts_with("HTTP/1.1 403"));
+    // ...and a client that sends no Origin (not a browser) is served.
+    let stream = WsStream::connect(broker.address("ws1"), "/");
+    let (mut client, code) = Client::connect(stream, Protocol::V5, "device", None);
+    assert_eq!(code, ReasonCode::SUCCESS);
+    client.round_trip("no/origin", b"hello");
+
+    // A listed origin is served; others are not.
+    assert!(status("ws2", Some("https://evil.example")).starts_with("HTTP/1.1 403"));
+    let address = broker.address("ws2");
+    let stream = WsStream::with_origin(tcp(address), address, "/", Some("https://app.example"));
+    let (mut client, code) = Client::connect(stream, Protocol::V5, "page", None);
+    assert_eq!(code, ReasonCode::SUCCESS);
+    client.round_trip("listed/origin", b"hello");
+}
+
+/// A CA, a server certificate for `localhost` and a client certificate, both issued by it.
+struct Pki {
+    ca: rcgen::Certificate,
+    server: rcgen::Certificate,
+    server_key: rcgen::KeyPair,
+    client: rcgen::Certificate,
+    client_key: rcgen::KeyPair,
+}
+
+impl Pki {
+    fn new() -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair,
+        };
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "mochi test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let server_key = KeyPair::generate().unwrap();
+        let mut server_params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server = server_params.signed_by(&server_key, &issuer).unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let mut client_params = CertificateParams::new(vec!["device-1".to_owned()]).unwrap();
+        client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client = client_params.signed_by(&client_key, &issuer).unwrap();
+        Self {
+            ca,
+            server,
+            server_key,
+            client,
+            client_key,
+        }
+    }
+
+    /// A TLS client to `address` trusting the CA, with the client certificate or without.
+    fn connect(
+        &self,
+        address: &str,
+        with_certificate: bool,
+    ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.der().clone()).unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        let config = if with_certificate {
+            let key =
+                rustls::pki_types::PrivateKeyDer::Pkcs8(self.client_key.serialize_der().into());
+            builder
+                .with_client_auth_cert(vec![self.client.der().clone()], key)
+                .unwrap()
+        } else {
+            builder.with_no_client_auth()
+        };
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        rustls::StreamOwned::new(connection, tcp(address))
+    }
+}
+
+#[test]
+fn a_tls_client_ca_requires_a_client_certificate_unless_made_optional() {
+    let dir = temp_dir("mtls");
+    let pki = Pki::new();
+    let (cert, key, ca) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("ca.pem"),
+    );
+    write_file(&cert, &pki.server.pem());
+    write_file(&key, &pki.server_key.serialize_pem());
+    write_file(&ca, &pki.ca.pem());
+    let config = dir.join("mochi.toml");
+    let listener = |id: &str, extra: &str| {
+        format!(
+            "[[listeners]]\ntype = \"tls\"\nid = \"{id}\"\naddress = \"127.0.0.1:0\"\n\
+             tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_client_ca = \"{}\"\n{extra}\n",
+            cert.display(),
+            key.display(),
+            ca.display()
+        )
+    };
+    write_file(
+        &config,
+        &format!(
+            "{}{}",
+            listener("required", ""),
+            listener("optional", "tls_client_certificate_required = false")
+        ),
+    );
+    let broker = Broker::start(&["--config", config.to_str().unwrap()], &[]);
+
+    // With a CA and nothing else said, a client without a certificate gets no CONNACK.
+    let mut stream = pki.connect(broker.address("required"), false);
+    let connect = [
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'x',
+    ];
+    let refused = stream
+        .write_all(&connect)
+        .and_then(|()| stream.flush())
+        .and_then(|()| {
+            let mut byte = [0_u8; 1];
+            stream.read(&mut byte)
+        });
+    assert!(
+        matches!(refused, Err(_) | Ok(0)),
+        "a client without a certificate was served: {refused:?}"
+    );
+    let stream = pki.connect(broker.address("required"), true);
+    let (mut client, code) = Client::connect(stream, Protocol::V5, "with-cert", None);
+    assert_eq!(code, ReasonCode::SUCCESS);
+    client.round_trip("mtls/required", b"hello");
+
+    // `tls_client_certificate_required = false` makes it optional.
+    let stream = pki.connect(broker.address("optional"), false);
+    let (mut client, code) = Client::connect(stream, Protocol::V5, "no-cert", None);
+    assert_eq!(code, ReasonCode::SUCCESS);
+    client.round_trip("mtls/optional", b"hello");
+}
+
+/// One GET on a fresh connection, with basic credentials when given; the whole response (empty
+/// when the server closes at once).
+fn http_get_as(address: &str, path: &str, credentials: Option<&str>) -> String {
+    let mut http = tcp(address);
+    let authorization = credentials
+        .map(|encoded| format!("Authorization: Basic {encoded}\r\n"))
+        .unwrap_or_default();
+    let _ = http.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\n{authorization}Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let mut response = Vec::new();
+    let _ = http.read_to_end(&mut response);
+    text(&response)
+}
+
+#[test]
+fn http_listener_basic_auth_and_connection_limit() {
+    let dir = temp_dir("http-auth");
+    let config = dir.join("mochi.toml");
+    write_file(
+        &config,
+        "[[listeners]]\ntype = \"http\"\nid = \"stats\"\naddress = \"127.0.0.1:0\"\n\
+         basic_auth = { username = \"admin\", password = \"s3cret\" }\n\n\
+         [[listeners]]\ntype = \"http\"\nid = \"capped\"\naddress = \"127.0.0.1:0\"\n\
+         maximum_connections = 1\n",
+    );
+    let broker = Broker::start(&["--config", config.to_str().unwrap()], &[]);
+    let address = broker.address("stats");
+    // "admin:s3cret" and "admin:wrong" in base64.
+    let (good, bad) = ("YWRtaW46czNjcmV0", "YWRtaW46d3Jvbmc=");
+    assert!(http_get_as(address, "/api/sysinfo", None).starts_with("HTTP/1.1 401"));
+    assert!(http_get_as(address, "/metrics", Some(bad)).starts_with("HTTP/1.1 401"));
+    let response = http_get_as(address, "/api/sysinfo", Some(good));
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    // The health check stays open to probes.
+    assert!(http_get_as(address, "/healthz", None).starts_with("HTTP/1.1 200"));
+
+    let address = broker.address("capped");
+    // One connection open at once: while one is held (served, kept alive), the next is closed
+    // unanswered. The held one is tried again while an earlier connection's place is still
+    // being given back.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let held = loop {
+        let mut held = tcp(address);
+        held.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut response = Vec::new();
+        let mut byte = [0_u8; 1];
+        while !response.ends_with(b"\r\n\r\nok\n") {
+            match held.read(&mut byte) {
+                Ok(1) => response.push(byte[0]),
+                _ => break,
+            }
+        }
+        if response.ends_with(b"\r\n\r\nok\n") {
+            break held;
+        }
+        assert!(std::time::Instant::now() < deadline, "never served");
+    };
+    assert_eq!(http_get_as(address, "/healthz", None), "");
+    drop(held);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let response = http_get_as(address, "/healthz", None);
+        if response.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the held connection's place was never freed"
+        );
+    }
+}
+
+#[test]
+fn a_ledger_that_only_allows_is_warned_about() {
+    let dir = temp_dir("fails-open");
+    let config = dir.join("mochi.toml");
+    let ledger = |extra: &str| {
+        format!(
+            "[[listeners]]\ntype = \"tcp\"\nid = \"t1\"\naddress = \"127.0.0.1:0\"\n\
+             [hooks.auth]\nallow_all = false\n[hooks.auth.ledger]\n{extra}\
+             auth = [{{ remote = \"127.0.0.1\", allow = true }}]\n\
+             acl = [{{ client = \"worker-*\", filters = {{ \"jobs/#\" = \"read\" }} }}]\n"
+        )
+    };
+    let warned = |broker: &Broker| {
+        broker
+            .seen
+            .iter()
+            .any(|line| line.starts_with("WARNING: auth: the ledger's ACL only allows"))
+    };
+    write_file(&config, &ledger(""));
+    let broker = Broker::start(&["--config", config.to_str().unwrap()], &[]);
+    assert!(warned(&broker), "{:?}", broker.seen);
+    drop(broker);
+
+    write_file(&config, &ledger("deny_by_default = true\n"));
+    let broker = Broker::start(&["--config", config.to_str().unwrap()], &[]);
+    assert!(!warned(&broker), "{:?}", broker.seen);
 }
 
 /// A client TLS stream to `address` that trusts only `cert` (for the name `localhost`).

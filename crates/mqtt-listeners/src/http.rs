@@ -29,19 +29,27 @@ use crate::{Listener, ListenerError, ListenerStatsSnapshot, ServeFuture};
 const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// A user name and password for HTTP basic authentication.
+///
+/// Only a SHA-256 digest of `user:password` is kept, and a request's credentials are hashed and
+/// compared with it in constant time: how long the check takes does not depend on the
+/// credentials' contents or length, so it tells a client nothing about them.
 #[derive(Clone)]
 pub struct BasicAuth {
     username: String,
-    password: String,
+    digest: [u8; 32],
 }
 
 impl BasicAuth {
     /// Credentials every request (except `/healthz`) must present.
     pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
-        Self {
-            username: username.into(),
-            password: password.into(),
-        }
+        let username = username.into();
+        let digest = credentials_digest(format!("{username}:{}", password.into()).as_bytes());
+        Self { username, digest }
+    }
+
+    /// The user name.
+    pub fn username(&self) -> &str {
+        &self.username
     }
 
     /// Whether an `Authorization` header carries these credentials.
@@ -55,8 +63,7 @@ impl BasicAuth {
         let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
             return false;
         };
-        let expected = format!("{}:{}", self.username, self.password);
-        constant_time_eq(&decoded, expected.as_bytes())
+        constant_time_eq(&credentials_digest(&decoded), &self.digest)
     }
 }
 
@@ -68,9 +75,16 @@ impl fmt::Debug for BasicAuth {
     }
 }
 
-/// Compares two byte strings in time that depends only on their lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The digest credentials are compared by: the same length whatever their length.
+fn credentials_digest(credentials: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(credentials).into()
+}
+
+/// Compares two digests in time that does not depend on their contents (no early exit).
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(difference) == 0
 }
 
 /// A health check for `/healthz`: `true` means healthy (200), `false` unhealthy (503).
@@ -401,5 +415,33 @@ mod tests {
         assert!(!auth.admits(Some(&header("Basic !!!"))));
         assert!(!auth.admits(None));
         assert!(!format!("{auth:?}").contains("s3cret"));
+        assert_eq!(auth.username(), "admin");
+    }
+
+    #[test]
+    fn credentials_of_any_length_are_compared_as_digests() {
+        let auth = BasicAuth::new("admin", "s3cret");
+        let encode = |text: &str| {
+            HeaderValue::from_str(&format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(text)
+            ))
+            .unwrap()
+        };
+        assert!(auth.admits(Some(&encode("admin:s3cret"))));
+        // Shorter, longer and same-length wrong credentials are all refused the same way: the
+        // comparison sees two 32-byte digests, never the lengths.
+        for wrong in [
+            "",
+            "admin:",
+            "admin:s3cre",
+            "admin:s3cret!",
+            "admin:s3creT",
+            "x",
+        ] {
+            assert!(!auth.admits(Some(&encode(wrong))), "{wrong:?}");
+        }
+        // The password itself is not kept.
+        assert_eq!(auth.digest, credentials_digest(b"admin:s3cret"));
     }
 }

@@ -61,6 +61,11 @@
 //! and gives every handshake a timeout. Failed handshakes are logged with `tracing` and counted
 //! in [`ListenerStats`].
 //!
+//! A [`WebSocket`] listener refuses (403) every handshake from a web page whose `Origin` is not
+//! in [`WebSocketConfig::allowed_origins`], which is empty by default: a hostile page opened
+//! inside the network cannot reach the broker through the visitor's browser. Clients that send
+//! no `Origin` (anything but a browser) are served.
+//!
 //! # Cancel safety
 //!
 //! [`Listener::serve`] may be dropped: accepting stops as with [`Listener::close`];
@@ -88,5 +93,5 @@ pub use tcp::{Tcp, TcpConfig};
 pub use tls::{DEFAULT_HANDSHAKE_TIMEOUT, TlsConfig, TlsConfigBuilder};
 #[cfg(unix)]
 pub use unix::{UnixConfig, UnixSocket};
-pub use websocket::{SUBPROTOCOLS, WebSocket, WebSocketConfig};
+pub use websocket::{ANY_ORIGIN, SUBPROTOCOLS, WebSocket, WebSocketConfig};
 pub use ws_stream::WsByteStream;

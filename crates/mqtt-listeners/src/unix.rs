@@ -16,8 +16,10 @@ use crate::{Listener, ListenerError, ListenerStatsSnapshot, ServeFuture};
 pub struct UnixConfig {
     /// Connections open at once; more are closed at once. `None` (the default): unlimited.
     pub maximum_connections: Option<usize>,
-    /// The socket file's permission bits (e.g. `0o660`), set after binding. `None` (the
-    /// default) leaves what the process umask gives.
+    /// The socket file's permission bits (e.g. `0o660`). The socket is bound in a private
+    /// directory (mode `0o700`) next to its path, given these bits, and only then linked at its
+    /// path, so it is never reachable with other permissions. `None` (the default) leaves what
+    /// the process umask gives.
     pub permissions: Option<u32>,
 }
 
@@ -62,13 +64,13 @@ impl UnixSocket {
     ) -> Result<Self, ListenerError> {
         let path = path.as_ref();
         remove_stale_socket(id, path).await?;
-        let listener =
-            tokio::net::UnixListener::bind(path).map_err(|error| ListenerError::io(id, error))?;
-        if let Some(mode) = config.permissions {
-            tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        let listener = match config.permissions {
+            None => tokio::net::UnixListener::bind(path)
+                .map_err(|error| ListenerError::io(id, error))?,
+            Some(mode) => bind_with_permissions(path, mode)
                 .await
-                .map_err(|error| ListenerError::io(id, error))?;
-        }
+                .map_err(|error| ListenerError::io(id, error))?,
+        };
         let mut socket = Self::from_listener(id, listener, config);
         socket.path = Some(path.to_path_buf());
         socket.address = path.display().to_string();
@@ -97,6 +99,55 @@ impl UnixSocket {
     pub fn live_stats(&self) -> &Arc<ListenerStats> {
         &self.stats
     }
+}
+
+/// Binds a socket that appears at `path` with `mode` already set: it is bound in a fresh
+/// directory only its owner can enter, given `mode`, then hard-linked at `path` (which fails,
+/// rather than replacing anything, if something appeared there meanwhile). Setting the mode after
+/// binding at `path` would leave a window in which anyone the umask admits could connect.
+async fn bind_with_permissions(
+    path: &Path,
+    mode: u32,
+) -> std::io::Result<tokio::net::UnixListener> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    // Short names: the whole socket path must fit `sun_path` (about 100 bytes).
+    let mut attempts = 0;
+    let private = loop {
+        let candidate = parent.join(format!(
+            ".mq{:x}{:x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        match tokio::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&candidate)
+            .await
+        {
+            Ok(()) => break candidate,
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists && attempts < 16 => {
+                attempts += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    let temporary = private.join("s");
+    let result = async {
+        let listener = tokio::net::UnixListener::bind(&temporary)?;
+        tokio::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(mode)).await?;
+        tokio::fs::hard_link(&temporary, path).await?;
+        Ok(listener)
+    }
+    .await;
+    // The socket lives on under `path`; the private name and directory go, whatever happened.
+    let _ = tokio::fs::remove_file(&temporary).await;
+    let _ = tokio::fs::remove_dir(&private).await;
+    result
 }
 
 /// Removes a socket file left by a process that is gone. Refuses to remove anything else.

@@ -1,6 +1,6 @@
 //! MQTT over WebSocket and secure WebSocket: subprotocol `mqtt` [MQTT-6.0.0-3], binary
-//! messages only [MQTT-6.0.0-1], a configurable path, a maximum message size, an optional
-//! Origin allow-list and a handshake timeout.
+//! messages only [MQTT-6.0.0-1], a configurable path, a maximum message size, an Origin
+//! allow-list (browsers from other origins are refused by default) and a handshake timeout.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::ToSocketAddrs;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::accept::{Closer, Limits, ListenerStats, accept_loop};
 use crate::{Listener, ListenerError, ListenerStatsSnapshot, ServeFuture, TlsConfig, WsByteStream};
@@ -19,6 +19,9 @@ use crate::{Listener, ListenerError, ListenerStatsSnapshot, ServeFuture, TlsConf
 /// The WebSocket subprotocols accepted, in order of preference: `mqtt` (MQTT 3.1.1 and 5.0)
 /// and `mqttv3.1` (MQTT 3.1 clients).
 pub const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
+
+/// The entry of [`WebSocketConfig::allowed_origins`] that admits every browser origin.
+pub const ANY_ORIGIN: &str = "*";
 
 /// Settings of a [`WebSocket`] listener.
 #[derive(Debug, Clone)]
@@ -34,10 +37,18 @@ pub struct WebSocketConfig {
     /// The largest WebSocket message accepted, in bytes (default 1 MiB). MQTT packets may span
     /// several messages, so this does not limit the packet size.
     pub maximum_message_size: usize,
-    /// When set, a request whose `Origin` header is not in this list gets 403. Requests without
-    /// an `Origin` (non-browser clients) are accepted. Compared case-insensitively, e.g.
-    /// `"https://example.com"`.
-    pub allowed_origins: Option<Vec<String>>,
+    /// The browser origins that may connect, e.g. `"https://app.example.com"` (compared
+    /// case-insensitively, a trailing `/` ignored); [`ANY_ORIGIN`] (`"*"`) admits every origin.
+    ///
+    /// A request that carries an `Origin` header not in this list gets 403. Browsers always send
+    /// `Origin` on a WebSocket handshake, and a web page cannot leave it out or forge it, so the
+    /// default (an empty list) refuses every web page: without it, any page a user inside the
+    /// network opens could connect through their browser with the user's network position
+    /// (cross-site WebSocket hijacking, which defeats address-based rules). Requests without an
+    /// `Origin` (non-browser clients: devices, libraries, command-line tools) are always
+    /// accepted. A page served from the same host is not trusted either (a DNS-rebinding page
+    /// would look the same): list its origin.
+    pub allowed_origins: Vec<String>,
     /// The time a client has to finish the WebSocket handshake (default 10 s); the TLS
     /// handshake has its own timeout.
     pub handshake_timeout: Duration,
@@ -50,7 +61,7 @@ impl Default for WebSocketConfig {
             maximum_connections: None,
             path: None,
             maximum_message_size: 1 << 20,
-            allowed_origins: None,
+            allowed_origins: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
         }
     }
@@ -73,12 +84,24 @@ impl WebSocketConfig {
         }
     }
 
-    /// The same settings with an Origin allow-list.
+    /// The same settings with this Origin allow-list (see
+    /// [`WebSocketConfig::allowed_origins`]; `vec!["*".into()]` admits every origin).
     pub fn with_allowed_origins(self, origins: Vec<String>) -> Self {
         Self {
-            allowed_origins: Some(origins),
+            allowed_origins: origins,
             ..self
         }
+    }
+
+    /// Whether a handshake with this `Origin` header (`None`: no header) may proceed.
+    pub fn admits_origin(&self, origin: Option<&str>) -> bool {
+        let Some(origin) = origin else {
+            return true;
+        };
+        let origin = origin.trim().trim_end_matches('/');
+        self.allowed_origins.iter().any(|allowed| {
+            allowed == ANY_ORIGIN || allowed.trim_end_matches('/').eq_ignore_ascii_case(origin)
+        })
     }
 
     /// The same settings with a connection limit.
@@ -291,15 +314,14 @@ fn check_request(
             return Err(refuse(StatusCode::NOT_FOUND, "unknown path"));
         }
     }
-    if let (Some(allowed), Some(origin)) = (
-        &config.allowed_origins,
-        request.headers().get(header::ORIGIN),
-    ) {
-        let origin = origin.to_str().unwrap_or_default();
-        if !allowed
-            .iter()
-            .any(|allowed| allowed.eq_ignore_ascii_case(origin))
-        {
+    if let Some(origin) = request.headers().get(header::ORIGIN) {
+        // A header that is not visible ASCII matches no listed origin (but still `*`).
+        let origin = origin.to_str().unwrap_or("\u{0}");
+        if !config.admits_origin(Some(origin)) {
+            debug!(
+                ?origin,
+                "WebSocket handshake refused: Origin not in allowed_origins"
+            );
             return Err(refuse(StatusCode::FORBIDDEN, "origin not allowed"));
         }
     }

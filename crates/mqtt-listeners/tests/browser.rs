@@ -386,19 +386,6 @@ async fn mqtt_js_in_chromium_round_trips_over_websocket() {
         return;
     };
 
-    let server = server();
-    let ws = Arc::new(
-        WebSocket::bind(
-            "ws1",
-            "127.0.0.1:0",
-            WebSocketConfig::default().with_path("/mqtt"),
-        )
-        .await
-        .unwrap(),
-    );
-    spawn(ws.clone(), &server);
-    let ws_url = format!("ws://{}/mqtt", ws.local_addr());
-
     let (result, _) = watch::channel(None);
     let state = Arc::new(PageState {
         page: parking_lot::Mutex::new(String::new()),
@@ -406,6 +393,23 @@ async fn mqtt_js_in_chromium_round_trips_over_websocket() {
         result,
     });
     let pages = serve_pages(state.clone()).await;
+
+    let server = server();
+    // The page comes from another origin than the listener, so it must be allowed: browsers
+    // from unlisted origins are refused by default.
+    let ws = Arc::new(
+        WebSocket::bind(
+            "ws1",
+            "127.0.0.1:0",
+            WebSocketConfig::default()
+                .with_path("/mqtt")
+                .with_allowed_origins(vec![format!("http://{pages}")]),
+        )
+        .await
+        .unwrap(),
+    );
+    spawn(ws.clone(), &server);
+    let ws_url = format!("ws://{}/mqtt", ws.local_addr());
 
     let started = Instant::now();
     let mut last = String::new();

@@ -128,3 +128,73 @@ async fn an_existing_unix_listener_is_served() {
     assert!(path.exists(), "a socket the host bound is left alone");
     server.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_with_permissions_never_appears_with_others() {
+    let server = server();
+    let path = socket_path("window").await;
+    tokio::fs::remove_file(&path).await.ok();
+    // Another thread looks at the path as fast as it can while the socket is bound again and
+    // again: it must only ever see the configured mode (binding, then setting the mode, shows the
+    // umask's mode for a moment).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = std::thread::spawn({
+        let (path, stop) = (path.clone(), stop.clone());
+        move || {
+            let mut modes = std::collections::BTreeSet::new();
+            let mut looks = 0_u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(metadata) = std::fs::symlink_metadata(&path) {
+                    modes.insert(metadata.permissions().mode() & 0o777);
+                }
+                looks += 1;
+            }
+            (modes, looks)
+        }
+    });
+    for _ in 0..100 {
+        let unix = UnixSocket::bind(
+            "window",
+            &path,
+            UnixConfig::default().with_permissions(0o600),
+        )
+        .await
+        .unwrap();
+        // It serves at its path.
+        tokio::net::UnixStream::connect(&path).await.unwrap();
+        unix.close();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (modes, looks) = watcher.join().unwrap();
+    assert!(looks > 0);
+    assert!(
+        modes.iter().all(|mode| *mode == 0o600),
+        "modes seen: {:?}",
+        modes
+            .iter()
+            .map(|mode| format!("{mode:o}"))
+            .collect::<Vec<_>>()
+    );
+
+    // Served at its path; nothing but the socket is left in the directory.
+    let unix = Arc::new(
+        UnixSocket::bind(
+            "window",
+            &path,
+            UnixConfig::default().with_permissions(0o660),
+        )
+        .await
+        .unwrap(),
+    );
+    let _serving = spawn(unix.clone(), &server);
+    let mut stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+    round_trip(&mut stream, "unix-mode", "unix/mode").await;
+    let mut entries = tokio::fs::read_dir(path.parent().unwrap()).await.unwrap();
+    let mut names = Vec::new();
+    while let Some(entry) = entries.next_entry().await.unwrap() {
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    assert_eq!(names, ["mqtt.sock"]);
+    server.close().await;
+    unix.close();
+}

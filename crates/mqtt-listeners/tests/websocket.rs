@@ -172,6 +172,73 @@ async fn wrong_path_and_foreign_origin_are_refused() {
     server.close().await;
 }
 
+/// `request` with an `Origin` header, as a browser sends it.
+fn with_origin(mut request: Request<()>, origin: &'static str) -> Request<()> {
+    request
+        .headers_mut()
+        .insert("Origin", HeaderValue::from_static(origin));
+    request
+}
+
+/// The handshake is refused with this status.
+async fn assert_refused(ws: &WebSocket, request: Request<()>, status: StatusCode) {
+    match open(ws, request).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), status),
+        other => panic!(
+            "expected {status}, got {:?}",
+            other.map(|(_, response)| response)
+        ),
+    }
+}
+
+#[tokio::test]
+async fn browser_origins_are_refused_by_default_and_clients_without_origin_are_not() {
+    let (server, ws) = ws_listener(WebSocketConfig::default()).await;
+    // A web page (cross-site WebSocket hijacking): its browser always sends Origin.
+    let foreign = with_origin(request(&ws, "/", Some("mqtt")), "https://evil.example");
+    assert_refused(&ws, foreign, StatusCode::FORBIDDEN).await;
+    let null = with_origin(request(&ws, "/", Some("mqtt")), "null");
+    assert_refused(&ws, null, StatusCode::FORBIDDEN).await;
+    // A device or library sends none, and is served.
+    let (socket, _) = open(&ws, request(&ws, "/", Some("mqtt"))).await.unwrap();
+    round_trip(&mut WsByteStream::new(socket), "no-origin", "no-origin/t").await;
+    support::eventually(|| ws.stats().handshake_failures == 2).await;
+    server.close().await;
+
+    // A listed origin is served (a trailing slash in the list is ignored); others are not.
+    let config = WebSocketConfig::default()
+        .with_allowed_origins(vec!["https://app.example:8443/".to_owned()]);
+    let (server, ws) = ws_listener(config).await;
+    let listed = with_origin(request(&ws, "/", Some("mqtt")), "https://app.example:8443");
+    let (socket, _) = open(&ws, listed).await.unwrap();
+    round_trip(&mut WsByteStream::new(socket), "listed", "listed/t").await;
+    let other_port = with_origin(request(&ws, "/", Some("mqtt")), "https://app.example");
+    assert_refused(&ws, other_port, StatusCode::FORBIDDEN).await;
+    server.close().await;
+
+    // `*` admits every origin.
+    let config = WebSocketConfig::default().with_allowed_origins(vec!["*".to_owned()]);
+    let (server, ws) = ws_listener(config).await;
+    let any = with_origin(request(&ws, "/", Some("mqtt")), "https://anything.example");
+    let (socket, _) = open(&ws, any).await.unwrap();
+    round_trip(&mut WsByteStream::new(socket), "any", "any/t").await;
+    server.close().await;
+}
+
+#[test]
+fn admits_origin_follows_the_list() {
+    let config = WebSocketConfig::default();
+    assert!(config.admits_origin(None));
+    assert!(!config.admits_origin(Some("http://localhost:8080")));
+    let config = config.with_allowed_origins(vec!["HTTPS://Good.Example".to_owned()]);
+    assert!(config.admits_origin(Some("https://good.example")));
+    assert!(config.admits_origin(Some("https://good.example/")));
+    assert!(!config.admits_origin(Some("https://good.example.evil.example")));
+    assert!(!config.admits_origin(Some("http://good.example")));
+    let config = config.with_allowed_origins(vec![mqtt_listeners::ANY_ORIGIN.to_owned()]);
+    assert!(config.admits_origin(Some("https://whatever.example")));
+}
+
 #[tokio::test]
 async fn packets_split_across_messages_and_several_in_one_message() {
     let (server, ws) = ws_listener(WebSocketConfig::default()).await;
