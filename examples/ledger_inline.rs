@@ -47,6 +47,7 @@ fn ledger_in_rust() -> Ledger {
         password: "change-me".to_owned(),
         acl: filters(&[("#", ReadWrite)]), // the user's own ACL, checked before the rules
         disallow: false,
+        client: Vec::new(), // any client id
     };
     Ledger {
         users: BTreeMap::from([("admin".to_owned(), admin)]),

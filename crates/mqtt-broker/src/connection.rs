@@ -142,6 +142,20 @@ where
             linger(&server, &mut reader).await;
             return None;
         }
+        Ok(Err(ReadError::Decode(error @ DecodeError::LimitExceeded { .. }))) => {
+            // Only a v5 CONNECT has lists to limit (User Properties): CONNACK 0x97.
+            info!(remote = ?connection.remote, %error, "CONNECT beyond a limit");
+            sys::add(&server.inner.info.limits_exceeded, 1);
+            send_connack(
+                &mut writer,
+                Protocol::V5,
+                ConnAck::new(ReasonCode::QUOTA_EXCEEDED),
+            )
+            .await;
+            refuse(&server, writer).await;
+            linger(&server, &mut reader).await;
+            return None;
+        }
         Ok(Ok(Some(other))) => {
             debug!(remote = ?connection.remote, packet = %other.packet_type(), "first packet is not CONNECT");
             refuse(&server, writer).await;
@@ -1239,6 +1253,9 @@ impl Connection {
                             self.hand_over().await;
                             self.flush_counters();
                             self.boxed_release_acks_on_exit().await;
+                            if let DecodeError::LimitExceeded { .. } = error {
+                                sys::add(&self.server.inner.info.limits_exceeded, 1);
+                            }
                             warn!(client_id = %self.client.client_id, %error, "closing on a bad packet");
                             self.close(error.reason_code());
                             return End::Abnormal(error.to_string());

@@ -209,7 +209,7 @@ async fn connack_advertises_default_capabilities() {
     let (_raw, connack) = Raw::accepted(addr, connect(Protocol::V5, "caps")).await;
     let p = &connack.properties;
     assert_eq!(p.receive_maximum.map(|m| m.get()), Some(1024));
-    assert_eq!(p.topic_alias_maximum, Some(65_535));
+    assert_eq!(p.topic_alias_maximum, Some(64));
     assert_eq!(p.maximum_qos, None);
     assert_eq!(p.retain_available, None);
     assert_eq!(
