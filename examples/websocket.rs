@@ -3,6 +3,11 @@
 //!
 //! Run with `cargo run -p mochi-examples --example websocket`; then connect a client to
 //! `ws://localhost:1882/mqtt`, and open <http://localhost:8080/>.
+//!
+//! Browsers send an `Origin` header, and only the origins listed are admitted (a page on
+//! another site must not reach the broker through a visitor's browser); clients that send none,
+//! such as devices and command-line tools, are always admitted. This example admits pages
+//! served from `http://localhost:8000`.
 
 use std::sync::Arc;
 
@@ -20,7 +25,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         WebSocket::bind(
             "ws",
             "0.0.0.0:1882",
-            WebSocketConfig::default().with_path("/mqtt"),
+            WebSocketConfig::default()
+                .with_path("/mqtt")
+                .with_allowed_origins(vec!["http://localhost:8000".to_owned()]),
         )
         .await?,
     );

@@ -61,6 +61,16 @@ pub(crate) async fn open(config: &Config) -> anyhow::Result<Option<Arc<StorageHo
                 redact(&storage.redis.url),
                 storage.redis.key_prefix
             );
+            if options.durability == mqtt_storage::Durability::Sync {
+                // Acknowledgements wait for Redis: warn (or, with `require_fsync`, refuse)
+                // when Redis itself may lose what it acknowledged (audit M1).
+                backend.check_sync_durability().await.with_context(|| {
+                    format!(
+                        "hooks.storage.redis: checking persistence of {}",
+                        redact(&storage.redis.url)
+                    )
+                })?;
+            }
             StorageHook::open(backend, options).await?
         }
         #[allow(unreachable_patterns)] // Every backend compiled in has its arm above.

@@ -567,7 +567,12 @@ impl Connection {
         let assigned = connect.client_id.is_empty();
         // Ids of the inline client's own subscriptions are reserved.
         let reserved = connect.client_id.starts_with("$inline");
+        // Control characters (a newline, an escape sequence) would let a client id forge or
+        // garble log lines (audit L8); the spec lets a server refuse any id beyond
+        // [0-9a-zA-Z] [MQTT-3.1.3-5].
+        let printable = !connect.client_id.chars().any(char::is_control);
         let id_valid = !reserved
+            && printable
             && match protocol {
                 Protocol::V3_1 => !assigned && connect.client_id.chars().count() <= 23,
                 Protocol::V3_1_1 => !assigned || connect.clean_start,
@@ -2322,6 +2327,8 @@ fn write_loop<W: AsyncWrite + Unpin>(
             // the shared message. The session lock is not held meanwhile: publishers queueing
             // to this session would wait for it.
             let direct_acks = !encode_hooks && !sent_hooks;
+            let sendable = (peer.maximum_packet_size as usize)
+                .min(mqtt_packets::PROTOCOL_MAXIMUM_PACKET_SIZE as usize);
             let direct = direct_acks
                 && !qos_publish_hooks
                 && !(protocol.is_v5() && peer.topic_alias_maximum > 0);
@@ -2337,7 +2344,7 @@ fn write_loop<W: AsyncWrite + Unpin>(
                     }) = &item
                     && let Some(publish) =
                         delivery.as_publish_ref(*packet_id, *dup, protocol.is_v5())
-                    && publish.encoded_len(protocol) <= peer.maximum_packet_size as usize
+                    && publish.encoded_len(protocol) <= sendable
                 {
                     // A large payload is written from the shared message (a vectored write)
                     // rather than copied into the buffer.
@@ -2417,8 +2424,10 @@ fn write_loop<W: AsyncWrite + Unpin>(
                     alias_plan = Some((plan, topic));
                 }
                 // Never send a packet larger than the client's Maximum Packet Size: drop it as if
-                // delivered [MQTT-3.1.2-24] [MQTT-3.1.2-25].
-                if packet.encoded_len(protocol) > peer.maximum_packet_size as usize {
+                // delivered [MQTT-3.1.2-24] [MQTT-3.1.2-25]. Nor one the protocol cannot express
+                // (subscription identifiers added to a message at the limit): it would fail to
+                // encode and leave its in-flight entry unsent forever (audit L8).
+                if packet.encoded_len(protocol) > sendable {
                     if let (Packet::Publish(publish), Some((_, topic))) = (&mut packet, &alias_plan)
                     {
                         publish.topic = topic.clone();

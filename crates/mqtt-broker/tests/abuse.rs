@@ -592,3 +592,18 @@ async fn properties_count_against_the_queued_bytes_of_an_offline_session() {
     assert!((1..=8).contains(&received), "{received} queued");
     assert!(server.info().snapshot().messages_dropped >= 12);
 }
+
+// L8: a client id with control characters could forge log lines: refused with 0x85.
+#[tokio::test]
+async fn client_ids_with_control_characters_are_refused() {
+    let (_server, addr) = start().await;
+    for id in ["a\nINFO forged line", "esc\u{1b}[31m"] {
+        let (mut raw, answer) = Raw::handshake(addr, connect(Protocol::V5, id)).await;
+        assert_eq!(
+            connack(answer).reason_code,
+            ReasonCode::CLIENT_IDENTIFIER_NOT_VALID
+        );
+        raw.closed().await;
+    }
+    still_serves(addr).await;
+}

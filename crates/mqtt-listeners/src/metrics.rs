@@ -267,6 +267,20 @@ pub(crate) fn prometheus_text(
     );
     metric(
         &mut out,
+        "mochi_limits_exceeded_total",
+        "counter",
+        "Packets, subscriptions, sessions and retained messages refused for going beyond a configured limit.",
+        snapshot.limits_exceeded,
+    );
+    metric(
+        &mut out,
+        "mochi_storage_ack_timeouts_total",
+        "counter",
+        "Connections closed because acknowledgements held for storage were not committed in time.",
+        snapshot.durable_ack_timeouts,
+    );
+    metric(
+        &mut out,
         "mochi_hook_errors_total",
         "counter",
         "Errors reported by hooks (refused init, failed restore).",

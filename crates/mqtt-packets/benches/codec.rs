@@ -44,7 +44,8 @@ fn connect() -> Connect {
         user_properties: vec![UserProperty::new(
             MqttString::from_static("site"),
             MqttString::from_static("plant-4"),
-        )].into(),
+        )]
+        .into(),
         ..ConnectProperties::default()
     };
     connect.will = Some(Will {

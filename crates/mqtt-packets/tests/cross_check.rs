@@ -399,7 +399,7 @@ fn to_v5(packet: &Packet) -> v5::Packet {
             properties: ack_properties_v5(&ack.properties).map(|(reason_string, user)| {
                 v5::PubAckProperties {
                     reason_string,
-                    user_properties: user.into(),
+                    user_properties: user,
                 }
             }),
         }),
@@ -409,7 +409,7 @@ fn to_v5(packet: &Packet) -> v5::Packet {
             properties: ack_properties_v5(&ack.properties).map(|(reason_string, user)| {
                 v5::PubRecProperties {
                     reason_string,
-                    user_properties: user.into(),
+                    user_properties: user,
                 }
             }),
         }),
@@ -419,7 +419,7 @@ fn to_v5(packet: &Packet) -> v5::Packet {
             properties: ack_properties_v5(&ack.properties).map(|(reason_string, user)| {
                 v5::PubRelProperties {
                     reason_string,
-                    user_properties: user.into(),
+                    user_properties: user,
                 }
             }),
         }),
@@ -429,7 +429,7 @@ fn to_v5(packet: &Packet) -> v5::Packet {
             properties: ack_properties_v5(&ack.properties).map(|(reason_string, user)| {
                 v5::PubCompProperties {
                     reason_string,
-                    user_properties: user.into(),
+                    user_properties: user,
                 }
             }),
         }),
@@ -472,7 +472,7 @@ fn to_v5(packet: &Packet) -> v5::Packet {
             properties: ack_properties_v5(&suback.properties).map(|(reason_string, user)| {
                 v5::SubAckProperties {
                     reason_string,
-                    user_properties: user.into(),
+                    user_properties: user,
                 }
             }),
         }),
@@ -495,7 +495,7 @@ fn to_v5(packet: &Packet) -> v5::Packet {
             properties: ack_properties_v5(&unsuback.properties).map(|(reason_string, user)| {
                 v5::UnsubAckProperties {
                     reason_string,
-                    user_properties: user.into(),
+                    user_properties: user,
                 }
             }),
         }),

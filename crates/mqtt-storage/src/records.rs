@@ -397,7 +397,8 @@ mod tests {
         will.properties.user_properties = vec![UserProperty::new(
             MqttString::from_static("k"),
             MqttString::from_static("v"),
-        )].into();
+        )]
+        .into();
         let mut client = StoredClient::new("c1", Protocol::V5, 3600);
         client.username = Some("alice".into());
         client.will = Some(will);
