@@ -436,15 +436,39 @@ pub(crate) struct AuthConfig {
     /// An inline ledger, with the same keys as a ledger file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) ledger: Option<Ledger>,
+    /// Password hash checks of the ledger running at once; 0: one per CPU core.
+    pub(crate) verification_concurrent: usize,
+    /// Connections that may wait for a hash check; more get CONNACK 0x89 Server busy at once.
+    /// Absent: 8 times the checks running at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) verification_max_waiting: Option<usize>,
+    /// The longest a connection waits for its hash check to start, in milliseconds.
+    pub(crate) verification_wait_timeout_ms: u64,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
+        let limits = mqtt_hook_auth::VerificationLimits::default();
         Self {
             allow_all: true,
             ledger_file: None,
             ledger: None,
+            verification_concurrent: limits.concurrent,
+            verification_max_waiting: limits.max_waiting,
+            verification_wait_timeout_ms: u64::try_from(limits.wait_timeout.as_millis())
+                .unwrap_or(u64::MAX),
         }
+    }
+}
+
+impl AuthConfig {
+    /// The ledger's limits on password hash checks.
+    pub(crate) fn verification_limits(&self) -> mqtt_hook_auth::VerificationLimits {
+        let mut limits = mqtt_hook_auth::VerificationLimits::default();
+        limits.concurrent = self.verification_concurrent;
+        limits.max_waiting = self.verification_max_waiting;
+        limits.wait_timeout = Duration::from_millis(self.verification_wait_timeout_ms);
+        limits
     }
 }
 
@@ -574,6 +598,9 @@ impl Config {
 
     /// Checks what the types alone cannot.
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        if self.hooks.auth.verification_wait_timeout_ms == 0 {
+            bail!("hooks.auth.verification_wait_timeout_ms: must be at least 1");
+        }
         let mut ids = BTreeSet::new();
         for (index, listener) in self.listeners.0.iter().enumerate() {
             let key = format!("listeners[{index}]");
@@ -1155,6 +1182,28 @@ mod tests {
             .validate()
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn password_check_limits_reach_the_ledger_hook() {
+        let defaults = Config::parse("").unwrap().hooks.auth.verification_limits();
+        let library = mqtt_hook_auth::VerificationLimits::default();
+        assert_eq!(defaults.concurrent, library.concurrent);
+        assert_eq!(defaults.max_waiting, library.max_waiting);
+        assert_eq!(defaults.wait_timeout, library.wait_timeout);
+        let config = Config::parse(
+            "[hooks.auth]\nverification_concurrent = 2\nverification_max_waiting = 3\n\
+             verification_wait_timeout_ms = 250\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let limits = config.hooks.auth.verification_limits();
+        assert_eq!(limits.concurrent, 2);
+        assert_eq!(limits.max_waiting, Some(3));
+        assert_eq!(limits.wait_timeout, Duration::from_millis(250));
+        let zero = Config::parse("[hooks.auth]\nverification_wait_timeout_ms = 0\n").unwrap();
+        let error = zero.validate().unwrap_err().to_string();
+        assert!(error.contains("verification_wait_timeout_ms"), "{error}");
     }
 
     #[test]

@@ -96,14 +96,17 @@ async fn add_hooks(server: &Server, config: &Config) -> anyhow::Result<Option<Ar
         let hook = Arc::new(
             LedgerHook::from_file(path)
                 .await
-                .with_context(|| format!("hooks.auth.ledger_file {}", path.display()))?,
+                .with_context(|| format!("hooks.auth.ledger_file {}", path.display()))?
+                .with_verification_limits(auth.verification_limits()),
         );
         server.add_hook_arc(hook.clone())?;
         println!("auth: ledger from {} (SIGHUP reloads it)", path.display());
         warn_if_fails_open(&hook.ledger());
         reloadable = Some(hook);
     } else if let Some(ledger) = &auth.ledger {
-        server.add_hook(LedgerHook::new(ledger.clone()))?;
+        server.add_hook(
+            LedgerHook::new(ledger.clone()).with_verification_limits(auth.verification_limits()),
+        )?;
         println!("auth: inline ledger");
         warn_if_fails_open(ledger);
     } else if auth.allow_all {

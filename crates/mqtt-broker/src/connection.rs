@@ -1196,9 +1196,11 @@ impl Connection {
             // [MQTT-3.1.2-22]: measured from the last packet, not the last byte, so a client
             // that trickles a packet byte by byte cannot keep a connection (and the buffer of
             // its partial packet) forever.
-            let idle = (self.keep_alive > 0)
-                .then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
-            let mut last_packet = Instant::now();
+            let idle = |keep_alive: u16| {
+                (keep_alive > 0)
+                    .then(|| Instant::now() + Duration::from_millis(u64::from(keep_alive) * 1500))
+            };
+            let mut deadline = idle(self.keep_alive);
             let mut decoded = false;
             let shared = self.handle.shared();
             let control_limit = options.capabilities.maximum_client_writes_pending.max(1024);
@@ -1227,13 +1229,19 @@ impl Connection {
                                 self.push_held();
                             }
                             self.flush_counters();
-                            if let Some(end) = self.release_acks().await {
-                                return end;
+                            if self.hold_acks && !self.held.is_empty() {
+                                // Waiting for storage is a path of its own, boxed: it keeps the
+                                // storage timer out of every connection's state.
+                                if let Some(end) = self.boxed_release_acks().await {
+                                    return end;
+                                }
+                            } else {
+                                self.push_held();
                             }
                             if decoded {
                                 // After any wait for room or storage: the client is not idle
                                 // while the server holds its reads back.
-                                last_packet = Instant::now();
+                                deadline = idle(self.keep_alive);
                                 decoded = false;
                             }
                             break;
@@ -1300,13 +1308,12 @@ impl Connection {
                 }
                 let size = read_size.current;
                 let read = async {
-                    match idle {
-                        Some(idle) => tokio::time::timeout_at(
-                            last_packet + idle,
-                            read_more(reader, &mut buf, size),
-                        )
-                        .await
-                        .ok(),
+                    match deadline {
+                        Some(deadline) => {
+                            tokio::time::timeout_at(deadline, read_more(reader, &mut buf, size))
+                                .await
+                                .ok()
+                        }
                         None => Some(read_more(reader, &mut buf, size).await),
                     }
                 };
@@ -1604,6 +1611,12 @@ impl Connection {
                 .lock()
                 .extend(self.held.drain(..).map(Control::Ack));
         }
+    }
+
+    /// [`Connection::release_acks`] in a box (see [`serve`]): only with a storage hook that
+    /// holds acknowledgements.
+    fn boxed_release_acks(&mut self) -> Pin<Box<impl Future<Output = Option<End>> + Send>> {
+        Box::pin(self.release_acks())
     }
 
     /// [`Connection::release_acks_on_exit`] in a box (see [`serve`]): it runs once.

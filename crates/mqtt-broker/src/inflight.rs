@@ -68,8 +68,9 @@ pub(crate) struct InflightTable {
     in_run: usize,
     /// Entries outside the run.
     scattered: HashMap<u16, Inflight>,
-    /// Bytes of the messages in flight ([`crate::message::Message::size`]).
-    bytes: usize,
+    /// Bytes of the messages in flight ([`crate::message::Message::size`]), saturating at
+    /// `u32::MAX` (4 GiB): a `u32` keeps the table, in every session, as small as it was.
+    bytes: u32,
 }
 
 impl InflightTable {
@@ -80,7 +81,17 @@ impl InflightTable {
 
     /// Bytes of the messages in flight, as counted against the in-flight byte limit.
     pub(crate) fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes as usize
+    }
+
+    fn add_bytes(&mut self, size: usize) {
+        let size = u32::try_from(size).unwrap_or(u32::MAX);
+        self.bytes = self.bytes.saturating_add(size);
+    }
+
+    fn sub_bytes(&mut self, size: usize) {
+        let size = u32::try_from(size).unwrap_or(u32::MAX);
+        self.bytes = self.bytes.saturating_sub(size);
     }
 
     /// Where `id` lies in the run, if within it.
@@ -133,10 +144,11 @@ impl InflightTable {
         if let Some(existing) = self.get_mut(id) {
             let replaced = existing.delivery.message.size();
             *existing = entry;
-            self.bytes = self.bytes.saturating_sub(replaced) + size;
+            self.sub_bytes(replaced);
+            self.add_bytes(size);
             return;
         }
-        self.bytes += size;
+        self.add_bytes(size);
         if self.run.is_empty() {
             self.base = id;
             self.run.push_back(Some(entry));
@@ -180,7 +192,7 @@ impl InflightTable {
     /// Takes the entry of `id` out.
     pub(crate) fn remove(&mut self, id: u16) -> Option<Inflight> {
         let entry = self.take(id)?;
-        self.bytes = self.bytes.saturating_sub(entry.delivery.message.size());
+        self.sub_bytes(entry.delivery.message.size());
         Some(entry)
     }
 

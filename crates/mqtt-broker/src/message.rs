@@ -24,6 +24,9 @@ pub(crate) struct Message {
     pub(crate) publisher: Option<ClientId>,
     /// When the message stops being deliverable [MQTT-3.3.2-5].
     pub(crate) expires_at: Option<Instant>,
+    /// [`properties_size`] of `properties`, computed once: [`Message::size`] runs several times
+    /// per delivery, and reading the properties each time costs fan-out measurably.
+    pub(crate) properties_size: usize,
 }
 
 impl Message {
@@ -66,7 +69,7 @@ impl Message {
     /// The bytes counted against queue, in-flight and retained limits: topic, payload and
     /// properties, all that a compact copy keeps alive beyond its fixed-size parts.
     pub(crate) fn size(&self) -> usize {
-        self.payload.len() + self.topic.len() + properties_size(&self.properties)
+        self.payload.len() + self.topic.len() + self.properties_size
     }
 }
 
@@ -102,6 +105,7 @@ impl Message {
             properties: PublishProperties::default(),
             publisher: None,
             expires_at: None,
+            properties_size: 0,
         }
     }
 }
@@ -245,6 +249,7 @@ mod tests {
             properties: PublishProperties::default(),
             publisher: Some("p".into()),
             expires_at: None,
+            properties_size: 0,
         };
         let compact = message.compact();
         assert_eq!(compact.topic, message.topic);
@@ -280,6 +285,7 @@ mod tests {
             properties,
             publisher: None,
             expires_at: None,
+            properties_size: 0,
         };
         let plain = delivery(message.clone(), Vec::new());
         let id = PacketId::new(7);

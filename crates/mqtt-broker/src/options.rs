@@ -14,8 +14,9 @@ pub struct Options {
     pub capabilities: Capabilities,
     /// How long a new connection may take from its first byte to its CONNACK: reading CONNECT,
     /// authentication (hooks, password checks, an enhanced-authentication exchange) and the
-    /// session's set-up. A connection still in its handshake after this is closed (CONNACK 0x87
-    /// Not authorized once a hook is still deciding). Default 10 s.
+    /// session's set-up. A connection still in its handshake after this is closed; one whose
+    /// authentication is still undecided is refused as a failed authentication (CONNACK 0x86
+    /// with a user name or password, 0x87 without; 3.x: 4 or 5). Default 10 s.
     pub connect_timeout: Duration,
     /// The room a connection offers a read while its client sends little (default 2048 bytes,
     /// as the original broker's `ClientNetReadBufferSize`). A client whose reads fill that room

@@ -501,6 +501,7 @@ mod tests {
                 properties: PublishProperties::default(),
                 publisher: None,
                 expires_at,
+                properties_size: 0,
             }),
             qos,
             retain: false,

@@ -476,6 +476,7 @@ impl Server {
             payload: publish.payload,
             qos: publish.qos.min(caps.maximum_qos),
             retain: publish.retain,
+            properties_size: crate::message::properties_size(&properties),
             properties,
             publisher: if client.inline {
                 None
@@ -1888,6 +1889,7 @@ fn restored_message(
         payload: stored.payload,
         qos: stored.qos,
         retain: stored.retain,
+        properties_size: crate::message::properties_size(&stored.properties),
         properties: stored.properties,
         publisher: None,
         expires_at,

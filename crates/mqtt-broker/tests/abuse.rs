@@ -607,3 +607,83 @@ async fn client_ids_with_control_characters_are_refused() {
     }
     still_serves(addr).await;
 }
+
+/// Holds the first ACL check of `race/#` until the test lets it go, so that a clean takeover
+/// can run in the middle of a SUBSCRIBE.
+struct HoldSubscribe {
+    reached: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    release: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl Hook for HoldSubscribe {
+    fn id(&self) -> &str {
+        "hold-subscribe"
+    }
+
+    fn provides(&self) -> HookEvents {
+        HookEvents::ON_CONNECT_AUTHENTICATE | HookEvents::ON_ACL_CHECK
+    }
+
+    fn on_connect_authenticate<'a>(
+        &'a self,
+        _: &'a ClientInfo,
+        _: &'a Connect,
+    ) -> BoxFuture<'a, Decision> {
+        Box::pin(std::future::ready(Decision::Allow))
+    }
+
+    fn on_acl_check(&self, _: &ClientInfo, topic: &str, _: Access) -> Decision {
+        if topic == "race/#" {
+            let reached = self.reached.lock().unwrap().take();
+            let release = self.release.lock().unwrap().take();
+            if let (Some(reached), Some(release)) = (reached, release) {
+                reached.send(()).unwrap();
+                // Blocks this worker thread (the test runs on several) until released.
+                release.recv_timeout(TIMEOUT).unwrap();
+            }
+        }
+        Decision::Allow
+    }
+}
+
+// L3: a SUBSCRIBE of the old connection that races a clean-start takeover must not leave its
+// filter in the new, clean session [MQTT-3.1.2-4].
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscribe_racing_a_clean_takeover_leaves_nothing_in_the_new_session() {
+    let (reached_tx, reached_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    let hook = HoldSubscribe {
+        reached: std::sync::Mutex::new(Some(reached_tx)),
+        release: std::sync::Mutex::new(Some(release_rx)),
+    };
+    let (server, addr) = start_with(Options::default(), false).await;
+    server.add_hook(hook).unwrap();
+    let (mut old, _) = Raw::accepted(addr, persistent_v5("racer", true)).await;
+    old.send(
+        Subscribe::new(
+            pid(1),
+            vec![Subscription {
+                filter: MqttString::from_static("race/#"),
+                options: options(QoS::AtMostOnce),
+            }],
+        )
+        .into(),
+    )
+    .await;
+    // The SUBSCRIBE is between its ACL check and its insertion.
+    tokio::task::spawn_blocking(move || reached_rx.recv_timeout(TIMEOUT).unwrap())
+        .await
+        .unwrap();
+    let (mut new, answer) = Raw::accepted(addr, persistent_v5("racer", true)).await;
+    assert!(!answer.session_present);
+    release_tx.send(()).unwrap();
+    // The old connection was taken over; whatever it got, its filter is not in the new session.
+    old.closed().await;
+    let mut publisher = Raw::v5(addr, "publisher").await;
+    assert_eq!(
+        publisher.publish_qos1("race/x", b"x", false).await,
+        ReasonCode::NO_MATCHING_SUBSCRIBERS
+    );
+    new.ping().await;
+    assert_eq!(server.info().snapshot().subscriptions, 0);
+}
