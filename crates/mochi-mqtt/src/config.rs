@@ -464,11 +464,11 @@ impl Default for AuthConfig {
 impl AuthConfig {
     /// The ledger's limits on password hash checks.
     pub(crate) fn verification_limits(&self) -> mqtt_hook_auth::VerificationLimits {
-        let mut limits = mqtt_hook_auth::VerificationLimits::default();
-        limits.concurrent = self.verification_concurrent;
-        limits.max_waiting = self.verification_max_waiting;
-        limits.wait_timeout = Duration::from_millis(self.verification_wait_timeout_ms);
-        limits
+        mqtt_hook_auth::VerificationLimits {
+            concurrent: self.verification_concurrent,
+            max_waiting: self.verification_max_waiting,
+            wait_timeout: Duration::from_millis(self.verification_wait_timeout_ms),
+        }
     }
 }
 

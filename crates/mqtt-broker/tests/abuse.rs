@@ -611,8 +611,8 @@ async fn client_ids_with_control_characters_are_refused() {
 /// Holds the first ACL check of `race/#` until the test lets it go, so that a clean takeover
 /// can run in the middle of a SUBSCRIBE.
 struct HoldSubscribe {
-    reached: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
-    release: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    reached: parking_lot::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    release: parking_lot::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
 impl Hook for HoldSubscribe {
@@ -634,8 +634,8 @@ impl Hook for HoldSubscribe {
 
     fn on_acl_check(&self, _: &ClientInfo, topic: &str, _: Access) -> Decision {
         if topic == "race/#" {
-            let reached = self.reached.lock().unwrap().take();
-            let release = self.release.lock().unwrap().take();
+            let reached = self.reached.lock().take();
+            let release = self.release.lock().take();
             if let (Some(reached), Some(release)) = (reached, release) {
                 reached.send(()).unwrap();
                 // Blocks this worker thread (the test runs on several) until released.
@@ -653,8 +653,8 @@ async fn a_subscribe_racing_a_clean_takeover_leaves_nothing_in_the_new_session()
     let (reached_tx, reached_rx) = std::sync::mpsc::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel();
     let hook = HoldSubscribe {
-        reached: std::sync::Mutex::new(Some(reached_tx)),
-        release: std::sync::Mutex::new(Some(release_rx)),
+        reached: parking_lot::Mutex::new(Some(reached_tx)),
+        release: parking_lot::Mutex::new(Some(release_rx)),
     };
     let (server, addr) = start_with(Options::default(), false).await;
     server.add_hook(hook).unwrap();
