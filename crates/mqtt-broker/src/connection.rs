@@ -1541,7 +1541,19 @@ impl Connection {
     }
 
     fn send(&self, packet: Packet) {
-        self.session.state.lock().send(packet);
+        let mut state = self.session.state.lock();
+        let current = state
+            .connection
+            .as_ref()
+            .is_some_and(|connection| connection.generation == self.handle.generation);
+        if current {
+            state.send(packet);
+        } else {
+            // Taken over meanwhile: the answer belongs to this closing connection, not to the
+            // client that now has the session.
+            drop(state);
+            self.handle.unsent.lock().push(Control::packet(packet));
+        }
     }
 
     /// Queues PUBACK, PUBREC or PUBCOMP: held until the read is handled, then queued together
@@ -1839,13 +1851,11 @@ impl Connection {
             }
             Packet::Subscribe(subscribe) => {
                 let packet_id = subscribe.packet_id;
-                let session = self.session.clone();
+                let this = &*self;
                 let acknowledge = |codes: &[ReasonCode]| {
-                    // Queued before the retained messages it triggers are.
-                    session
-                        .state
-                        .lock()
-                        .send(SubAck::new(packet_id, codes.to_vec()).into());
+                    // Queued before the retained messages it triggers are (and to this
+                    // connection only, see `Connection::send`).
+                    this.send(SubAck::new(packet_id, codes.to_vec()).into());
                 };
                 match crate::subscribe::subscribe(
                     &self.server,
