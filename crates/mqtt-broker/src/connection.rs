@@ -126,32 +126,13 @@ where
             linger(&server, &mut reader).await;
             return None;
         }
-        Ok(Err(ReadError::Decode(DecodeError::PacketTooLarge { size, .. })))
-            if connect_level(&buf) == Some(5) =>
-        {
-            // A CONNECT above the limit: CONNACK 0x95 for a v5 client [MQTT-3.2.2-15]; others are
-            // just closed.
-            debug!(remote = ?connection.remote, size, "CONNECT too large");
-            send_connack(
-                &mut writer,
-                Protocol::V5,
-                ConnAck::new(ReasonCode::PACKET_TOO_LARGE),
-            )
-            .await;
-            refuse(&server, writer).await;
-            linger(&server, &mut reader).await;
-            return None;
-        }
-        Ok(Err(ReadError::Decode(error @ DecodeError::LimitExceeded { .. }))) => {
-            // Only a v5 CONNECT has lists to limit (User Properties): CONNACK 0x97.
-            info!(remote = ?connection.remote, %error, "CONNECT beyond a limit");
-            sys::add(&server.inner.info.limits_exceeded, 1);
-            send_connack(
-                &mut writer,
-                Protocol::V5,
-                ConnAck::new(ReasonCode::QUOTA_EXCEEDED),
-            )
-            .await;
+        Ok(Err(ReadError::Decode(error))) if v5_connect_refusal(&error, &buf).is_some() => {
+            let code = v5_connect_refusal(&error, &buf).unwrap_or(ReasonCode::MALFORMED_PACKET);
+            info!(remote = ?connection.remote, %error, "CONNECT refused");
+            if let DecodeError::LimitExceeded { .. } = error {
+                sys::add(&server.inner.info.limits_exceeded, 1);
+            }
+            send_connack(&mut writer, Protocol::V5, ConnAck::new(code)).await;
             refuse(&server, writer).await;
             linger(&server, &mut reader).await;
             return None;
@@ -196,6 +177,19 @@ where
         return None;
     };
     Some((connection, reader, writer, buf))
+}
+
+/// The CONNACK a v5 client gets for a CONNECT the decoder refused, when one is due: 0x95 for a
+/// CONNECT above the maximum packet size [MQTT-3.2.2-15] (other levels are just closed), 0x97
+/// for one beyond the decode limits (only a v5 CONNECT has lists to limit).
+fn v5_connect_refusal(error: &DecodeError, buf: &[u8]) -> Option<ReasonCode> {
+    match error {
+        DecodeError::PacketTooLarge { .. } if connect_level(buf) == Some(5) => {
+            Some(ReasonCode::PACKET_TOO_LARGE)
+        }
+        DecodeError::LimitExceeded { .. } => Some(ReasonCode::QUOTA_EXCEEDED),
+        _ => None,
+    }
 }
 
 /// The protocol level of a CONNECT whose body is (partly) in `buf`, read without decoding it.

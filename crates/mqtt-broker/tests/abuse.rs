@@ -638,8 +638,9 @@ impl Hook for HoldSubscribe {
             let release = self.release.lock().take();
             if let (Some(reached), Some(release)) = (reached, release) {
                 reached.send(()).unwrap();
-                // Blocks this worker thread (the test runs on several) until released.
-                release.recv_timeout(TIMEOUT).unwrap();
+                // Blocks until released; `block_in_place` hands this worker's queued tasks to
+                // another thread meanwhile (the test runs on several), so the takeover runs.
+                tokio::task::block_in_place(|| release.recv_timeout(TIMEOUT).unwrap());
             }
         }
         Decision::Allow

@@ -182,27 +182,11 @@ impl Hook for LedgerHook {
 mod tests {
     use std::time::Duration;
 
-    use mqtt_broker::ConnectionInfo;
-    use mqtt_packets::{MqttString, Protocol};
+    use mqtt_packets::MqttString;
 
     use super::*;
     use crate::ledger::UserRule;
-
-    fn client(id: &str, username: Option<&str>) -> ClientInfo {
-        ClientInfo::new(
-            id,
-            username.map(|name| MqttString::new(name).unwrap()),
-            Protocol::V5,
-            ConnectionInfo::new("test", Some("1.2.3.4:5".parse().unwrap())),
-        )
-    }
-
-    fn connect(id: &str, username: Option<&str>, password: &str) -> Connect {
-        let mut connect = Connect::new(Protocol::V5, MqttString::new(id).unwrap());
-        connect.username = username.map(|name| MqttString::new(name).unwrap());
-        connect.password = Some(bytes::Bytes::copy_from_slice(password.as_bytes()));
-        connect
-    }
+    use crate::ledger::tests::{client, connect};
 
     /// M3: when the waiting room is full, a CONNECT that needs a password check is refused at
     /// once with 0x89 Server busy, and one that got past the check in a race is denied.

@@ -517,14 +517,15 @@ impl Ledger {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use mqtt_broker::ConnectionInfo;
     use mqtt_packets::{MqttString, Protocol};
 
     use super::*;
     use crate::rules::tests::HASH_CHECKS;
 
-    fn client(id: &str, username: Option<&str>) -> ClientInfo {
+    /// A v5 client from 1.2.3.4, for tests of this crate.
+    pub(crate) fn client(id: &str, username: Option<&str>) -> ClientInfo {
         ClientInfo::new(
             id,
             username.map(|name| MqttString::new(name).unwrap()),
@@ -533,7 +534,8 @@ mod tests {
         )
     }
 
-    fn connect(id: &str, username: Option<&str>, password: &str) -> Connect {
+    /// A v5 CONNECT with this user name and password, for tests of this crate.
+    pub(crate) fn connect(id: &str, username: Option<&str>, password: &str) -> Connect {
         let mut connect = Connect::new(Protocol::V5, MqttString::new(id).unwrap());
         connect.username = username.map(|name| MqttString::new(name).unwrap());
         connect.password = Some(bytes::Bytes::copy_from_slice(password.as_bytes()));

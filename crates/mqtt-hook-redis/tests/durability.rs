@@ -16,22 +16,10 @@ use mqtt_broker::storage::{StorageEvent, StoredClient, StoredMessage};
 use mqtt_hook_redis::{Persistence, RedisBackend, RedisOptions, WaitReplicas};
 use mqtt_packets::{MqttString, Protocol, QoS};
 use mqtt_storage::{Backend, BackendError, Batch, Durability, StorageHook, StorageOptions};
-use support::{FSYNC_ALWAYS, RedisServer};
+use support::{FSYNC_ALWAYS, RedisServer, options};
 use tokio::time::{Instant, sleep, timeout};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn options(server: &RedisServer, key_prefix: &str) -> RedisOptions {
-    RedisOptions {
-        url: server.url(),
-        key_prefix: key_prefix.to_owned(),
-        connect_timeout_ms: 2_000,
-        response_timeout_ms: 5_000,
-        reconnect_min_delay_ms: 50,
-        reconnect_max_delay_ms: 500,
-        ..RedisOptions::default()
-    }
-}
 
 async fn connect(options: RedisOptions) -> Result<RedisBackend, BackendError> {
     timeout(TIMEOUT, RedisBackend::connect(options))

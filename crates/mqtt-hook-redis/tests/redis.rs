@@ -13,20 +13,8 @@ use std::time::Duration;
 
 use mqtt_hook_redis::{RedisBackend, RedisOptions};
 use mqtt_storage::{Backend, BackendError, Batch};
-use support::RedisServer;
+use support::{RedisServer, options};
 use tokio::time::{Instant, sleep, timeout};
-
-fn options(server: &RedisServer, key_prefix: &str) -> RedisOptions {
-    RedisOptions {
-        url: server.url(),
-        key_prefix: key_prefix.to_owned(),
-        connect_timeout_ms: 2_000,
-        response_timeout_ms: 5_000,
-        reconnect_min_delay_ms: 50,
-        reconnect_max_delay_ms: 500,
-        ..RedisOptions::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passes_the_conformance_suite() {

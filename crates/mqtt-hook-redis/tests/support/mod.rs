@@ -163,3 +163,16 @@ async fn ping(port: u16) -> bool {
         .flatten()
         .unwrap_or(false)
 }
+
+/// Backend options for `server` under `key_prefix`, with short timeouts for tests.
+pub fn options(server: &RedisServer, key_prefix: &str) -> mqtt_hook_redis::RedisOptions {
+    mqtt_hook_redis::RedisOptions {
+        url: server.url(),
+        key_prefix: key_prefix.to_owned(),
+        connect_timeout_ms: 2_000,
+        response_timeout_ms: 5_000,
+        reconnect_min_delay_ms: 50,
+        reconnect_max_delay_ms: 500,
+        ..mqtt_hook_redis::RedisOptions::default()
+    }
+}
