@@ -59,6 +59,7 @@ mod inline;
 mod message;
 mod options;
 mod outbound;
+mod registry;
 mod server;
 mod session;
 mod staged;

@@ -1,0 +1,440 @@
+//! The reader: reads, decodes and handles packets, waits for room in full subscriber queues,
+//! and keeps the keep-alive deadline.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use mqtt_packets::{DecodeContext, DecodeError, Packet, ReasonCode, decode};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::Connection;
+use super::End;
+use crate::Server;
+use crate::sys;
+
+#[derive(Debug)]
+pub(super) enum ReadError {
+    Io(std::io::Error),
+    Decode(DecodeError),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(error) => write!(f, "I/O error: {error}"),
+            Self::Decode(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+/// Reads until one packet is decoded; `Ok(None)` at end of stream.
+pub(super) async fn read_packet<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    context: &DecodeContext,
+    server: &Server,
+) -> Result<Option<Packet>, ReadError> {
+    loop {
+        if let Some(packet) = decode(buf, context).map_err(ReadError::Decode)? {
+            return Ok(Some(packet));
+        }
+        if buf.capacity() == buf.len() {
+            buf.reserve(server.inner.options.read_buffer_size.max(1));
+        }
+        let read = reader.read_buf(buf).await.map_err(ReadError::Io)?;
+        if read == 0 {
+            return Ok(None);
+        }
+        sys::add(&server.inner.info.bytes_received, read as u64);
+    }
+}
+
+/// Reads more input into `buf`, growing it by `size` when it is full. While the connection is
+/// idle (nothing buffered, nothing to read yet) the buffer's memory is given back and taken again
+/// when input arrives, so an idle connection holds no read buffer. Returns the bytes read and
+/// the room that was offered for them.
+///
+/// Cancel safety: as [`AsyncReadExt::read_buf`]; nothing read is lost if the future is dropped.
+pub(super) async fn read_more<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    size: usize,
+) -> std::io::Result<(usize, usize)> {
+    std::future::poll_fn(|cx| {
+        if buf.capacity() == buf.len() {
+            buf.reserve(size);
+        }
+        let offered = buf.capacity() - buf.len();
+        let polled = {
+            let read = std::pin::pin!(reader.read_buf(&mut *buf));
+            read.poll(cx)
+        };
+        if polled.is_pending() && buf.is_empty() {
+            *buf = BytesMut::new();
+        }
+        polled.map_ok(|read| (read, offered))
+    })
+    .await
+}
+
+/// How much room a connection offers its socket per read: the configured read buffer size
+/// while the client sends little, doubled (up to [`ReadSize::MAX`]) each time a read fills all
+/// the room offered, since more was then waiting: a busy publisher is read in a few large reads
+/// rather than many small ones. Halved back when reads come in small. An idle connection holds
+/// no buffer whatever this says (see [`read_more`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ReadSize {
+    base: usize,
+    current: usize,
+}
+
+impl ReadSize {
+    /// The most room offered per read.
+    pub(super) const MAX: usize = 64 * 1024;
+
+    pub(super) fn new(base: usize) -> Self {
+        let base = base.max(1);
+        Self {
+            base,
+            current: base,
+        }
+    }
+
+    /// Adapts to a read of `read` bytes into `offered` bytes of room. A read into the rest of a
+    /// buffer (less room than the current size) tells nothing about the client.
+    pub(super) fn record(&mut self, read: usize, offered: usize) {
+        if offered < self.current {
+            return;
+        }
+        if read >= offered {
+            self.current = self.current.saturating_mul(2).min(Self::MAX.max(self.base));
+        } else if read < self.current / 4 {
+            self.current = (self.current / 2).max(self.base);
+        }
+    }
+}
+
+impl Connection {
+    #[allow(clippy::manual_async_fn)] // An `async fn` would hold its arguments twice.
+    pub(super) fn read_loop<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        mut buf: BytesMut,
+    ) -> impl Future<Output = End> {
+        // An `async` block rather than an `async fn` (see `write_loop`).
+        async move {
+            let server = self.server.clone();
+            let options = &server.inner.options;
+            let context = server.decode_context(self.protocol);
+            // 1.5 times the Keep Alive without a complete packet closes the connection
+            // [MQTT-3.1.2-22]: measured from the last packet, not the last byte, so a client
+            // that trickles a packet byte by byte cannot keep a connection (and the buffer of
+            // its partial packet) forever.
+            let idle = |keep_alive: u16| {
+                (keep_alive > 0)
+                    .then(|| Instant::now() + Duration::from_millis(u64::from(keep_alive) * 1500))
+            };
+            let mut deadline = idle(self.keep_alive);
+            let mut decoded = false;
+            let shared = self.handle.shared();
+            let control_limit = options.capabilities.maximum_client_writes_pending.max(1024);
+            let mut read_size = ReadSize::new(options.read_buffer_size);
+            loop {
+                loop {
+                    // The decoded packet is handled before any await, so that it takes no room in
+                    // this future's state (which lasts as long as the connection).
+                    let step = match decode(&mut buf, &context) {
+                        Ok(Some(packet)) => {
+                            decoded = true;
+                            Ok(Some(self.handle_packet(packet)))
+                        }
+                        Ok(None) => Ok(None),
+                        Err(error) => Err(error),
+                    };
+                    match step {
+                        Ok(None) => {
+                            // The read's messages go to their subscribers' queues first, waiting
+                            // for room in full ones; only then are they acknowledged, so that a
+                            // publisher outrunning a subscriber is slowed down, not dropped.
+                            if let Some(end) = self.hand_over().await {
+                                return end;
+                            }
+                            if !self.hold_acks {
+                                self.push_held();
+                            }
+                            self.flush_counters();
+                            if self.hold_acks && !self.held.is_empty() {
+                                // Waiting for storage is a path of its own, boxed: it keeps the
+                                // storage timer out of every connection's state.
+                                if let Some(end) = self.boxed_release_acks().await {
+                                    return end;
+                                }
+                            } else {
+                                self.push_held();
+                            }
+                            if decoded {
+                                // After any wait for room or storage: the client is not idle
+                                // while the server holds its reads back.
+                                deadline = idle(self.keep_alive);
+                                decoded = false;
+                            }
+                            break;
+                        }
+                        Ok(Some(None)) => {
+                            if self.staged.is_full()
+                                && let Some(end) = self.hand_over().await
+                            {
+                                return end;
+                            }
+                        }
+                        Ok(Some(Some(end))) => {
+                            // What the read accepted before the end is placed as any read's,
+                            // waiting for room (a kill, or the close this end may have asked
+                            // for, places the rest at once); the end stays the reason.
+                            self.hand_over().await;
+                            self.flush_counters();
+                            self.boxed_release_acks_on_exit().await;
+                            return end;
+                        }
+                        Err(error) => {
+                            self.hand_over().await;
+                            self.flush_counters();
+                            self.boxed_release_acks_on_exit().await;
+                            if let DecodeError::LimitExceeded { .. } = error {
+                                sys::add(&self.server.inner.info.limits_exceeded, 1);
+                            }
+                            warn!(client_id = %self.client.client_id, %error, "closing on a bad packet");
+                            self.close(error.reason_code());
+                            return End::Abnormal(error.to_string());
+                        }
+                    }
+                    if self.pending_auth.is_some() && !self.hold_acks {
+                        // The acknowledgements so far do not wait for the hook's answer, once
+                        // what they acknowledge is queued.
+                        if let Some(end) = self.hand_over().await {
+                            return end;
+                        }
+                        self.push_held();
+                    }
+                    if let Some(auth) = self.pending_auth.take()
+                        && let Some(end) = self.boxed_reauthenticate(*auth).await
+                    {
+                        self.hand_over().await;
+                        self.flush_counters();
+                        self.boxed_release_acks_on_exit().await;
+                        return end;
+                    }
+                }
+                // A client whose answers (PINGRESP, acks) pile up unsent is not read until they
+                // are written, and is closed if they are not within the slow-subscriber timeout:
+                // its unsent answers never grow without bound. PUBRELs answer the client's PUBRECs
+                // to our QoS 2 messages: one per message in flight, so the send window is allowed
+                // on top.
+                let (unsent, window) = {
+                    let state = self.session.state.lock();
+                    (state.control.len(), state.peer.window)
+                };
+                let limit = control_limit.saturating_add(window);
+                if unsent > limit
+                    && let Some(end) = self.boxed_wait_for_answers(limit).await
+                {
+                    return end;
+                }
+                let size = read_size.current;
+                let read = async {
+                    match deadline {
+                        Some(deadline) => {
+                            tokio::time::timeout_at(deadline, read_more(reader, &mut buf, size))
+                                .await
+                                .ok()
+                        }
+                        None => Some(read_more(reader, &mut buf, size).await),
+                    }
+                };
+                let result = tokio::select! {
+                    result = read => result,
+                    () = shared.kill.notified() => return End::Killed,
+                };
+                match result {
+                    None => {
+                        info!(client_id = %self.client.client_id, "keep alive timeout");
+                        self.close(ReasonCode::KEEP_ALIVE_TIMEOUT);
+                        return End::Abnormal("keep alive timeout".into());
+                    }
+                    Some(Ok((0, _))) => {
+                        return End::Abnormal("connection closed by the client".into());
+                    }
+                    Some(Ok((read, offered))) => {
+                        read_size.record(read, offered);
+                        sys::add(&self.server.inner.info.bytes_received, read as u64);
+                    }
+                    Some(Err(error)) => return End::Abnormal(format!("read error: {error}")),
+                }
+            }
+        }
+    }
+
+    /// Hands the deliveries staged so far to their subscribers' queues. If a connected
+    /// subscriber's queue is full, waits (without reading) until every delivery is placed.
+    /// `Some` ends the connection (it was killed meanwhile): what it accepted is then placed
+    /// without waiting, and the held acknowledgements go out if storage allows.
+    ///
+    /// Cancel safety: not cancel safe; the reader awaits it to completion.
+    pub(super) async fn hand_over(&mut self) -> Option<End> {
+        let shared = self.handle.shared();
+        self.server
+            .deliver_from_read(&mut self.staged, &shared, &mut self.parked);
+        if self.parked.is_empty() {
+            return None;
+        }
+        self.boxed_wait_for_room(shared).await
+    }
+
+    /// [`Connection::wait_for_answers`] in a box (see [`serve`]): waiting is the rare path.
+    pub(super) fn boxed_wait_for_answers(
+        &mut self,
+        limit: usize,
+    ) -> Pin<Box<impl Future<Output = Option<End>> + Send>> {
+        Box::pin(self.wait_for_answers(limit))
+    }
+
+    /// Waits, without reading, until the writer has taken this connection's unsent answers down
+    /// to half of `limit`. `Some` ends the connection: killed, or its answers were not written
+    /// within the slow-subscriber timeout (DISCONNECT 0x97).
+    pub(super) async fn wait_for_answers(&mut self, limit: usize) -> Option<End> {
+        let shared = self.handle.shared();
+        let deadline = Instant::now() + self.server.inner.flow_limits.slow_timeout;
+        shared.answers_waiting.store(true, Ordering::Relaxed);
+        let end = loop {
+            let unsent = self.session.state.lock().control.len();
+            if unsent <= limit / 2 {
+                break None;
+            }
+            tokio::select! {
+                () = shared.room.notified() => {}
+                () = shared.kill.notified() => break Some(End::Killed),
+                () = tokio::time::sleep_until(deadline) => {
+                    warn!(client_id = %self.client.client_id, unsent, "client does not read its acknowledgements");
+                    self.close(ReasonCode::QUOTA_EXCEEDED);
+                    break Some(End::Abnormal("too many unsent acknowledgements".into()));
+                }
+            }
+        };
+        shared.answers_waiting.store(false, Ordering::Relaxed);
+        end
+    }
+
+    /// [`Connection::wait_for_room`] in a box (see [`serve`]): waiting is the rare path.
+    pub(super) fn boxed_wait_for_room(
+        &mut self,
+        shared: Arc<crate::session::HandleShared>,
+    ) -> Pin<Box<impl Future<Output = Option<End>> + Send>> {
+        Box::pin(self.wait_for_room(shared))
+    }
+
+    /// Waits until the parked deliveries are placed: woken when a subscriber's queue has room,
+    /// and at the time a subscriber still full would count as stuck.
+    pub(super) async fn wait_for_room(
+        &mut self,
+        shared: Arc<crate::session::HandleShared>,
+    ) -> Option<End> {
+        let info = &self.server.inner.info;
+        sys::add(&info.publisher_waits, 1);
+        sys::add(&info.publishers_waiting, 1);
+        shared.waiting.store(true, Ordering::Relaxed);
+        debug!(client_id = %self.client.client_id, "not reading: a subscriber's queue is full");
+        let end = loop {
+            let Some(deadline) =
+                self.server
+                    .retry_parked(&mut self.parked, &shared, Instant::now())
+            else {
+                break None;
+            };
+            tokio::select! {
+                () = shared.room.notified() => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                () = shared.kill.notified() => break Some(End::Killed),
+            }
+        };
+        shared.waiting.store(false, Ordering::Relaxed);
+        sys::sub(&info.publishers_waiting, 1);
+        if end.is_some() {
+            // The connection is taken over or the server closes: nobody waits any more. What
+            // was accepted is placed whatever the queue limits (it is one read at most; a QoS 2
+            // message already in the session's inbound state must not be lost), and
+            // acknowledged if the closing writer still can.
+            self.server.place_parked(&mut self.parked, &shared);
+            self.boxed_release_acks_on_exit().await;
+        }
+        end
+    }
+
+    /// After a read is handled: adds what it received to the server's counters, and wakes the
+    /// writer if acknowledgements opened the send window.
+    pub(super) fn flush_counters(&mut self) {
+        let counters = std::mem::take(&mut self.counters);
+        if counters.wake_writer {
+            let state = self.session.state.lock();
+            if state.outbound.has_queued() {
+                state.wake_writer();
+            }
+        }
+        let info = &self.server.inner.info;
+        if counters.packets > 0 {
+            sys::add(&info.packets_received, counters.packets);
+        }
+        let messages: u64 = counters.messages.iter().sum();
+        if messages > 0 {
+            sys::add(&info.messages_received, messages);
+            for (counter, count) in info.messages_received_by_qos.iter().zip(counters.messages) {
+                if count > 0 {
+                    sys::add(counter, count);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadSize;
+
+    #[test]
+    fn read_size_grows_while_reads_fill_the_room_and_shrinks_when_they_do_not() {
+        let mut size = ReadSize::new(2048);
+        // Full reads: doubled each time, up to the maximum.
+        for expected in [4096, 8192, 16_384, 32_768, 65_536, 65_536] {
+            size.record(size.current, size.current);
+            assert_eq!(size.current, expected);
+        }
+        // A read into the tail of a buffer (less room than the current size) that fills it
+        // says nothing about the client: no change.
+        size.record(1000, 1000);
+        assert_eq!(size.current, 65_536);
+        // Small reads: halved each time, down to the configured size.
+        for expected in [32_768, 16_384, 8192, 4096, 2048, 2048] {
+            size.record(100, size.current);
+            assert_eq!(size.current, expected);
+        }
+        // A read of a quarter or more keeps the size.
+        let mut size = ReadSize::new(2048);
+        size.record(4096, 4096);
+        size.record(1024, 4096);
+        assert_eq!(size.current, 4096);
+    }
+
+    #[test]
+    fn read_size_above_the_maximum_stays_as_configured() {
+        let mut size = ReadSize::new(1 << 20);
+        size.record(1 << 20, 1 << 20);
+        assert_eq!(size.current, 1 << 20);
+        size.record(10, 1 << 20);
+        assert_eq!(size.current, 1 << 20);
+    }
+}
