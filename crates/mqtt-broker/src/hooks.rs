@@ -32,11 +32,11 @@ use mqtt_packets::{
 };
 use parking_lot::RwLock;
 
-use crate::ClientInfo;
 use crate::storage::{
     StorageEvent, StoredClient, StoredMessage, StoredSubscription, StoredSysInfo,
 };
 use crate::sys::SysInfo;
+use crate::{ClientInfo, ConnectionError};
 
 /// A boxed future, for the asynchronous hook methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -383,9 +383,10 @@ pub trait Hook: Send + Sync + 'static {
     /// CONNACK was sent and pending messages were resent.
     fn on_session_established(&self, client: &ClientInfo, connect: &Connect) {}
 
-    /// The connection ended; `error` says why when it was not a normal DISCONNECT, and `expire`
-    /// whether the session ends with it.
-    fn on_disconnect(&self, client: &ClientInfo, error: Option<&str>, expire: bool) {}
+    /// The connection ended; `error` says why when it was not the client's DISCONNECT (its
+    /// [`ConnectionError::reason_code`] is what the client was told), and `expire` whether the
+    /// session ends with it.
+    fn on_disconnect(&self, client: &ClientInfo, error: Option<&ConnectionError>, expire: bool) {}
 
     /// One step of enhanced authentication (§4.12) with the method `method`: the first step comes
     /// from CONNECT, later ones from AUTH packets. `state` is kept by the server between the
@@ -426,8 +427,14 @@ pub trait Hook: Send + Sync + 'static {
     /// A packet was written to this client (`bytes` long).
     fn on_packet_sent(&self, client: &ClientInfo, packet: &Packet, bytes: usize) {}
 
-    /// A packet from this client was processed.
-    fn on_packet_processed(&self, client: &ClientInfo, packet: &Packet, error: Option<&str>) {}
+    /// A packet from this client was processed; `error` when handling it ended the connection.
+    fn on_packet_processed(
+        &self,
+        client: &ClientInfo,
+        packet: &Packet,
+        error: Option<&ConnectionError>,
+    ) {
+    }
 
     /// A SUBSCRIBE arrived; the hook may change its filters.
     fn on_subscribe(&self, client: &ClientInfo, subscribe: Subscribe) -> Subscribe {

@@ -87,7 +87,7 @@ impl InlineClient {
         );
         let info = ClientInfo::inline(client_id.clone());
         let codes = crate::subscribe::subscribe(&self.server, &session, &info, subscribe, |_| {})
-            .map_err(BrokerError::Refused)?;
+            .map_err(|violation| BrokerError::Refused(violation.reason_code()))?;
         if let Some(code) = codes.first().copied().filter(|code| code.is_error()) {
             return Err(BrokerError::Refused(code));
         }

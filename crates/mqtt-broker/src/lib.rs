@@ -50,6 +50,7 @@
 
 mod alias;
 mod client;
+mod close;
 mod connection;
 mod error;
 mod flow;
@@ -69,6 +70,7 @@ pub mod sys;
 mod timers;
 
 pub use client::{ClientInfo, ConnectionInfo, TlsInfo};
+pub use close::{ConnectionError, LimitExceeded, StorageFailure, Violation};
 pub use error::BrokerError;
 pub use hooks::{AllowAllHook, ConnectRefusal, Hook};
 pub use inline::{InlineCallback, InlineClient, InlineDelivery, InlineSubscription};

@@ -8,6 +8,7 @@ use mqtt_packets::{QoS, ReasonCode, RetainHandling, Subscribe, Unsubscribe};
 use mqtt_topics::{TopicError, parse_filter};
 use tokio::time::Instant;
 
+use crate::close::Violation;
 use crate::flow::RetainedCursor;
 use crate::hooks::{Access, HookEvents};
 use crate::message::{Delivery, Message};
@@ -18,7 +19,7 @@ use crate::{ClientInfo, Server};
 
 /// The answer to a SUBSCRIBE: the SUBACK codes, or a reason to end the connection (v5 features
 /// the server has disabled, No Local on a shared subscription).
-pub(crate) type SubscribeResult = Result<Vec<ReasonCode>, ReasonCode>;
+pub(crate) type SubscribeResult = Result<Vec<ReasonCode>, Violation>;
 
 /// Applies a SUBSCRIBE to the session: each filter in turn [MQTT-3.8.4-5]; returns one code per
 /// filter [MQTT-3.8.4-6] and queues the retained messages Retain Handling allows.
@@ -48,7 +49,7 @@ pub(crate) fn subscribe(
     let v5 = client.protocol.is_v5();
     let identifier = subscribe.properties.subscription_identifier;
     if identifier.is_some() && !caps.subscription_identifiers_available {
-        return Err(ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED);
+        return Err(Violation::SubscriptionIdentifiersNotSupported);
     }
     let rules = caps.effective_topic_rules();
     // A clean start by another connection while this SUBSCRIBE runs ends the session it was
@@ -62,10 +63,10 @@ pub(crate) fn subscribe(
             Ok(parsed) => parsed,
             // A disabled feature is a protocol error for v5 clients (§3.2.2.3.11-13).
             Err(TopicError::SharedSubscriptionsNotSupported) if v5 => {
-                return Err(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
+                return Err(Violation::SharedSubscriptionsNotSupported);
             }
             Err(TopicError::WildcardSubscriptionsNotSupported) if v5 => {
-                return Err(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED);
+                return Err(Violation::WildcardSubscriptionsNotSupported);
             }
             Err(error) => {
                 codes.push(error.reason_code());
@@ -75,7 +76,7 @@ pub(crate) fn subscribe(
         let mut options = subscription.options;
         if parsed.is_shared() && options.no_local {
             // [MQTT-3.8.3-4]
-            return Err(ReasonCode::PROTOCOL_ERROR);
+            return Err(Violation::NoLocalOnSharedSubscription);
         }
         if !inner.hooks.acl(client, filter, Access::Read) {
             codes.push(if caps.compatibilities.obscure_not_authorized {

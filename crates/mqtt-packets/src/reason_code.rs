@@ -155,6 +155,25 @@ impl ReasonCode {
         self.0 >= 0x80
     }
 
+    /// Whether this code reports a malformed packet or a protocol error: the codes a receiver
+    /// closes a connection with when the other side breaks the protocol (§4.13.1), rather than
+    /// for a limit, an authorization or a server condition.
+    pub const fn is_protocol_error(self) -> bool {
+        matches!(
+            self,
+            Self::MALFORMED_PACKET
+                | Self::PROTOCOL_ERROR
+                | Self::RECEIVE_MAXIMUM_EXCEEDED
+                | Self::TOPIC_ALIAS_INVALID
+                | Self::PACKET_TOO_LARGE
+                | Self::RETAIN_NOT_SUPPORTED
+                | Self::QOS_NOT_SUPPORTED
+                | Self::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
+                | Self::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED
+                | Self::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
+        )
+    }
+
     /// Whether an MQTT 5 packet of this type may carry this code.
     ///
     /// Packets without a reason code (CONNECT, PUBLISH, SUBSCRIBE, UNSUBSCRIBE, PINGREQ,
@@ -254,6 +273,16 @@ mod tests {
         assert!(ReasonCode::DISCONNECT_WITH_WILL_MESSAGE.is_allowed_in(PacketType::Disconnect));
         assert!(ReasonCode::PACKET_IDENTIFIER_NOT_FOUND.is_allowed_in(PacketType::PubComp));
         assert!(!ReasonCode::NO_MATCHING_SUBSCRIBERS.is_allowed_in(PacketType::PubRel));
+    }
+
+    #[test]
+    fn protocol_errors_are_the_codes_of_section_4_13_1() {
+        for code in [0x81, 0x82, 0x93, 0x94, 0x95, 0x9A, 0x9B, 0x9E, 0xA1, 0xA2] {
+            assert!(ReasonCode(code).is_protocol_error(), "{code:#04x}");
+        }
+        for code in [0x00, 0x04, 0x80, 0x87, 0x89, 0x8D, 0x8E, 0x97, 0x99] {
+            assert!(!ReasonCode(code).is_protocol_error(), "{code:#04x}");
+        }
     }
 
     #[test]

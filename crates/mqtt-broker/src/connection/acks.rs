@@ -4,12 +4,12 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use mqtt_packets::ReasonCode;
 use tracing::warn;
 
 use super::Connection;
 use super::End;
 use super::LINGER;
+use crate::close::{ConnectionError, StorageFailure};
 use crate::session::{Ack, Control};
 use crate::sys;
 
@@ -39,7 +39,7 @@ impl Connection {
             result = tokio::time::timeout(timeout, self.server.inner.hooks.durable()) => result,
             () = shared.kill.notified() => {
                 self.held.clear();
-                return Some(End::Killed);
+                return Some(End::KILLED);
             }
         };
         let Ok(durable) = durable else {
@@ -48,15 +48,15 @@ impl Connection {
             self.held.clear();
             warn!(client_id = %self.client.client_id, ?timeout, "storage did not commit in time; closing without acknowledging");
             sys::add(&self.server.inner.info.durable_ack_timeouts, 1);
-            self.close(ReasonCode::UNSPECIFIED_ERROR);
-            return Some(End::Abnormal("storage did not commit in time".into()));
+            return Some(self.fail(ConnectionError::Storage(StorageFailure::Timeout)));
         };
         if let Err(error) = durable {
             self.held.clear();
             warn!(client_id = %self.client.client_id, %error, "storage failed; closing without acknowledging");
             sys::add(&self.server.inner.info.hook_errors, 1);
-            self.close(ReasonCode::UNSPECIFIED_ERROR);
-            return Some(End::Abnormal(format!("storage failed: {error}")));
+            return Some(self.fail(ConnectionError::Storage(StorageFailure::Failed(
+                error.to_string(),
+            ))));
         }
         self.push_held();
         None

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use super::Connection;
 use super::End;
 use super::read::read_packet;
+use crate::close::{ConnectionError, Violation};
 use crate::hooks::AuthOutcome;
 use crate::{ClientInfo, Server};
 
@@ -123,10 +124,7 @@ impl Connection {
         let method = self.auth.as_ref()?.method.clone()?;
         if packet.properties.authentication_method.as_ref() != Some(&method) {
             // A different method is a protocol error (§3.15).
-            self.close(ReasonCode::PROTOCOL_ERROR);
-            return Some(End::Abnormal(
-                "AUTH with another authentication method".into(),
-            ));
+            return Some(self.fail(Violation::AuthMethodChanged));
         }
         let step = match packet.reason_code {
             ReasonCode::RE_AUTHENTICATE => {
@@ -142,8 +140,7 @@ impl Connection {
                 crate::hooks::AuthStep::Continue
             }
             _ => {
-                self.close(ReasonCode::PROTOCOL_ERROR);
-                return Some(End::Abnormal("unexpected AUTH".into()));
+                return Some(self.fail(Violation::UnexpectedAuth));
             }
         };
         let data = packet.properties.authentication_data.clone();
@@ -178,10 +175,7 @@ impl Connection {
                 if principal.is_some() && principal != self.client.username =>
             {
                 // A re-authentication keeps the identity of the connection.
-                self.close(ReasonCode::NOT_AUTHORIZED);
-                Some(End::Abnormal(
-                    "re-authentication proved another identity".into(),
-                ))
+                Some(self.fail(ConnectionError::IdentityChanged))
             }
             AuthOutcome::Success { data, .. } => {
                 if let Some(auth) = self.auth.as_deref_mut() {
@@ -191,14 +185,10 @@ impl Connection {
                 self.send(reply(ReasonCode::SUCCESS, data));
                 None
             }
-            AuthOutcome::Fail(code) => {
-                self.close(code);
-                Some(End::Abnormal(format!("re-authentication failed: {code}")))
-            }
-            AuthOutcome::Unsupported => {
-                self.close(ReasonCode::BAD_AUTHENTICATION_METHOD);
-                Some(End::Abnormal("re-authentication method unsupported".into()))
-            }
+            AuthOutcome::Fail(code) => Some(self.fail(ConnectionError::Reauthentication(code))),
+            AuthOutcome::Unsupported => Some(self.fail(ConnectionError::Reauthentication(
+                ReasonCode::BAD_AUTHENTICATION_METHOD,
+            ))),
         }
     }
 

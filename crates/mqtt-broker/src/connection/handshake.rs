@@ -62,9 +62,10 @@ where
     let connect = match first {
         Ok(Ok(Some(Packet::Connect(connect)))) => *connect,
         Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocol { name, level }))) => {
-            // 3.x layout, which any client can parse [MQTT-3.1.2-2].
+            // 3.x layout (return code 1), which any client can parse [MQTT-3.1.2-2].
             debug!(remote = ?connection.remote, %name, level, "unsupported protocol");
-            writer.write_all(&[0x20, 0x02, 0x00, 0x01]).await.ok();
+            let refusal = ConnAck::new(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION);
+            send_connack(&mut writer, Protocol::V3_1_1, refusal).await;
             refuse(&server, writer).await;
             linger(&server, &mut reader).await;
             return None;

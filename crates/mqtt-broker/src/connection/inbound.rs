@@ -9,26 +9,30 @@ use tracing::{debug, warn};
 
 use super::Connection;
 use super::End;
+use crate::close::{ConnectionError, LimitExceeded, Violation};
 use crate::hooks::HookEvents;
 use crate::outbound::PubRecOutcome;
 use crate::server::PublishOutcome;
 use crate::session::Ack;
 use crate::storage::{StorageEvent, StoredFlow};
-use crate::sys;
 
 impl Connection {
-    /// Runs the `on_packet_read` hooks, which may change the packet or refuse it (with the
-    /// reason code and the refusing hook's id).
-    pub(super) fn read_hooks(&self, packet: Packet) -> Result<Packet, (ReasonCode, String)> {
+    /// Runs the `on_packet_read` hooks, which may change the packet or refuse it.
+    pub(super) fn read_hooks(&self, packet: Packet) -> Result<Packet, ConnectionError> {
         let hooks = &self.server.inner.hooks;
         if !hooks.provides(HookEvents::ON_PACKET_READ) {
             return Ok(packet);
         }
         let mut packet = packet;
         for hook in hooks.with(HookEvents::ON_PACKET_READ) {
-            packet = hook
-                .on_packet_read(&self.client, packet)
-                .map_err(|code| (code, hook.id().to_owned()))?;
+            let packet_type = packet.packet_type();
+            packet = hook.on_packet_read(&self.client, packet).map_err(|code| {
+                ConnectionError::RefusedByHook {
+                    hook: hook.id().to_owned(),
+                    packet: packet_type,
+                    code,
+                }
+            })?;
         }
         Ok(packet)
     }
@@ -153,10 +157,7 @@ impl Connection {
         }
         let packet = match self.read_hooks(packet) {
             Ok(packet) => packet,
-            Err((code, hook)) => {
-                self.close(code);
-                return Some(End::Abnormal(format!("packet refused by hook {hook}")));
-            }
+            Err(error) => return Some(self.fail(error)),
         };
         let processed = self
             .server
@@ -198,10 +199,7 @@ impl Connection {
                     acknowledge,
                 ) {
                     Ok(_) => None,
-                    Err(code) => {
-                        self.close(code);
-                        Some(End::Abnormal(format!("SUBSCRIBE refused: {code}")))
-                    }
+                    Err(violation) => Some(self.fail(violation)),
                 }
             }
             Packet::Unsubscribe(unsubscribe) => {
@@ -222,8 +220,7 @@ impl Connection {
             Packet::Disconnect(disconnect) => Some(self.handle_disconnect(&disconnect)),
             Packet::Connect(_) => {
                 // A second CONNECT [MQTT-3.1.0-2].
-                self.close(ReasonCode::PROTOCOL_ERROR);
-                Some(End::Abnormal("second CONNECT".into()))
+                Some(self.fail(Violation::SecondConnect))
             }
             Packet::Auth(auth) if self.auth.is_some() => {
                 // Re-authentication: handled on the reader's task (see `read_loop`).
@@ -232,20 +229,19 @@ impl Connection {
             }
             Packet::Auth(_) => {
                 // No enhanced authentication was negotiated (§3.15).
-                self.close(ReasonCode::PROTOCOL_ERROR);
-                Some(End::Abnormal(
-                    "AUTH without an authentication method".into(),
-                ))
+                Some(self.fail(Violation::AuthWithoutMethod))
             }
-            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+            packet @ (Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp) => {
                 // Packets only a server sends (§2.1.2).
-                self.close(ReasonCode::PROTOCOL_ERROR);
-                Some(End::Abnormal("client sent a server packet".into()))
+                Some(self.fail(Violation::ServerPacket(packet.packet_type())))
             }
         };
         if let Some(packet) = processed {
             let error = match &end {
-                Some(End::Abnormal(why)) => Some(why.as_str()),
+                Some(End::Error(error)) => Some(error),
                 _ => None,
             };
             for hook in self
@@ -296,26 +292,20 @@ impl Connection {
         let mut publish = publish;
         if publish.qos > caps.maximum_qos {
             // [MQTT-3.2.2-11]
-            self.close(ReasonCode::QOS_NOT_SUPPORTED);
-            return Some(End::Abnormal("QoS above the server maximum".into()));
+            return Some(self.fail(Violation::QosNotSupported));
         }
         if publish.retain && !caps.retain_available {
             // [MQTT-3.2.2-14]
-            self.close(ReasonCode::RETAIN_NOT_SUPPORTED);
-            return Some(End::Abnormal("RETAIN while retain is not available".into()));
+            return Some(self.fail(Violation::RetainNotSupported));
         }
         if !publish.properties.subscription_identifiers.is_empty() {
             // [MQTT-3.3.4-6]
-            self.close(ReasonCode::PROTOCOL_ERROR);
-            return Some(End::Abnormal(
-                "PUBLISH with a subscription identifier".into(),
-            ));
+            return Some(self.fail(Violation::SubscriptionIdentifierInPublish));
         }
         if let Some(alias) = publish.properties.topic_alias {
             // Topic aliases [MQTT-3.3.2-9] [MQTT-3.3.2-12] (§3.3.4).
             if alias.get() > caps.topic_alias_maximum {
-                self.close(ReasonCode::TOPIC_ALIAS_INVALID);
-                return Some(End::Abnormal("topic alias above the maximum".into()));
+                return Some(self.fail(Violation::TopicAliasAboveMaximum));
             }
             if publish.topic.is_empty() {
                 match self
@@ -325,8 +315,7 @@ impl Connection {
                 {
                     Some(topic) => publish.topic = topic.clone(),
                     None => {
-                        self.close(ReasonCode::PROTOCOL_ERROR);
-                        return Some(End::Abnormal("unknown topic alias".into()));
+                        return Some(self.fail(Violation::UnknownTopicAlias));
                     }
                 }
             } else if mqtt_topics::validate_topic_name(publish.topic.as_str(), &caps.topic_rules)
@@ -341,11 +330,7 @@ impl Connection {
                 );
                 if !kept {
                     warn!(client_id = %self.client.client_id, "topic aliases beyond their byte limit");
-                    sys::add(&self.server.inner.info.limits_exceeded, 1);
-                    self.close(ReasonCode::QUOTA_EXCEEDED);
-                    return Some(End::Abnormal(
-                        "topic aliases beyond their byte limit".into(),
-                    ));
+                    return Some(self.fail(LimitExceeded::TopicAliasBytes));
                 }
             }
         }
@@ -387,8 +372,7 @@ impl Connection {
             if state.inbound_qos2.len() >= usize::from(caps.receive_maximum) {
                 drop(state);
                 // [MQTT-3.3.4-7]
-                self.close(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
-                return Some(End::Abnormal("receive maximum exceeded".into()));
+                return Some(self.fail(Violation::ReceiveMaximumExceeded));
             }
         }
         let outcome = self
@@ -437,8 +421,7 @@ impl Connection {
         if let Some(expiry) = disconnect.properties.session_expiry_interval {
             if self.connect_expiry_zero && expiry != 0 {
                 // §3.14.2.2.2: a protocol error, and not a clean disconnect.
-                self.close(ReasonCode::PROTOCOL_ERROR);
-                return End::ClientDisconnect { will: true };
+                return self.fail(Violation::SessionExpiryAfterZero);
             }
             self.session.state.lock().expiry_interval =
                 expiry.min(caps.maximum_session_expiry_interval);

@@ -26,7 +26,7 @@ use crate::hooks::HookEvents;
 use crate::session::{Ack, Close, ConnectionHandle, Control, Session};
 use crate::staged::Staged;
 use crate::sys;
-use crate::{ClientInfo, ConnectionInfo, Server};
+use crate::{ClientInfo, ConnectionError, ConnectionInfo, Server};
 use auth::EnhancedAuth;
 use handshake::handshake;
 use write::write_loop;
@@ -48,10 +48,15 @@ enum End {
     /// DISCONNECT from the client; `will` says whether the Will is still published (0x04, or a
     /// protocol error in the DISCONNECT itself).
     ClientDisconnect { will: bool },
-    /// The connection failed or the server ended it; the Will is published.
-    Abnormal(String),
-    /// Taken over by a newer connection, or closed by the server: the taker cleans up.
-    Killed,
+    /// The connection failed or the server ended it; the Will is published. Taken over by a
+    /// newer connection, or closed by another part of the server
+    /// ([`ConnectionError::ClosedByServer`]): the part that closed it cleans up.
+    Error(ConnectionError),
+}
+
+impl End {
+    /// The server closed the connection from elsewhere (takeover, shutdown, stuck subscriber).
+    const KILLED: Self = Self::Error(ConnectionError::ClosedByServer);
 }
 
 /// Serves one connection: the handshake, then the packet loop and the writer.
@@ -246,19 +251,29 @@ impl Connection {
         }
     }
 
-    /// Ends the connection with this code: DISCONNECT for v5, a plain close for 3.x. Malformed
-    /// packets and protocol errors (the codes of §4.13.1) are counted.
+    /// Ends the connection for this error: [`Connection::close`] with its reason code, if this
+    /// side sends one, after counting it (protocol errors, limits).
+    fn fail(&mut self, error: impl Into<ConnectionError>) -> End {
+        let error = error.into();
+        let info = &self.server.inner.info;
+        if error.is_protocol_error() {
+            sys::add(&info.protocol_errors, 1);
+        }
+        if error.is_limit() {
+            sys::add(&info.limits_exceeded, 1);
+        }
+        if let Some(code) = error.reason_code() {
+            self.close(code);
+        }
+        End::Error(error)
+    }
+
+    /// Ends the connection with this code: DISCONNECT for v5, a plain close for 3.x.
     fn close(&mut self, code: ReasonCode) {
         if !self.hold_acks {
             // Acknowledgements of packets already accepted in this read go before the
             // DISCONNECT: the writer stops taking control packets once the connection closes.
             self.push_held();
-        }
-        if matches!(
-            code.value(),
-            0x81 | 0x82 | 0x93 | 0x94 | 0x95 | 0x9A | 0x9B | 0x9E | 0xA1 | 0xA2
-        ) {
-            sys::add(&self.server.inner.info.protocol_errors, 1);
         }
         let how = if self.protocol.is_v5() {
             Close::Disconnect(code)
@@ -290,12 +305,11 @@ impl Connection {
         let inner = &server.inner;
         let error = match &end {
             End::ClientDisconnect { .. } => None,
-            End::Abnormal(why) => Some(why.clone()),
-            End::Killed => Some("closed by the server".to_string()),
+            End::Error(error) => Some(error),
         };
         let Some(detached) = detached else {
             // Taken over: the new connection handled the session and the old Will.
-            self.disconnected_hooks(error.as_deref(), false);
+            self.disconnected_hooks(error, false);
             return;
         };
         if let Some((will, client)) = detached.will_now {
@@ -322,12 +336,16 @@ impl Connection {
                 );
             }
         }
-        info!(client_id = %self.client.client_id, reason = error.as_deref().unwrap_or("DISCONNECT"),
-              expire = detached.ended, "client disconnected");
-        self.disconnected_hooks(error.as_deref(), detached.ended);
+        match error {
+            Some(error) => info!(client_id = %self.client.client_id, reason = %error,
+                                 expire = detached.ended, "client disconnected"),
+            None => info!(client_id = %self.client.client_id, reason = "DISCONNECT",
+                          expire = detached.ended, "client disconnected"),
+        }
+        self.disconnected_hooks(error, detached.ended);
     }
 
-    fn disconnected_hooks(&self, error: Option<&str>, expire: bool) {
+    fn disconnected_hooks(&self, error: Option<&ConnectionError>, expire: bool) {
         for hook in self.server.inner.hooks.with(HookEvents::ON_DISCONNECT) {
             hook.on_disconnect(&self.client, error, expire);
         }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mqtt_packets::{DecodeContext, DecodeError, Packet, ReasonCode, decode};
+use mqtt_packets::{DecodeContext, DecodeError, Packet, decode};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 use super::Connection;
 use super::End;
 use crate::Server;
+use crate::close::{ConnectionError, LimitExceeded};
 use crate::sys;
 
 #[derive(Debug)]
@@ -206,12 +207,8 @@ impl Connection {
                             self.hand_over().await;
                             self.flush_counters();
                             self.boxed_release_acks_on_exit().await;
-                            if let DecodeError::LimitExceeded { .. } = error {
-                                sys::add(&self.server.inner.info.limits_exceeded, 1);
-                            }
                             warn!(client_id = %self.client.client_id, %error, "closing on a bad packet");
-                            self.close(error.reason_code());
-                            return End::Abnormal(error.to_string());
+                            return self.fail(error);
                         }
                     }
                     if self.pending_auth.is_some() && !self.hold_acks {
@@ -259,22 +256,21 @@ impl Connection {
                 };
                 let result = tokio::select! {
                     result = read => result,
-                    () = shared.kill.notified() => return End::Killed,
+                    () = shared.kill.notified() => return End::KILLED,
                 };
                 match result {
                     None => {
                         info!(client_id = %self.client.client_id, "keep alive timeout");
-                        self.close(ReasonCode::KEEP_ALIVE_TIMEOUT);
-                        return End::Abnormal("keep alive timeout".into());
+                        return self.fail(ConnectionError::KeepAliveTimeout);
                     }
                     Some(Ok((0, _))) => {
-                        return End::Abnormal("connection closed by the client".into());
+                        return End::Error(ConnectionError::ClosedByClient);
                     }
                     Some(Ok((read, offered))) => {
                         read_size.record(read, offered);
                         sys::add(&self.server.inner.info.bytes_received, read as u64);
                     }
-                    Some(Err(error)) => return End::Abnormal(format!("read error: {error}")),
+                    Some(Err(error)) => return End::Error(error.into()),
                 }
             }
         }
@@ -318,11 +314,10 @@ impl Connection {
             }
             tokio::select! {
                 () = shared.room.notified() => {}
-                () = shared.kill.notified() => break Some(End::Killed),
+                () = shared.kill.notified() => break Some(End::KILLED),
                 () = tokio::time::sleep_until(deadline) => {
                     warn!(client_id = %self.client.client_id, unsent, "client does not read its acknowledgements");
-                    self.close(ReasonCode::QUOTA_EXCEEDED);
-                    break Some(End::Abnormal("too many unsent acknowledgements".into()));
+                    break Some(self.fail(LimitExceeded::UnsentAnswers));
                 }
             }
         };
@@ -359,7 +354,7 @@ impl Connection {
             tokio::select! {
                 () = shared.room.notified() => {}
                 () = tokio::time::sleep_until(deadline) => {}
-                () = shared.kill.notified() => break Some(End::Killed),
+                () = shared.kill.notified() => break Some(End::KILLED),
             }
         };
         shared.waiting.store(false, Ordering::Relaxed);

@@ -375,7 +375,7 @@ impl Server {
             Packet::Subscribe(subscribe) => {
                 crate::subscribe::subscribe(self, &session, &client, subscribe, |_| {})
                     .map(drop)
-                    .map_err(BrokerError::Refused)
+                    .map_err(|violation| BrokerError::Refused(violation.reason_code()))
             }
             Packet::Unsubscribe(unsubscribe) => {
                 crate::subscribe::unsubscribe(self, &session, &client, unsubscribe);

@@ -440,7 +440,12 @@ impl Hook for DisconnectWatch {
         HookEvents::ON_DISCONNECT
     }
 
-    fn on_disconnect(&self, client: &ClientInfo, _error: Option<&str>, _expire: bool) {
+    fn on_disconnect(
+        &self,
+        client: &ClientInfo,
+        _error: Option<&mqtt_broker::ConnectionError>,
+        _expire: bool,
+    ) {
         self.0.send(client.client_id.to_string()).ok();
     }
 }
