@@ -60,6 +60,7 @@ mod inline;
 mod message;
 mod options;
 mod outbound;
+mod protocol;
 mod registry;
 mod server;
 mod session;

@@ -5,10 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mqtt_packets::{
-    ConnAck, ConnAckProperties, Connect, DecodeError, MqttString, Packet, PayloadFormatIndicator,
-    Protocol, QoS, ReasonCode,
-};
+use mqtt_packets::{ConnAck, Connect, DecodeError, MqttString, Packet, Protocol, ReasonCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -23,7 +20,8 @@ use super::read::ReadError;
 use super::read::read_packet;
 use crate::flow::Parked;
 use crate::hooks::HookEvents;
-use crate::session::{Close, ConnectionHandle, Control, PeerLimits};
+use crate::protocol::connect;
+use crate::session::{Close, ConnectionHandle, Control, Session};
 use crate::staged::Staged;
 use crate::sys;
 use crate::{ClientInfo, ConnectionInfo, Server};
@@ -104,16 +102,8 @@ where
             return None;
         }
     };
-    let Some(connection) = Connection::accept(
-        &server,
-        connect,
-        connection,
-        &mut reader,
-        &mut buf,
-        &mut writer,
-        deadline,
-    )
-    .await
+    let io = (&mut reader, &mut buf, &mut writer);
+    let Some(connection) = Connection::accept(&server, connect, connection, io, deadline).await
     else {
         // A refused CONNECT was answered with a CONNACK: linger so that it is read.
         refuse(&server, writer).await;
@@ -191,54 +181,53 @@ pub(super) async fn send_connack<W: AsyncWrite + Unpin>(
     }
 }
 
+/// The client as its CONNECT describes it, with an assigned id when it sent none.
+fn client_info(server: &Server, connect: &Connect, connection: ConnectionInfo) -> ClientInfo {
+    let client_id = if connect.client_id.is_empty() {
+        server.assign_client_id()
+    } else {
+        mqtt_topics::ClientId::from(connect.client_id.as_str())
+    };
+    ClientInfo {
+        client_id,
+        // A copy: the client's information lasts as long as its session.
+        username: connect.username.as_ref().map(crate::message::owned_string),
+        protocol: connect.protocol,
+        clean_start: connect.clean_start,
+        connection,
+        inline: false,
+    }
+}
+
+/// Whether a persistent session's record became durable before its CONNACK.
+enum Durability {
+    /// Durable, or nothing to wait for.
+    Durable,
+    /// Storage failed or did not commit in time: the client gets CONNACK 0x80.
+    Failed,
+    /// Another connection took the session over while this one waited.
+    TakenOver,
+}
+
 impl Connection {
     /// Validates and authenticates the CONNECT, creates or resumes the session, and queues the
     /// CONNACK. Returns `None` (after any refusing CONNACK) when the connection is refused.
-    #[allow(clippy::too_many_arguments)]
+    ///
+    /// The decisions are the pure functions of [`crate::protocol::connect`]; this is their
+    /// driver: hooks, the registry, storage and the socket.
     pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         server: &Server,
         connect: Connect,
         connection: ConnectionInfo,
-        reader: &mut R,
-        buf: &mut BytesMut,
-        writer: &mut W,
+        io: (&mut R, &mut BytesMut, &mut W),
         deadline: Instant,
     ) -> Option<Self> {
+        let (reader, buf, writer) = io;
         let inner = &server.inner;
         let caps = &inner.options.capabilities;
         let protocol = connect.protocol;
-        let refuse_with = |code: ReasonCode| ConnAck::new(code);
-        if !caps.accepts(protocol) {
-            send_connack(
-                writer,
-                protocol,
-                refuse_with(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION),
-            )
-            .await;
-            return None;
-        }
-        // Client identifier rules (3.1: 1-23 characters; 3.1.1: empty only with clean session).
-        let assigned = connect.client_id.is_empty();
-        // Ids of the inline client's own subscriptions are reserved.
-        let reserved = connect.client_id.starts_with("$inline");
-        // Control characters (a newline, an escape sequence) would let a client id forge or
-        // garble log lines (audit L8); the spec lets a server refuse any id beyond
-        // [0-9a-zA-Z] [MQTT-3.1.3-5].
-        let printable = !connect.client_id.chars().any(char::is_control);
-        let id_valid = !reserved
-            && printable
-            && match protocol {
-                Protocol::V3_1 => !assigned && connect.client_id.chars().count() <= 23,
-                Protocol::V3_1_1 => !assigned || connect.clean_start,
-                Protocol::V5 => true,
-            };
-        if !id_valid {
-            send_connack(
-                writer,
-                protocol,
-                refuse_with(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID),
-            )
-            .await;
+        if let Err(code) = connect::validate(&connect, caps) {
+            send_connack(writer, protocol, ConnAck::new(code)).await;
             return None;
         }
         // Connections between this check and their attachment count too, so that concurrent
@@ -249,72 +238,146 @@ impl Connection {
         let connected = inner.info.clients_connected.load(Ordering::SeqCst) as usize;
         if connected.saturating_add(admitting) > caps.maximum_clients {
             info!(remote = ?connection.remote, connected, "maximum_clients reached; connection refused");
-            send_connack(writer, protocol, refuse_with(ReasonCode::SERVER_BUSY)).await;
+            send_connack(writer, protocol, ConnAck::new(ReasonCode::SERVER_BUSY)).await;
             return None;
         }
-        if let Some(will) = &connect.will {
-            if will.qos > caps.maximum_qos {
-                send_connack(writer, protocol, refuse_with(ReasonCode::QOS_NOT_SUPPORTED)).await;
+        let assigned = connect.client_id.is_empty();
+        let mut client = Arc::new(client_info(server, &connect, connection));
+        let client_id = client.client_id.clone();
+        let mut auth = match Self::authenticate(
+            server,
+            &mut client,
+            &connect,
+            (reader, buf, &mut *writer),
+            deadline,
+        )
+        .await
+        {
+            Ok(auth) => auth,
+            Err(refusal) => {
+                if let Some(connack) = refusal {
+                    send_connack(writer, protocol, connack).await;
+                }
                 return None;
             }
-            if will.retain && !caps.retain_available {
-                send_connack(
-                    writer,
-                    protocol,
-                    refuse_with(ReasonCode::RETAIN_NOT_SUPPORTED),
-                )
-                .await;
-                return None;
-            }
-            if mqtt_topics::validate_topic_name(&will.topic, &caps.topic_rules).is_err() {
-                send_connack(
-                    writer,
-                    protocol,
-                    refuse_with(ReasonCode::TOPIC_NAME_INVALID),
-                )
-                .await;
-                return None;
-            }
-            if caps.validate_utf8_payload
-                && will.properties.payload_format_indicator == Some(PayloadFormatIndicator::Utf8)
-                && std::str::from_utf8(&will.payload).is_err()
-            {
-                // §3.1.3.2.3
-                send_connack(
-                    writer,
-                    protocol,
-                    refuse_with(ReasonCode::PAYLOAD_FORMAT_INVALID),
-                )
-                .await;
-                return None;
-            }
+        };
+        for hook in inner.hooks.with(HookEvents::ON_SESSION_ESTABLISH) {
+            hook.on_session_establish(&client, &connect);
         }
 
-        let client_id = if assigned {
-            server.assign_client_id()
-        } else {
-            mqtt_topics::ClientId::from(connect.client_id.as_str())
+        let expiry = connect::session_expiry(&connect, caps);
+        let handle = ConnectionHandle::new(inner.next_generation());
+        let peer = connect::peer_limits(&connect, caps);
+        let attached = server.attach(&client, &connect, expiry.granted, handle.clone(), peer);
+        let (session, session_present, old_will) = match attached {
+            Ok(attached) => attached,
+            Err(code) => {
+                // The server is closing, the session is another user's, or no more sessions
+                // are allowed.
+                send_connack(writer, protocol, ConnAck::new(code)).await;
+                return None;
+            }
         };
-        let mut client = Arc::new(ClientInfo {
-            client_id: client_id.clone(),
-            // A copy: the client's information lasts as long as its session.
-            username: connect.username.as_ref().map(crate::message::owned_string),
+        if let Some((old_client, will)) = old_will {
+            server.publish_will(&old_client, will);
+        }
+        // Counted from the moment the session is attached: a takeover (even during the wait
+        // below) and the detach at the end subtract it.
+        let connected = inner.info.clients_connected.fetch_add(1, Ordering::Relaxed) + 1;
+        inner
+            .info
+            .clients_maximum
+            .fetch_max(connected, Ordering::Relaxed);
+        let mut accepted = Self {
+            server: server.clone(),
+            session,
+            client,
+            connect: None,
+            handle,
             protocol,
-            clean_start: connect.clean_start,
-            connection,
-            inline: false,
-        });
+            keep_alive: connect::keep_alive(&connect, caps),
+            aliases: None,
+            connect_expiry_zero: expiry.requested == 0,
+            staged: Staged::default(),
+            parked: Parked::default(),
+            auth: None,
+            pending_auth: None,
+            hold_acks: inner.hooks.provides(HookEvents::DURABLE),
+            held: Vec::new(),
+            counters: Counters::default(),
+        };
+        let durability = Self::durability(
+            server,
+            &accepted.session,
+            &accepted.client,
+            accepted.handle.generation,
+            expiry.granted,
+        );
+        let connack = match durability.await {
+            Durability::TakenOver => return None,
+            Durability::Failed => {
+                // Refused: no Will, nothing resent; the writer sends CONNACK 0x80 and closes.
+                accepted.session.state.lock().will = None;
+                accepted.keep_alive = 0;
+                accepted.hold_acks = false;
+                ConnAck::new(ReasonCode::UNSPECIFIED_ERROR)
+            }
+            Durability::Durable => {
+                let authentication = auth
+                    .method
+                    .clone()
+                    .map(|method| (method, auth.connack_data.take()));
+                let connack = connect::connack(
+                    &connect,
+                    caps,
+                    connect::Accepted {
+                        client_id: &client_id,
+                        assigned,
+                        session_present,
+                        authentication,
+                    },
+                );
+                info!(client_id = %client_id, remote = ?accepted.client.connection.remote,
+                      listener = %accepted.client.connection.listener, protocol = %protocol,
+                      session_present, "client connected");
+                connack
+            }
+        };
+        let refused = connack.reason_code != ReasonCode::SUCCESS;
+        accepted.queue_connack(connack, session_present);
+        if refused {
+            // After the CONNACK is queued: a closing writer sends only what is queued.
+            accepted.handle.close(Close::Silent);
+        }
+        accepted.auth = auth.method.is_some().then(|| Box::new(auth));
+        accepted.connect = Some(Box::new(connect));
+        Some(accepted)
+    }
+
+    /// Runs the `on_connect` hooks and authenticates the client: enhanced authentication when
+    /// the CONNECT names a method, else the authentication hooks, within the handshake's
+    /// deadline. `Err` holds the refusing CONNACK (`None`: close without one).
+    async fn authenticate<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+        server: &Server,
+        client: &mut Arc<ClientInfo>,
+        connect: &Connect,
+        io: (&mut R, &mut BytesMut, &mut W),
+        deadline: Instant,
+    ) -> Result<EnhancedAuth, Option<ConnAck>> {
+        let (reader, buf, writer) = io;
+        let inner = &server.inner;
+        let protocol = connect.protocol;
+        let client_id = client.client_id.clone();
         for hook in inner.hooks.with(HookEvents::ON_CONNECT) {
-            if let Err(refusal) = hook.on_connect(&client, &connect) {
-                let mut connack = refuse_with(refusal.reason_code);
+            if let Err(refusal) = hook.on_connect(client, connect) {
+                let mut connack = ConnAck::new(refusal.reason_code);
                 if protocol.is_v5() {
                     connack.properties.server_reference = refusal
                         .server_reference
                         .and_then(|reference| MqttString::new(reference).ok());
                 }
                 info!(client_id = %client_id, code = %refusal.reason_code, "connection refused by hook {}", hook.id());
-                send_connack(writer, protocol, connack).await;
-                return None;
+                return Err(Some(connack));
             }
         }
         let mut auth = EnhancedAuth::default();
@@ -323,14 +386,13 @@ impl Connection {
             let exchange = tokio::time::timeout_at(
                 deadline,
                 enhanced_auth_exchange(
-                    server, &client, &connect, method, &mut auth, reader, buf, writer,
+                    server, client, connect, method, &mut auth, reader, buf, writer,
                 ),
             )
             .await;
             let Ok(exchange) = exchange else {
                 info!(client_id = %client_id, remote = ?client.connection.remote, "authentication not finished within the connect timeout");
-                send_connack(writer, protocol, refuse_with(ReasonCode::NOT_AUTHORIZED)).await;
-                return None;
+                return Err(Some(ConnAck::new(ReasonCode::NOT_AUTHORIZED)));
             };
             match exchange {
                 Ok((data, principal)) => {
@@ -338,18 +400,15 @@ impl Connection {
                     if let Some(principal) = principal {
                         // The proved identity is the client's from now on: the ACL checks it
                         // and the session belongs to it.
-                        Arc::make_mut(&mut client).username = Some(principal);
+                        Arc::make_mut(client).username = Some(principal);
                     }
                 }
                 Err(code) => {
                     info!(client_id = %client_id, remote = ?client.connection.remote, ?code, "enhanced authentication refused");
-                    if let Some(code) = code {
-                        send_connack(writer, protocol, refuse_with(code)).await;
-                    }
-                    return None;
+                    return Err(code.map(ConnAck::new));
                 }
             }
-        } else if !tokio::time::timeout_at(deadline, inner.hooks.authenticate(&client, &connect))
+        } else if !tokio::time::timeout_at(deadline, inner.hooks.authenticate(client, connect))
             .await
             .unwrap_or_else(|_| {
                 info!(client_id = %client_id, remote = ?client.connection.remote, "authentication not decided within the connect timeout");
@@ -362,227 +421,71 @@ impl Connection {
                 ReasonCode::NOT_AUTHORIZED
             };
             info!(client_id = %client_id, remote = ?client.connection.remote, "authentication refused");
-            send_connack(writer, protocol, refuse_with(code)).await;
-            return None;
+            return Err(Some(ConnAck::new(code)));
         }
-        for hook in inner.hooks.with(HookEvents::ON_SESSION_ESTABLISH) {
-            hook.on_session_establish(&client, &connect);
-        }
+        Ok(auth)
+    }
 
-        // Session Expiry: 3.x clean session = 0, persistent = the server maximum; v5 as asked,
-        // capped by the server.
-        let requested_expiry = if protocol.is_v5() {
-            connect.properties.session_expiry_interval.unwrap_or(0)
-        } else if connect.clean_start {
-            0
-        } else {
-            u32::MAX
-        };
-        let expiry = requested_expiry.min(caps.maximum_session_expiry_interval);
-        let generation = inner.next_generation();
-        let handle = ConnectionHandle::new(generation);
-        let peer = PeerLimits {
-            window: usize::from(
-                connect
-                    .properties
-                    .receive_maximum
-                    .map_or(u16::MAX, |maximum| maximum.get())
-                    .min(caps.maximum_inflight.max(1)),
-            ),
-            maximum_packet_size: connect
-                .properties
-                .maximum_packet_size
-                .map_or(u32::MAX, |m| m.get()),
-            request_problem_information: connect
-                .properties
-                .request_problem_information
-                .unwrap_or(true),
-            topic_alias_maximum: if protocol.is_v5() {
-                connect.properties.topic_alias_maximum.unwrap_or(0)
-            } else {
-                0
-            },
-        };
-        let (session, session_present, old_will) =
-            match server.attach(&client, &connect, expiry, handle.clone(), peer) {
-                Ok(established) => established,
-                Err(code) => {
-                    // The server is closing, the session is another user's, or no more sessions
-                    // are allowed.
-                    send_connack(writer, protocol, refuse_with(code)).await;
-                    return None;
-                }
-            };
-
-        if let Some((old_client, will)) = old_will {
-            server.publish_will(&old_client, will);
-        }
-        // Counted from the moment the session is attached: a takeover (even during the wait
-        // below) and the detach at the end subtract it.
-        let connected = inner.info.clients_connected.fetch_add(1, Ordering::Relaxed) + 1;
-        inner
-            .info
-            .clients_maximum
-            .fetch_max(connected, Ordering::Relaxed);
-        // A session that outlives the connection is acknowledged (CONNACK) only once its record
-        // is durable, when a storage hook asks for that. If it cannot be, the client gets CONNACK
-        // 0x80 and the connection ends through the normal path (the session stays, offline).
-        let mut not_durable = false;
-        if expiry > 0 && inner.hooks.provides(HookEvents::DURABLE) && session.state.lock().persist {
-            let durable =
-                tokio::time::timeout(DURABLE_CONNACK_TIMEOUT, inner.hooks.durable()).await;
-            let failure = match durable {
-                Ok(Ok(())) => None,
-                Ok(Err(error)) => Some(error.to_string()),
-                Err(_) => Some("storage did not commit in time".to_string()),
-            };
-            // Another connection may have taken the session over while this one waited.
-            let current = session
-                .state
-                .lock()
-                .connection
-                .as_ref()
-                .is_some_and(|connection| connection.generation == generation);
-            if !current {
-                return None;
-            }
-            if let Some(failure) = failure {
-                warn!(client_id = %client_id, error = %failure, "session not durable; connection refused");
-                sys::add(&inner.info.hook_errors, 1);
-                not_durable = true;
-            }
-        }
-        if not_durable {
-            // Refused: no Will, nothing resent; the writer sends CONNACK 0x80 and closes.
-            session.state.lock().will = None;
-            let refusal = refuse_with(ReasonCode::UNSPECIFIED_ERROR);
-            {
-                let mut state = session.state.lock();
-                state
-                    .control
-                    .push_front(Control::packet(Packet::ConnAck(refusal)));
-                state.wake_writer();
-            }
-            handle.close(Close::Silent);
-            return Some(Self {
-                server: server.clone(),
-                session,
-                client,
-                connect: Some(Box::new(connect)),
-                handle,
-                protocol,
-                keep_alive: 0,
-                aliases: None,
-                connect_expiry_zero: requested_expiry == 0,
-                staged: Staged::default(),
-                parked: Parked::default(),
-                auth: auth.method.is_some().then(|| Box::new(auth)),
-                pending_auth: None,
-                hold_acks: false,
-                held: Vec::new(),
-                counters: Counters::default(),
-            });
-        }
-
-        // Server Keep Alive replaces the client's [MQTT-3.2.2-21]: the configured value, or the
-        // maximum when the client asked for more (or for none). v5 only: 3.x cannot be told.
-        let server_keep_alive = if protocol.is_v5() {
-            caps.server_keep_alive.or_else(|| {
-                caps.maximum_keep_alive
-                    .filter(|&maximum| connect.keep_alive == 0 || connect.keep_alive > maximum)
-            })
-        } else {
-            None
-        };
-        // CONNACK [MQTT-3.2.0-1]: capabilities are advertised as they are enforced.
-        let mut properties = ConnAckProperties::default();
-        if protocol.is_v5() {
-            if expiry != requested_expiry {
-                properties.session_expiry_interval = Some(expiry);
-            }
-            properties.receive_maximum = std::num::NonZeroU16::new(caps.receive_maximum);
-            if caps.maximum_qos < QoS::ExactlyOnce {
-                properties.maximum_qos = Some(caps.maximum_qos);
-            }
-            if !caps.retain_available {
-                properties.retain_available = Some(false);
-            }
-            if caps.maximum_packet_size < mqtt_packets::PROTOCOL_MAXIMUM_PACKET_SIZE {
-                properties.maximum_packet_size =
-                    std::num::NonZeroU32::new(caps.maximum_packet_size);
-            }
-            if assigned {
-                properties.assigned_client_identifier = MqttString::new(client_id.to_string()).ok();
-            }
-            if caps.topic_alias_maximum > 0 {
-                properties.topic_alias_maximum = Some(caps.topic_alias_maximum);
-            }
-            if !caps.wildcard_subscription_available {
-                properties.wildcard_subscription_available = Some(false);
-            }
-            if !caps.subscription_identifiers_available {
-                properties.subscription_identifiers_available = Some(false);
-            }
-            if !caps.shared_subscription_available {
-                properties.shared_subscription_available = Some(false);
-            }
-            properties.server_keep_alive = server_keep_alive;
-            if auth.method.is_some() {
-                properties.authentication_method = auth.method.clone();
-                properties.authentication_data = auth.connack_data.take();
-            }
-            // Response Information only when asked for [MQTT-3.1.2-28] (or forced by the
-            // compatibility switch).
-            let asked = connect.properties.request_response_information == Some(true)
-                || caps.compatibilities.always_return_response_info;
-            if asked && let Some(template) = &caps.response_information {
-                properties.response_information =
-                    MqttString::new(template.replace("{client_id}", &client_id)).ok();
-            }
-        }
-        let keep_alive = match server_keep_alive {
-            Some(server_keep_alive) => server_keep_alive,
-            None => connect.keep_alive,
-        };
-        let connack = ConnAck {
-            session_present: session_present && protocol != Protocol::V3_1,
-            reason_code: ReasonCode::SUCCESS,
-            properties,
-        };
+    /// A session that outlives the connection is acknowledged (CONNACK) only once its record
+    /// is durable, when a storage hook asks for that. If it cannot be, the client gets CONNACK
+    /// 0x80 and the connection ends through the normal path (the session stays, offline).
+    ///
+    /// A plain function of the parts it needs: a `&Connection` held across the await would ask
+    /// the connection to be `Sync`.
+    async fn durability(
+        server: &Server,
+        session: &Session,
+        client: &ClientInfo,
+        generation: u64,
+        expiry: u32,
+    ) -> Durability {
+        let inner = &server.inner;
+        if expiry == 0
+            || !inner.hooks.provides(HookEvents::DURABLE)
+            || !session.state.lock().persist
         {
-            let mut state = session.state.lock();
-            state
-                .control
-                .push_front(Control::packet(Packet::ConnAck(connack)));
-            // Resend what was in flight, in order [MQTT-4.4.0-1].
-            if session_present {
-                let window = state.peer.window;
-                for outgoing in state.outbound.resend_all(window) {
-                    state.control.push_back(Control::Outgoing(outgoing));
-                }
-            }
-            state.wake_writer();
+            return Durability::Durable;
         }
-        info!(client_id = %client_id, remote = ?client.connection.remote, listener = %client.connection.listener,
-              protocol = %protocol, session_present, "client connected");
-        let connect_expiry_zero = requested_expiry == 0;
-        Some(Self {
-            server: server.clone(),
-            session,
-            client,
-            connect: Some(Box::new(connect)),
-            handle,
-            protocol,
-            keep_alive,
-            aliases: None,
-            connect_expiry_zero,
-            staged: Staged::default(),
-            parked: Parked::default(),
-            auth: auth.method.is_some().then(|| Box::new(auth)),
-            pending_auth: None,
-            hold_acks: inner.hooks.provides(HookEvents::DURABLE),
-            held: Vec::new(),
-            counters: Counters::default(),
-        })
+        let durable = tokio::time::timeout(DURABLE_CONNACK_TIMEOUT, inner.hooks.durable()).await;
+        let failure = match durable {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some("storage did not commit in time".to_string()),
+        };
+        // Another connection may have taken the session over while this one waited.
+        let current = session
+            .state
+            .lock()
+            .connection
+            .as_ref()
+            .is_some_and(|connection| connection.generation == generation);
+        if !current {
+            return Durability::TakenOver;
+        }
+        match failure {
+            None => Durability::Durable,
+            Some(failure) => {
+                warn!(client_id = %client.client_id, error = %failure, "session not durable; connection refused");
+                sys::add(&inner.info.hook_errors, 1);
+                Durability::Failed
+            }
+        }
+    }
+
+    /// Queues the CONNACK first for the writer, then (when the session was resumed and the
+    /// connection accepted) what was in flight, in order [MQTT-4.4.0-1].
+    fn queue_connack(&self, connack: ConnAck, session_present: bool) {
+        let accepted = connack.reason_code == ReasonCode::SUCCESS;
+        let mut state = self.session.state.lock();
+        state
+            .control
+            .push_front(Control::packet(Packet::ConnAck(connack)));
+        if accepted && session_present {
+            let window = state.peer.window;
+            for outgoing in state.outbound.resend_all(window) {
+                state.control.push_back(Control::Outgoing(outgoing));
+            }
+        }
+        state.wake_writer();
     }
 }
