@@ -8,35 +8,20 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
-use mqtt_packets::{Disconnect, Packet, Protocol, PubRel, QoS};
+use mqtt_packets::{Disconnect, Packet, Protocol, QoS};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{debug, warn};
 
-use crate::alias::OutboundAliases;
 use crate::hooks::{DropReason, HookEvents};
 use crate::message::Delivery;
 use crate::outbound::Outgoing;
+use crate::protocol::encode::{Encoded, Encoder, Observers};
+use crate::session::PeerLimits;
 use crate::session::{Close, ConnectionHandle, Control, Session};
 use crate::storage::{StorageEvent, StoredFlow};
 use crate::sys;
 use crate::{ClientInfo, Server};
-
-/// With Request Problem Information 0, Reason Strings and User Properties may go only on
-/// PUBLISH, CONNACK and DISCONNECT [MQTT-3.1.2-29].
-pub(super) fn strip_problem_information(packet: &mut Packet) {
-    let properties = match packet {
-        Packet::PubAck(ack) => &mut ack.properties,
-        Packet::PubRec(ack) => &mut ack.properties,
-        Packet::PubRel(ack) => &mut ack.properties,
-        Packet::PubComp(ack) => &mut ack.properties,
-        Packet::SubAck(ack) => &mut ack.properties,
-        Packet::UnsubAck(ack) => &mut ack.properties,
-        _ => return,
-    };
-    properties.reason_string = None;
-    properties.user_properties = mqtt_packets::UserProperties::new();
-}
 
 /// Tells storage hooks which queued messages the writer just put in flight (with their packet
 /// ids) or dropped.
@@ -73,6 +58,60 @@ pub(super) fn persist_flow(
     }
 }
 
+/// The writer's buffers: allocated when there is something to send, and given back before the
+/// writer goes idle, so an idle connection holds none.
+#[derive(Default)]
+struct Buffers {
+    /// The encoded packets of one round.
+    buf: BytesMut,
+    control: Vec<Control>,
+    outgoing: Vec<Outgoing>,
+    dropped: Vec<(Delivery, DropReason)>,
+    /// Messages whose payload goes out from where it lies, after `buf`'s bytes up to the
+    /// offset given.
+    payloads: Vec<(usize, Delivery)>,
+}
+
+impl Buffers {
+    /// Gives back the memory a burst grew.
+    fn release(&mut self) {
+        if self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
+        if self.control.capacity() > 0 {
+            self.control = Vec::new();
+        }
+        if self.outgoing.capacity() > 0 {
+            self.outgoing = Vec::new();
+        }
+        if self.dropped.capacity() > 0 {
+            self.dropped = Vec::new();
+        }
+        if self.payloads.capacity() > 0 {
+            self.payloads = Vec::new();
+        }
+    }
+}
+
+/// What a round took from the session, besides the packets in [`Buffers`].
+struct Taken {
+    /// The client's limits.
+    peer: PeerLimits,
+    /// Whether this connection still holds the session.
+    current: bool,
+    /// Whether retained messages of a new subscription may follow now.
+    stream_retained: bool,
+}
+
+/// What a round wrote, for the counters and `on_packet_sent` hooks.
+#[derive(Default)]
+struct Written {
+    packets: u64,
+    messages: u64,
+    by_qos: [u64; 3],
+    sent: Vec<Packet>,
+}
+
 #[allow(clippy::manual_async_fn)] // An `async fn` would hold its arguments twice.
 pub(super) fn write_loop<W: AsyncWrite + Unpin>(
     server: Server,
@@ -84,331 +123,271 @@ pub(super) fn write_loop<W: AsyncWrite + Unpin>(
     // An `async` block rather than an `async fn`, whose arguments would stay in the future
     // beside the locals they are moved into, for as long as the connection lasts.
     async move {
-        const BATCH: usize = 256;
         let inner = &server.inner;
         let buffer_size = inner.options.write_buffer_size.max(1024);
-        let limits = &inner.flow_limits;
-        // Allocated when there is something to send, and given back before going idle.
-        let mut buf = BytesMut::new();
-        let mut control = Vec::new();
-        let mut outgoing = Vec::new();
-        let mut dropped = Vec::new();
-        // Messages whose payload goes out from where it lies, after `buf`'s bytes up to the
-        // offset given.
-        let mut payloads: Vec<(usize, Delivery)> = Vec::new();
-        let vectored = writer.is_write_vectored();
-        let protocol = client.protocol;
-        // Outbound topic aliases belong to this connection only [MQTT-3.3.2-7].
-        let mut aliases: Option<Box<OutboundAliases>> = None;
+        let mut buffers = Buffers::default();
+        let mut encoder = Encoder::new(client.protocol, writer.is_write_vectored());
         loop {
-            // Read each round: a hook may be added while the connection lasts.
-            let encode_hooks = inner.hooks.provides(HookEvents::ON_PACKET_ENCODE);
-            let sent_hooks = inner.hooks.provides(HookEvents::ON_PACKET_SENT);
-            let qos_publish_hooks = inner.hooks.provides(HookEvents::ON_QOS_PUBLISH);
+            let observers = Observers::of(&inner.hooks);
             // Clear before draining: a message queued after this point wakes us again.
             handle.wake_pending.store(false, Ordering::Release);
             let now = Instant::now();
             // Once the connection is closing, only control packets already queued still go out,
             // then the DISCONNECT: a busy queue must not keep a closing connection open.
             let closing = handle.close.lock().is_some();
-            let mut room_made = Vec::new();
-            let mut stream_retained = false;
-            let (peer, current) = {
-                let mut guard = session.state.lock();
-                let state = &mut *guard;
-                let current =
-                    state.last_generation == handle.generation && state.connection.is_some();
-                if current {
-                    // Taken rather than drained, so that the session does not keep the queue's
-                    // capacity (a kilobyte for the CONNACK alone) while the connection idles.
-                    control.extend(std::mem::take(&mut state.control));
-                    if !control.is_empty() && handle.answers_waiting.load(Ordering::Relaxed) {
-                        // The reader waits for its answers to be taken (see
-                        // `Connection::wait_for_answers`).
-                        handle.room.notify_one();
-                    }
-                    if !closing {
-                        let window = state.peer.window;
-                        state.outbound.next_batch(
-                            now,
-                            window,
-                            limits.inflight_bytes,
-                            BATCH,
-                            &mut outgoing,
-                            &mut dropped,
-                        );
-                        // Publishers waiting for room go on once the queue is half empty.
-                        room_made = state.flow.room_made(&state.outbound, limits);
-                        // Retained messages of a new subscription follow as the queue drains.
-                        stream_retained = state.flow.has_retained()
-                            && state
-                                .outbound
-                                .is_half_empty(limits.online_messages, limits.bytes);
-                        if state.persist {
-                            persist_flow(&server, &client.client_id, &outgoing, &dropped);
-                        }
-                        if outgoing.is_empty() {
-                            state.outbound.release_idle_memory();
-                        }
-                    }
-                }
-                (state.peer, current)
-            };
-            crate::flow::wake(room_made);
-            let streamed =
-                stream_retained && crate::subscribe::send_retained(&server, &session, &client, now);
-            if !current {
+            let taken = take(
+                &server,
+                &session,
+                &client,
+                &handle,
+                closing,
+                now,
+                &mut buffers,
+            );
+            let streamed = taken.stream_retained
+                && crate::subscribe::send_retained(&server, &session, &client, now);
+            if !taken.current {
                 // Left the session while closing: what was queued before still goes out.
-                control.extend(handle.unsent.lock().drain(..));
+                buffers.control.extend(handle.unsent.lock().drain(..));
             }
-            // Whether this round took anything: if so, more may be waiting (a full batch, or window
-            // slots freed by dropped messages), so go round again before sleeping.
-            let progressed =
-                !control.is_empty() || !outgoing.is_empty() || !dropped.is_empty() || streamed;
-            let mut packets = 0u64;
-            let mut messages = 0u64;
-            let mut sent_by_qos = [0u64; 3];
-            let mut sent = Vec::new();
-            if progressed && buf.capacity() == 0 {
-                buf.reserve(buffer_size);
+            // Whether this round took anything: if so, more may be waiting (a full batch, or
+            // window slots freed by dropped messages), so go round again before sleeping.
+            let progressed = !buffers.control.is_empty()
+                || !buffers.outgoing.is_empty()
+                || !buffers.dropped.is_empty()
+                || streamed;
+            if progressed && buffers.buf.capacity() == 0 {
+                buffers.buf.reserve(buffer_size);
             }
-            // Packets that no hook sees are encoded without building a `Packet`: acks from
-            // their few bytes, and messages (when no alias replaces their topic) straight from
-            // the shared message. The session lock is not held meanwhile: publishers queueing
-            // to this session would wait for it.
-            let direct_acks = !encode_hooks && !sent_hooks;
-            let sendable = (peer.maximum_packet_size as usize)
-                .min(mqtt_packets::PROTOCOL_MAXIMUM_PACKET_SIZE as usize);
-            let direct = direct_acks
-                && !qos_publish_hooks
-                && !(protocol.is_v5() && peer.topic_alias_maximum > 0);
-            let items = control
-                .drain(..)
-                .chain(outgoing.drain(..).map(Control::Outgoing));
-            for item in items {
-                if direct
-                    && let Control::Outgoing(Outgoing::Publish {
-                        packet_id,
-                        delivery,
-                        dup,
-                    }) = &item
-                    && let Some(publish) =
-                        delivery.as_publish_ref(*packet_id, *dup, protocol.is_v5())
-                    && publish.encoded_len(protocol) <= sendable
-                {
-                    // A large payload is written from the shared message (a vectored write)
-                    // rather than copied into the buffer.
-                    let apart = vectored && publish.payload.len() >= VECTORED_PAYLOAD;
-                    let encoded = if apart {
-                        publish.encode_head(protocol, &mut buf)
-                    } else {
-                        publish.encode(protocol, &mut buf)
-                    };
-                    if let Err(error) = encoded {
-                        warn!(client_id = %client.client_id, %error, "cannot encode packet");
-                        continue;
-                    }
-                    packets += 1;
-                    messages += 1;
-                    if let Some(count) = sent_by_qos.get_mut(usize::from(delivery.qos.as_u8())) {
-                        *count += 1;
-                    }
-                    if apart && let Control::Outgoing(Outgoing::Publish { delivery, .. }) = item {
-                        payloads.push((buf.len(), delivery));
-                    }
-                    continue;
-                }
-                if direct_acks
-                    && let Control::Ack(ack) = &item
-                    && ack.encoded_len(protocol) <= peer.maximum_packet_size as usize
-                {
-                    if let Err(error) = ack.encode(protocol, &mut buf) {
-                        warn!(client_id = %client.client_id, %error, "cannot encode packet");
-                        continue;
-                    }
-                    packets += 1;
-                    continue;
-                }
-                let (packet, publish_id) = match item {
-                    Control::Ack(ack) => (ack.into_packet(), None),
-                    Control::Packet(packet) => (*packet, None),
-                    Control::Outgoing(Outgoing::PubRel {
-                        packet_id,
-                        reason_code,
-                    }) => (PubRel::with_reason(packet_id, reason_code).into(), None),
-                    Control::Outgoing(Outgoing::Publish {
-                        packet_id,
-                        delivery,
-                        dup,
-                    }) => {
-                        let publish = delivery.to_publish(packet_id, dup, now);
-                        (Packet::Publish(publish), packet_id)
-                    }
-                };
-                let mut packet = packet;
-                if encode_hooks {
-                    for hook in inner.hooks.with(HookEvents::ON_PACKET_ENCODE) {
-                        packet = hook.on_packet_encode(&client, packet);
-                    }
-                }
-                if !peer.request_problem_information {
-                    strip_problem_information(&mut packet);
-                }
-                // Reason strings and user properties go first when a packet is too large
-                // [MQTT-3.4.2-2] [MQTT-3.4.2-3] (and the same rule for every ack).
-                if packet.encoded_len(protocol) > peer.maximum_packet_size as usize {
-                    strip_problem_information(&mut packet);
-                }
-                // An outbound topic alias, planned now and recorded only if the packet is sent.
-                let mut alias_plan = None;
-                if let Packet::Publish(publish) = &mut packet
-                    && protocol.is_v5()
-                    && peer.topic_alias_maximum > 0
-                {
-                    let aliases = aliases.get_or_insert_with(|| {
-                        Box::new(OutboundAliases::new(peer.topic_alias_maximum))
-                    });
-                    let plan = aliases.plan(&publish.topic);
-                    let topic = publish.topic.clone();
-                    OutboundAliases::apply(plan, publish);
-                    alias_plan = Some((plan, topic));
-                }
-                // Never send a packet larger than the client's Maximum Packet Size: drop it as if
-                // delivered [MQTT-3.1.2-24] [MQTT-3.1.2-25]. Nor one the protocol cannot express
-                // (subscription identifiers added to a message at the limit): it would fail to
-                // encode and leave its in-flight entry unsent forever (audit L8).
-                if packet.encoded_len(protocol) > sendable {
-                    if let (Packet::Publish(publish), Some((_, topic))) = (&mut packet, &alias_plan)
-                    {
-                        publish.topic = topic.clone();
-                        publish.properties.topic_alias = None;
-                    }
-                    if let Packet::Publish(publish) = &packet {
-                        if let Some(id) = publish_id {
-                            let (seq, persist) = {
-                                let mut state = session.state.lock();
-                                (state.outbound.forget(id), state.persist)
-                            };
-                            if persist && let Some(seq) = seq {
-                                inner.hooks.storage(&StorageEvent::MessageRemoved {
-                                    client_id: &client.client_id,
-                                    seq,
-                                    qos: publish.qos,
-                                });
-                            }
-                        }
-                        server.dropped(&client.client_id, publish, DropReason::TooLargeForClient);
-                    }
-                    continue;
-                }
-                if let Err(error) = packet.encode(protocol, &mut buf) {
-                    warn!(client_id = %client.client_id, %error, "cannot encode packet");
-                    continue;
-                }
-                if let Some((plan, topic)) = alias_plan
-                    && let Some(aliases) = aliases.as_mut()
-                {
-                    aliases.commit(plan, &topic);
-                    // Hooks see the full topic.
-                    if let Packet::Publish(publish) = &mut packet {
-                        publish.topic = topic;
-                    }
-                }
-                packets += 1;
-                if let Packet::Publish(publish) = &packet {
-                    messages += 1;
-                    if let Some(count) = sent_by_qos.get_mut(usize::from(publish.qos.as_u8())) {
-                        *count += 1;
-                    }
-                    if publish.qos > QoS::AtMostOnce
-                        && inner.hooks.provides(HookEvents::ON_QOS_PUBLISH)
-                    {
-                        for hook in inner.hooks.with(HookEvents::ON_QOS_PUBLISH) {
-                            hook.on_qos_publish(&client.client_id, publish, u32::from(publish.dup));
-                        }
-                    }
-                }
-                if sent_hooks {
-                    sent.push(packet);
-                }
-            }
-            for (delivery, reason) in dropped.drain(..) {
-                let publish = delivery.to_publish(None, false, now);
-                if reason == DropReason::PacketIdsExhausted {
-                    for hook in inner.hooks.with(HookEvents::ON_PACKET_ID_EXHAUSTED) {
-                        hook.on_packet_id_exhausted(&client.client_id, &publish);
-                    }
-                }
-                server.dropped(&client.client_id, &publish, reason);
-            }
-            if !buf.is_empty() {
-                let len = buf.len()
-                    + payloads
-                        .iter()
-                        .map(|(_, delivery)| delivery.message.payload.len())
-                        .sum::<usize>();
-                let written = if payloads.is_empty() {
-                    writer.write_all(&buf).await
-                } else {
-                    write_with_payloads(&mut writer, &buf, &payloads).await
-                };
-                if written.is_err() || writer.flush().await.is_err() {
-                    handle.close(Close::Silent);
-                    break;
-                }
-                buf.clear();
-                payloads.clear();
-                sys::add(&inner.info.bytes_sent, len as u64);
-                sys::add(&inner.info.packets_sent, packets);
-                sys::add(&inner.info.messages_sent, messages);
-                for (counter, count) in inner.info.messages_sent_by_qos.iter().zip(sent_by_qos) {
-                    if count > 0 {
-                        sys::add(counter, count);
-                    }
-                }
-                for packet in &sent {
-                    for hook in inner.hooks.with(HookEvents::ON_PACKET_SENT) {
-                        hook.on_packet_sent(&client, packet, len);
-                    }
-                }
+            let written = encode_round(
+                &server,
+                &session,
+                &client,
+                &mut encoder,
+                (&taken.peer, observers, now),
+                &mut buffers,
+            );
+            report_dropped(&server, &client, &mut buffers.dropped, now);
+            let packets = written.packets;
+            if !buffers.buf.is_empty()
+                && flush(inner, &mut writer, &mut buffers, &client, written)
+                    .await
+                    .is_err()
+            {
+                handle.close(Close::Silent);
+                break;
             }
             if streamed && packets == 0 {
                 // Pages of retained messages that were all expired, refused or sparse: let the
                 // other tasks of this thread run before the next page.
                 tokio::task::yield_now().await;
             }
-            if progressed && current && !closing {
+            if progressed && taken.current && !closing {
                 continue;
             }
             let close = handle.close.lock().clone();
             if let Some(close) = close {
-                boxed_close_writer(inner, &mut writer, protocol, close).await;
+                boxed_close_writer(inner, &mut writer, client.protocol, close).await;
                 break;
             }
-            // Going idle: give back the buffers a burst grew, so an idle connection holds none.
-            if buf.capacity() > 0 {
-                buf = BytesMut::new();
-            }
-            if control.capacity() > 0 {
-                control = Vec::new();
-            }
-            if outgoing.capacity() > 0 {
-                outgoing = Vec::new();
-            }
-            if dropped.capacity() > 0 {
-                dropped = Vec::new();
-            }
-            if payloads.capacity() > 0 {
-                payloads = Vec::new();
-            }
+            // Going idle: give back the buffers a burst grew.
+            buffers.release();
             handle.wakeup.notified().await;
         }
     }
 }
 
-/// Payloads from this size up are written from the shared message by a vectored write; smaller
-/// ones cost less to copy than to describe.
-pub(super) const VECTORED_PAYLOAD: usize = 1024;
+/// Under the session lock: takes the control queue and the next batch of messages within the
+/// client's window, and notes what the round frees (room for waiting publishers, retained
+/// messages to stream).
+fn take(
+    server: &Server,
+    session: &Session,
+    client: &ClientInfo,
+    handle: &ConnectionHandle,
+    closing: bool,
+    now: Instant,
+    buffers: &mut Buffers,
+) -> Taken {
+    const BATCH: usize = 256;
+    let limits = &server.inner.flow_limits;
+    let mut room_made = Vec::new();
+    let mut stream_retained = false;
+    let (peer, current) = {
+        let mut guard = session.state.lock();
+        let state = &mut *guard;
+        let current = state.last_generation == handle.generation && state.connection.is_some();
+        if current {
+            // Taken rather than drained, so that the session does not keep the queue's
+            // capacity (a kilobyte for the CONNACK alone) while the connection idles.
+            buffers.control.extend(std::mem::take(&mut state.control));
+            if !buffers.control.is_empty() && handle.answers_waiting.load(Ordering::Relaxed) {
+                // The reader waits for its answers to be taken (see
+                // `Connection::wait_for_answers`).
+                handle.room.notify_one();
+            }
+            if !closing {
+                let window = state.peer.window;
+                state.outbound.next_batch(
+                    now,
+                    window,
+                    limits.inflight_bytes,
+                    BATCH,
+                    &mut buffers.outgoing,
+                    &mut buffers.dropped,
+                );
+                // Publishers waiting for room go on once the queue is half empty.
+                room_made = state.flow.room_made(&state.outbound, limits);
+                // Retained messages of a new subscription follow as the queue drains.
+                stream_retained = state.flow.has_retained()
+                    && state
+                        .outbound
+                        .is_half_empty(limits.online_messages, limits.bytes);
+                if state.persist {
+                    persist_flow(
+                        server,
+                        &client.client_id,
+                        &buffers.outgoing,
+                        &buffers.dropped,
+                    );
+                }
+                if buffers.outgoing.is_empty() {
+                    state.outbound.release_idle_memory();
+                }
+            }
+        }
+        (state.peer, current)
+    };
+    crate::flow::wake(room_made);
+    Taken {
+        peer,
+        current,
+        stream_retained,
+    }
+}
+
+/// Encodes the round's control packets, then its messages, into the buffer. The session lock
+/// is not held meanwhile: publishers queueing to this session would wait for it.
+fn encode_round(
+    server: &Server,
+    session: &Session,
+    client: &ClientInfo,
+    encoder: &mut Encoder,
+    round: (&PeerLimits, Observers, Instant),
+    buffers: &mut Buffers,
+) -> Written {
+    let (peer, observers, now) = round;
+    let hooks = &server.inner.hooks;
+    let mut written = Written::default();
+    let items = buffers
+        .control
+        .drain(..)
+        .chain(buffers.outgoing.drain(..).map(Control::Outgoing));
+    for item in items {
+        match encoder.encode(item, peer, observers, hooks, client, now, &mut buffers.buf) {
+            Encoded::Written { qos, apart, sent } => {
+                written.packets += 1;
+                if let Some(qos) = qos {
+                    written.messages += 1;
+                    if let Some(count) = written.by_qos.get_mut(usize::from(qos.as_u8())) {
+                        *count += 1;
+                    }
+                }
+                if let Some(delivery) = apart {
+                    buffers.payloads.push((buffers.buf.len(), delivery));
+                }
+                if let Some(packet) = sent {
+                    written.sent.push(*packet);
+                }
+            }
+            Encoded::TooLarge { publish, packet_id } => {
+                // Dropped as if delivered [MQTT-3.1.2-24] [MQTT-3.1.2-25].
+                if let Some(id) = packet_id {
+                    let (seq, persist) = {
+                        let mut state = session.state.lock();
+                        (state.outbound.forget(id), state.persist)
+                    };
+                    if persist && let Some(seq) = seq {
+                        hooks.storage(&StorageEvent::MessageRemoved {
+                            client_id: &client.client_id,
+                            seq,
+                            qos: publish.qos,
+                        });
+                    }
+                }
+                server.dropped(&client.client_id, &publish, DropReason::TooLargeForClient);
+            }
+            Encoded::Unsendable(packet) => {
+                debug!(client_id = %client.client_id, %packet, "packet too large for the client; not sent");
+            }
+            Encoded::Failed(error) => {
+                warn!(client_id = %client.client_id, %error, "cannot encode packet");
+            }
+        }
+    }
+    written
+}
+
+/// Reports the messages the round dropped (expired, or without a packet identifier).
+fn report_dropped(
+    server: &Server,
+    client: &ClientInfo,
+    dropped: &mut Vec<(Delivery, DropReason)>,
+    now: Instant,
+) {
+    let hooks = &server.inner.hooks;
+    for (delivery, reason) in dropped.drain(..) {
+        let publish = delivery.to_publish(None, false, now);
+        if reason == DropReason::PacketIdsExhausted {
+            for hook in hooks.with(HookEvents::ON_PACKET_ID_EXHAUSTED) {
+                hook.on_packet_id_exhausted(&client.client_id, &publish);
+            }
+        }
+        server.dropped(&client.client_id, &publish, reason);
+    }
+}
+
+/// Writes the round's buffer (and the payloads written apart), then counts it and runs the
+/// `on_packet_sent` hooks.
+///
+/// Cancel safety: none; the writer drops the connection when this fails.
+async fn flush<W: AsyncWrite + Unpin>(
+    inner: &crate::server::Inner,
+    writer: &mut W,
+    buffers: &mut Buffers,
+    client: &ClientInfo,
+    written: Written,
+) -> std::io::Result<()> {
+    let len = buffers.buf.len()
+        + buffers
+            .payloads
+            .iter()
+            .map(|(_, delivery)| delivery.message.payload.len())
+            .sum::<usize>();
+    if buffers.payloads.is_empty() {
+        writer.write_all(&buffers.buf).await?;
+    } else {
+        write_with_payloads(writer, &buffers.buf, &buffers.payloads).await?;
+    }
+    writer.flush().await?;
+    buffers.buf.clear();
+    buffers.payloads.clear();
+    let info = &inner.info;
+    sys::add(&info.bytes_sent, len as u64);
+    sys::add(&info.packets_sent, written.packets);
+    sys::add(&info.messages_sent, written.messages);
+    for (counter, count) in info.messages_sent_by_qos.iter().zip(written.by_qos) {
+        if count > 0 {
+            sys::add(counter, count);
+        }
+    }
+    for packet in &written.sent {
+        for hook in inner.hooks.with(HookEvents::ON_PACKET_SENT) {
+            hook.on_packet_sent(client, packet, len);
+        }
+    }
+    Ok(())
+}
 
 /// Writes `head` with each message's payload inserted at its offset: `payloads` holds, in
 /// order, the offset in `head` where the payload belongs (right after its packet's head).

@@ -4,3 +4,4 @@
 //! modules are tested without sockets or sleeps.
 
 pub(crate) mod connect;
+pub(crate) mod encode;
