@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 use super::Connection;
 use super::Counters;
 use super::LINGER;
+use super::acks::AckQueue;
 use super::auth::EnhancedAuth;
 use super::auth::enhanced_auth_exchange;
 use super::drain;
@@ -302,8 +303,7 @@ impl Connection {
             parked: Parked::default(),
             auth: None,
             pending_auth: None,
-            hold_acks: inner.hooks.provides(HookEvents::DURABLE),
-            held: Vec::new(),
+            acks: AckQueue::new(inner.hooks.provides(HookEvents::DURABLE)),
             counters: Counters::default(),
         };
         let durability = Self::durability(
@@ -319,7 +319,7 @@ impl Connection {
                 // Refused: no Will, nothing resent; the writer sends CONNACK 0x80 and closes.
                 accepted.session.state.lock().will = None;
                 accepted.keep_alive = 0;
-                accepted.hold_acks = false;
+                accepted.acks = AckQueue::new(false);
                 ConnAck::new(ReasonCode::UNSPECIFIED_ERROR)
             }
             Durability::Durable => {

@@ -1,17 +1,15 @@
 //! Packets from the client: dispatch, the inbound PUBLISH rules, and the QoS acknowledgement
 //! flows of both directions.
 
-use mqtt_packets::{
-    Disconnect, Packet, PacketId, PayloadFormatIndicator, Publish, QoS, ReasonCode, SubAck,
-    UnsubAck,
-};
+use mqtt_packets::{Disconnect, Packet, PacketId, Publish, QoS, ReasonCode, SubAck, UnsubAck};
 use tracing::{debug, warn};
 
 use super::Connection;
 use super::End;
-use crate::close::{ConnectionError, LimitExceeded, Violation};
+use crate::close::{ConnectionError, Violation};
 use crate::hooks::HookEvents;
 use crate::outbound::PubRecOutcome;
+use crate::protocol::{self, publish::Qos2};
 use crate::server::PublishOutcome;
 use crate::session::Ack;
 use crate::storage::{StorageEvent, StoredFlow};
@@ -279,9 +277,10 @@ impl Connection {
         }
     }
 
+    /// A PUBLISH from the client: the rules of [`protocol::publish`], then routing, then its
+    /// acknowledgement (held until the read is handled, see `acks.rs`).
     pub(super) fn handle_publish(&mut self, publish: Publish) -> Option<End> {
-        let inner = &self.server.inner;
-        let caps = &inner.options.capabilities;
+        let caps = &self.server.inner.options.capabilities;
         if let Some(count) = self
             .counters
             .messages
@@ -290,129 +289,67 @@ impl Connection {
             *count += 1;
         }
         let mut publish = publish;
-        if publish.qos > caps.maximum_qos {
-            // [MQTT-3.2.2-11]
-            return Some(self.fail(Violation::QosNotSupported));
-        }
-        if publish.retain && !caps.retain_available {
-            // [MQTT-3.2.2-14]
-            return Some(self.fail(Violation::RetainNotSupported));
-        }
-        if !publish.properties.subscription_identifiers.is_empty() {
-            // [MQTT-3.3.4-6]
-            return Some(self.fail(Violation::SubscriptionIdentifierInPublish));
-        }
-        if let Some(alias) = publish.properties.topic_alias {
-            // Topic aliases [MQTT-3.3.2-9] [MQTT-3.3.2-12] (§3.3.4).
-            if alias.get() > caps.topic_alias_maximum {
-                return Some(self.fail(Violation::TopicAliasAboveMaximum));
-            }
-            if publish.topic.is_empty() {
-                match self
-                    .aliases
-                    .as_ref()
-                    .and_then(|aliases| aliases.get(alias.get()))
-                {
-                    Some(topic) => publish.topic = topic.clone(),
-                    None => {
-                        return Some(self.fail(Violation::UnknownTopicAlias));
+        let admission =
+            match protocol::publish::admit(&mut publish, self.protocol, caps, &mut self.aliases) {
+                Ok(admission) => admission,
+                Err(error) => {
+                    if error.is_limit() {
+                        warn!(client_id = %self.client.client_id, %error, "closing");
                     }
+                    return Some(self.fail(error));
                 }
-            } else if mqtt_topics::validate_topic_name(publish.topic.as_str(), &caps.topic_rules)
-                .is_ok()
-            {
-                // Only a valid topic is kept for the connection: an invalid one is refused below
-                // like any PUBLISH to it, and sets no alias.
-                let kept = self.aliases.get_or_insert_with(Box::default).set(
-                    alias.get(),
-                    &publish.topic,
-                    caps.maximum_topic_alias_bytes,
-                );
-                if !kept {
-                    warn!(client_id = %self.client.client_id, "topic aliases beyond their byte limit");
-                    return Some(self.fail(LimitExceeded::TopicAliasBytes));
-                }
-            }
-        }
+            };
         let qos = publish.qos;
         let packet_id = publish.packet_id;
-        if caps.validate_utf8_payload
-            && publish.properties.payload_format_indicator == Some(PayloadFormatIndicator::Utf8)
-            && std::str::from_utf8(&publish.payload).is_err()
-        {
-            // [MQTT-3.3.2-4]: refused in the acknowledgement; QoS 0 is dropped.
+        if let protocol::publish::Admission::Refuse(code) = admission {
+            // [MQTT-3.3.2-4]: refused in the acknowledgement, in order with the others
+            // [MQTT-4.6.0-2]; QoS 0 is dropped.
             debug!(client_id = %self.client.client_id, "payload is not the UTF-8 it claims to be");
             if let Some(id) = packet_id {
-                let code = if self.protocol.is_v5() {
-                    ReasonCode::PAYLOAD_FORMAT_INVALID
-                } else {
-                    ReasonCode::SUCCESS
-                };
-                let ack = if qos == QoS::AtLeastOnce {
-                    Ack::puback(id, code)
-                } else {
-                    Ack::pubrec(id, code)
-                };
-                // In order with the other acknowledgements [MQTT-4.6.0-2].
-                self.send_ack(ack);
+                self.send_ack(protocol::publish::ack(qos, id, code));
             }
             return None;
         }
         if qos == QoS::ExactlyOnce
             && let Some(id) = packet_id
         {
-            let state = self.session.state.lock();
-            if state.inbound_qos2.contains(&id.get()) {
-                drop(state);
-                // A resend before PUBREL: acknowledge again, deliver once [MQTT-4.3.3-9]; held
-                // like the first PUBREC until what it acknowledges is durable.
-                self.send_ack(Ack::pubrec(id, ReasonCode::SUCCESS));
-                return None;
-            }
-            if state.inbound_qos2.len() >= usize::from(caps.receive_maximum) {
-                drop(state);
-                // [MQTT-3.3.4-7]
-                return Some(self.fail(Violation::ReceiveMaximumExceeded));
+            let received = {
+                let state = self.session.state.lock();
+                protocol::publish::qos2(&state.inbound_qos2, id, caps.receive_maximum)
+            };
+            match received {
+                Qos2::New => {}
+                // Acknowledged again, delivered once; held like the first PUBREC until what it
+                // acknowledges is durable.
+                Qos2::Duplicate => {
+                    self.send_ack(Ack::pubrec(id, ReasonCode::SUCCESS));
+                    return None;
+                }
+                Qos2::OverReceiveMaximum => {
+                    return Some(self.fail(Violation::ReceiveMaximumExceeded));
+                }
             }
         }
         let outcome = self
             .server
             .publish_staged(&self.client, publish, &mut self.staged);
-        let code = match outcome {
-            PublishOutcome::Delivered(0) if self.protocol.is_v5() => {
-                ReasonCode::NO_MATCHING_SUBSCRIBERS
-            }
-            PublishOutcome::Delivered(_) | PublishOutcome::Ignored => ReasonCode::SUCCESS,
-            PublishOutcome::NotRetained if self.protocol.is_v5() => ReasonCode::QUOTA_EXCEEDED,
-            PublishOutcome::NotRetained => ReasonCode::SUCCESS,
-            PublishOutcome::Refused(code) => {
-                debug!(client_id = %self.client.client_id, %code, "publish refused");
-                // 3.x has no way to refuse a PUBLISH: acknowledge it and drop it
-                // ([MQTT-3.3.5-2] of 3.1.1).
-                if self.protocol.is_v5() {
-                    code
-                } else {
-                    ReasonCode::SUCCESS
-                }
-            }
-        };
-        let id = packet_id?;
-        if qos == QoS::AtLeastOnce {
-            self.send_ack(Ack::puback(id, code));
-        } else {
-            if !code.is_error() {
-                let mut state = self.session.state.lock();
-                state.inbound_qos2.insert(id.get());
-                // Under the session lock, so that it cannot land after a takeover ended it.
-                if state.persist {
-                    inner.hooks.storage(&StorageEvent::InboundQos2 {
-                        client_id: &self.client.client_id,
-                        packet_id: id.get(),
-                    });
-                }
-            }
-            self.send_ack(Ack::pubrec(id, code));
+        if let PublishOutcome::Refused(code) = outcome {
+            debug!(client_id = %self.client.client_id, %code, "publish refused");
         }
+        let code = protocol::publish::ack_code(outcome, self.protocol);
+        let id = packet_id?;
+        if qos == QoS::ExactlyOnce && !code.is_error() {
+            let mut state = self.session.state.lock();
+            state.inbound_qos2.insert(id.get());
+            // Under the session lock, so that it cannot land after a takeover ended it.
+            if state.persist {
+                self.server.inner.hooks.storage(&StorageEvent::InboundQos2 {
+                    client_id: &self.client.client_id,
+                    packet_id: id.get(),
+                });
+            }
+        }
+        self.send_ack(protocol::publish::ack(qos, id, code));
         None
     }
 

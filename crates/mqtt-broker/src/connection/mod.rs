@@ -23,10 +23,11 @@ use tracing::info;
 use crate::alias::InboundAliases;
 use crate::flow::Parked;
 use crate::hooks::HookEvents;
-use crate::session::{Ack, Close, ConnectionHandle, Control, Session};
+use crate::session::{Close, ConnectionHandle, Control, Session};
 use crate::staged::Staged;
 use crate::sys;
 use crate::{ClientInfo, ConnectionError, ConnectionInfo, Server};
+use acks::AckQueue;
 use auth::EnhancedAuth;
 use handshake::handshake;
 use write::write_loop;
@@ -126,11 +127,8 @@ struct Connection {
     auth: Option<Box<EnhancedAuth>>,
     /// An AUTH packet to handle on the reader's task (its hook is asynchronous).
     pending_auth: Option<Box<mqtt_packets::Auth>>,
-    /// Whether acknowledgements wait for storage hooks' durability ([`HookEvents::DURABLE`]).
-    hold_acks: bool,
-    /// PUBACK, PUBREC and PUBCOMP of the current read, released once what they acknowledge is
-    /// durable.
-    held: Vec<Ack>,
+    /// PUBACK, PUBREC, PUBREL and PUBCOMP of the current read (see `acks.rs`).
+    acks: AckQueue,
     /// Packets and messages received in the current read (see [`Counters`]).
     counters: Counters,
 }
@@ -270,11 +268,8 @@ impl Connection {
 
     /// Ends the connection with this code: DISCONNECT for v5, a plain close for 3.x.
     fn close(&mut self, code: ReasonCode) {
-        if !self.hold_acks {
-            // Acknowledgements of packets already accepted in this read go before the
-            // DISCONNECT: the writer stops taking control packets once the connection closes.
-            self.push_held();
-        }
+        // Acknowledgements of packets already accepted in this read go before the DISCONNECT.
+        self.release_ready_acks();
         let how = if self.protocol.is_v5() {
             Close::Disconnect(code)
         } else {

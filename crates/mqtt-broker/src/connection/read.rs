@@ -166,18 +166,14 @@ impl Connection {
                             if let Some(end) = self.hand_over().await {
                                 return end;
                             }
-                            if !self.hold_acks {
-                                self.push_held();
-                            }
+                            self.release_ready_acks();
                             self.flush_counters();
-                            if self.hold_acks && !self.held.is_empty() {
-                                // Waiting for storage is a path of its own, boxed: it keeps the
-                                // storage timer out of every connection's state.
-                                if let Some(end) = self.boxed_release_acks().await {
-                                    return end;
-                                }
-                            } else {
-                                self.push_held();
+                            // Waiting for storage is a path of its own, boxed: it keeps the
+                            // storage timer out of every connection's state.
+                            if self.acks.waits_for_storage()
+                                && let Some(end) = self.boxed_release_acks().await
+                            {
+                                return end;
                             }
                             if decoded {
                                 // After any wait for room or storage: the client is not idle
@@ -211,13 +207,13 @@ impl Connection {
                             return self.fail(error);
                         }
                     }
-                    if self.pending_auth.is_some() && !self.hold_acks {
+                    if self.pending_auth.is_some() && !self.acks.durable() {
                         // The acknowledgements so far do not wait for the hook's answer, once
                         // what they acknowledge is queued.
                         if let Some(end) = self.hand_over().await {
                             return end;
                         }
-                        self.push_held();
+                        self.release_ready_acks();
                     }
                     if let Some(auth) = self.pending_auth.take()
                         && let Some(end) = self.boxed_reauthenticate(*auth).await

@@ -5,3 +5,4 @@
 
 pub(crate) mod connect;
 pub(crate) mod encode;
+pub(crate) mod publish;
