@@ -331,9 +331,11 @@ pub trait Hook: Send + Sync + 'static {
     /// A name for logs and errors.
     fn id(&self) -> &str;
 
-    /// The events this hook handles; the server does not call it for others. Default: all.
+    /// The events this hook handles: the server calls no other method. List every method the
+    /// hook overrides. Default: none, so a hook costs nothing where it has nothing to say (the
+    /// fast paths of the reader and the writer stay on).
     fn provides(&self) -> HookEvents {
-        HookEvents::ALL
+        HookEvents::NONE
     }
 
     /// Called once when the hook is added; an error refuses the hook.
@@ -405,7 +407,9 @@ pub trait Hook: Send + Sync + 'static {
         Box::pin(std::future::ready(AuthOutcome::Unsupported))
     }
 
-    /// An AUTH packet arrived. An error ends the connection with that code.
+    /// An AUTH packet arrived (during enhanced authentication or re-authentication), before
+    /// [`Hook::on_enhanced_auth`] sees it; the hook may change it. An error refuses the
+    /// connection (CONNACK) or ends it (DISCONNECT) with that code.
     fn on_auth_packet(
         &self,
         client: &ClientInfo,
@@ -459,7 +463,9 @@ pub trait Hook: Send + Sync + 'static {
         unsubscribe
     }
 
-    /// An UNSUBSCRIBE was processed (also called with every filter when a session ends).
+    /// An UNSUBSCRIBE was processed. Also called when a session ends (expiry, Session Expiry 0,
+    /// takeover with Clean Start), with an UNSUBSCRIBE the server builds of every filter the
+    /// session held (its packet identifier, 65535, means nothing).
     fn on_unsubscribed(&self, client: &ClientInfo, unsubscribe: &Unsubscribe) {}
 
     /// A PUBLISH arrived from a client (or the inline client); the hook may change, ignore or
@@ -654,6 +660,26 @@ impl Hooks {
 
     pub(crate) fn all(&self) -> Arc<[Arc<dyn Hook>]> {
         self.list.read().clone()
+    }
+
+    /// Runs the `on_auth_packet` hooks over an AUTH packet: each may change it; an error (with
+    /// the refusing hook's id) refuses it.
+    pub(crate) fn auth_packet(
+        &self,
+        client: &ClientInfo,
+        auth: mqtt_packets::Auth,
+    ) -> Result<mqtt_packets::Auth, (ReasonCode, Arc<dyn Hook>)> {
+        if !self.provides(HookEvents::ON_AUTH_PACKET) {
+            return Ok(auth);
+        }
+        let mut auth = auth;
+        for hook in self.with(HookEvents::ON_AUTH_PACKET) {
+            auth = match hook.on_auth_packet(client, auth) {
+                Ok(auth) => auth,
+                Err(code) => return Err((code, hook)),
+            };
+        }
+        Ok(auth)
     }
 
     /// One step of enhanced authentication: with the hook chosen at the first step, or the first

@@ -5,18 +5,31 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use mqtt_packets::{Connect, QoS, ReasonCode, Will};
+use mqtt_packets::{Connect, MqttString, PacketId, QoS, ReasonCode, Unsubscribe, Will};
 use mqtt_topics::ClientId;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::flow::{self};
+use crate::flow;
 use crate::hooks::{DropReason, HookEvents};
 use crate::message::Delivery;
 use crate::session::{Close, ConnectionHandle, PeerLimits, Session};
 use crate::storage::{self, StorageEvent};
-use crate::sys::{self};
+use crate::sys;
 use crate::{ClientInfo, Server};
+
+/// What clearing a session leaves to do once the locks are released (see
+/// [`Server::after_clear`]): hooks and other sessions are not called under the registry and
+/// session locks.
+#[derive(Debug, Default)]
+pub(crate) struct Cleared {
+    /// In-flight packet ids of messages dropped with the session.
+    dropped_ids: Vec<u16>,
+    /// Messages of shared subscriptions, for the other members of their groups.
+    orphans: Vec<Delivery>,
+    /// The client and the filters it held, for `on_unsubscribed` hooks.
+    unsubscribed: Option<(Arc<ClientInfo>, Vec<MqttString>)>,
+}
 
 /// A copy of a Will that owns its bytes: a Will is kept for the session's life, and its slices
 /// would keep the whole CONNECT frame alive.
@@ -159,9 +172,11 @@ impl Server {
                     client_id: &client.client_id,
                 });
         }
+        let mut ended_subscriptions = None;
         if clear {
             // Clean Start: discard the old session state [MQTT-3.1.2-4].
             present = false;
+            ended_subscriptions = self.ending_subscriptions(&state);
             let removed = inner.trie.remove_client(&session.client_id);
             sys::sub(&inner.info.subscriptions, removed as u64);
             state.subscriptions.clear();
@@ -214,6 +229,7 @@ impl Server {
         session.connected.store(true, Ordering::SeqCst);
         drop(state);
         drop(sessions);
+        self.unsubscribed_at_end(ended_subscriptions);
         Ok((session, present, old_will))
     }
 }
@@ -300,15 +316,14 @@ impl Server {
             // read buffers of the publishers it came from.
             state.outbound.compact();
         }
-        let mut orphans = Vec::new();
-        let dropped_ids = if ends {
-            self.clear_session(&mut sessions, session, &mut state, &mut orphans)
+        let cleared = if ends {
+            self.clear_session(&mut sessions, session, &mut state)
         } else {
             if state.persist {
                 let stored = storage::stored_client(&session.client_id, &state, true);
                 inner.hooks.storage(&StorageEvent::Session(&stored));
             }
-            Vec::new()
+            Cleared::default()
         };
         drop(state);
         drop(sessions);
@@ -324,8 +339,7 @@ impl Server {
                 })
                 .collect(),
         );
-        self.qos_dropped(&session.client_id, dropped_ids);
-        self.reroute_shared(orphans);
+        self.after_clear(&session.client_id, cleared);
         Some(Detached {
             will_now,
             expiry,
@@ -349,32 +363,35 @@ impl Server {
             return None;
         }
         let will = state.will.take().zip(state.client.clone());
-        let mut orphans = Vec::new();
-        let dropped_ids = self.clear_session(&mut sessions, session, &mut state, &mut orphans);
+        let cleared = self.clear_session(&mut sessions, session, &mut state);
         drop(state);
         drop(sessions);
-        self.qos_dropped(&session.client_id, dropped_ids);
-        self.reroute_shared(orphans);
+        self.after_clear(&session.client_id, cleared);
         Some(will)
     }
 
     /// Empties a session and removes it from the registry and the trie. Called with both locks
-    /// held (registry, then session), so no connection can attach meanwhile.
+    /// held (registry, then session), so no connection can attach meanwhile; what follows from
+    /// it for hooks and other sessions is returned, for [`Server::after_clear`] once the locks
+    /// are released.
     pub(crate) fn clear_session(
         &self,
         sessions: &mut HashMap<ClientId, Arc<Session>>,
         session: &Arc<Session>,
         state: &mut crate::session::SessionState,
-        orphans: &mut Vec<Delivery>,
-    ) -> Vec<u16> {
+    ) -> Cleared {
         let inner = &self.inner;
+        let mut cleared = Cleared {
+            unsubscribed: self.ending_subscriptions(state),
+            ..Cleared::default()
+        };
         if state.persist {
             state.persist = false;
             inner.hooks.storage(&StorageEvent::SessionEnded {
                 client_id: &session.client_id,
             });
         }
-        orphans.extend(state.outbound.take_shared());
+        cleared.orphans = state.outbound.take_shared();
         flow::wake(state.flow.release_all());
         state.flow.stop_retained(None);
         state.epoch += 1;
@@ -382,7 +399,7 @@ impl Server {
         state.inbound_qos2.clear();
         state.control.clear();
         state.will = None;
-        let dropped_ids = state.outbound.clear();
+        cleared.dropped_ids = state.outbound.clear();
         if sessions
             .get(&session.client_id)
             .is_some_and(|current| Arc::ptr_eq(current, session))
@@ -392,6 +409,48 @@ impl Server {
             let removed = inner.trie.remove_client(&session.client_id);
             sys::sub(&inner.info.subscriptions, removed as u64);
         }
-        dropped_ids
+        cleared
+    }
+
+    /// After a session was cleared and the locks released: its in-flight ids are reported
+    /// dropped, `on_unsubscribed` hooks see the filters it held, and its shared-subscription
+    /// messages go to other members of their groups.
+    fn after_clear(&self, client_id: &str, cleared: Cleared) {
+        self.qos_dropped(client_id, cleared.dropped_ids);
+        self.unsubscribed_at_end(cleared.unsubscribed);
+        self.reroute_shared(cleared.orphans);
+    }
+
+    /// The client and filters of a session whose subscriptions end, for `on_unsubscribed`
+    /// hooks (`None` when no hook listens or there are none).
+    fn ending_subscriptions(
+        &self,
+        state: &crate::session::SessionState,
+    ) -> Option<(Arc<ClientInfo>, Vec<MqttString>)> {
+        if !self.inner.hooks.provides(HookEvents::ON_UNSUBSCRIBED) || state.subscriptions.is_empty()
+        {
+            return None;
+        }
+        let filters = state
+            .subscriptions
+            .keys()
+            .filter_map(|filter| MqttString::new(filter.clone()).ok())
+            .collect();
+        Some((state.client.clone()?, filters))
+    }
+
+    /// Runs `on_unsubscribed` hooks for the subscriptions a session held when it ended. Never
+    /// under the registry or a session lock.
+    fn unsubscribed_at_end(&self, ended: Option<(Arc<ClientInfo>, Vec<MqttString>)>) {
+        let Some((client, filters)) = ended else {
+            return;
+        };
+        let Some(packet_id) = PacketId::new(u16::MAX) else {
+            return;
+        };
+        let unsubscribe = Unsubscribe::new(packet_id, filters);
+        for hook in self.inner.hooks.with(HookEvents::ON_UNSUBSCRIBED) {
+            hook.on_unsubscribed(&client, &unsubscribe);
+        }
     }
 }

@@ -96,6 +96,18 @@ pub(super) async fn enhanced_auth_exchange<R: AsyncRead + Unpin, W: AsyncWrite +
                     read_packet(reader, buf, &context, server),
                 )
                 .await;
+                let answer = match answer {
+                    Ok(Ok(Some(Packet::Auth(answer)))) => {
+                        match inner.hooks.auth_packet(client, answer) {
+                            Ok(answer) => Ok(Ok(Some(Packet::Auth(answer)))),
+                            Err((code, hook)) => {
+                                tracing::info!(client_id = %client.client_id, %code, "AUTH refused by hook {}", hook.id());
+                                return Err(Some(code));
+                            }
+                        }
+                    }
+                    other => other,
+                };
                 match answer {
                     Ok(Ok(Some(Packet::Auth(answer))))
                         if answer.reason_code == ReasonCode::CONTINUE_AUTHENTICATION
@@ -122,6 +134,16 @@ impl Connection {
     pub(super) async fn reauthenticate(&mut self, packet: mqtt_packets::Auth) -> Option<End> {
         let server = self.server.clone();
         let method = self.auth.as_ref()?.method.clone()?;
+        let packet = match server.inner.hooks.auth_packet(&self.client, packet) {
+            Ok(packet) => packet,
+            Err((code, hook)) => {
+                return Some(self.fail(ConnectionError::RefusedByHook {
+                    hook: hook.id().to_owned(),
+                    packet: mqtt_packets::PacketType::Auth,
+                    code,
+                }));
+            }
+        };
         if packet.properties.authentication_method.as_ref() != Some(&method) {
             // A different method is a protocol error (§3.15).
             return Some(self.fail(Violation::AuthMethodChanged));
