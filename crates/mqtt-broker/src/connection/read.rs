@@ -34,6 +34,34 @@ impl std::fmt::Display for ReadError {
     }
 }
 
+/// Whether the buffered input starts with a PUBLISH (packet type 3, §2.1.2).
+fn starts_with_publish(buf: &[u8]) -> bool {
+    buf.first().is_some_and(|&byte| byte >> 4 == 3)
+}
+
+/// Lets the connections whose input is ready go first, once: wakes this task and returns
+/// `Pending`, which puts it at the back of the worker's run queue (a task that wakes itself while
+/// it runs is rescheduled as a yield). `tokio::task::yield_now` would not do: its wake-up goes to
+/// the worker's LIFO slot, ahead of the others.
+///
+/// Why: when several sockets become readable together, Tokio runs the last task woken first.
+/// Without this, a PUBLISH could be routed before a SUBSCRIBE or UNSUBSCRIBE that reached the
+/// server earlier on another connection, in the same batch; a client that publishes right after
+/// another's SUBSCRIBE (without waiting for its SUBACK) would see it take effect after its
+/// message. Reads of other packets (subscriptions, acknowledgements) are handled at once.
+async fn behind_ready_connections() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await;
+}
+
 /// Reads until one packet is decoded; `Ok(None)` at end of stream.
 pub(super) async fn read_packet<R: AsyncRead + Unpin>(
     reader: &mut R,
@@ -265,6 +293,9 @@ impl Connection {
                     Some(Ok((read, offered))) => {
                         read_size.record(read, offered);
                         sys::add(&self.server.inner.info.bytes_received, read as u64);
+                        if starts_with_publish(&buf) {
+                            behind_ready_connections().await;
+                        }
                     }
                     Some(Err(error)) => return End::Error(error.into()),
                 }
