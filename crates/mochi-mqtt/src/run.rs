@@ -14,10 +14,18 @@ use mqtt_listeners::{
 use tracing::{info, warn};
 
 use crate::config::{Config, ListenerConfig, ListenerKind};
+/// Prints a status line on stdout. A closed stdout (the reader went away: `mochi | head -1`, a
+/// supervisor that stopped reading) is no reason to panic while serving or stopping.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 /// Runs the broker until SIGINT or SIGTERM, then shuts it down gracefully.
 pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
-    println!("Mochi MQTT {} (mochi-rs)", env!("CARGO_PKG_VERSION"));
+    say!("Mochi MQTT {} (mochi-rs)", env!("CARGO_PKG_VERSION"));
     let server = Server::new(config.broker_options());
     let ledger = add_hooks(&server, &config).await?;
     let storage = crate::storage::open(&config).await?;
@@ -49,7 +57,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     }
     listeners.serve_all(&server);
     for listener in listeners.all() {
-        println!(
+        say!(
             "listening: {:<5} {:<10} {}",
             listener.protocol(),
             listener.id(),
@@ -60,10 +68,10 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     // The handlers are in place before anyone can know the broker is up: a SIGHUP sent at once
     // (say, by a supervisor that waits for "ready") must reload, not end the process.
     let signals = Signals::install()?;
-    println!("ready");
+    say!("ready");
 
     let signal = signals.wait_for_shutdown(ledger.as_deref()).await;
-    println!("shutting down ({signal})");
+    say!("shutting down ({signal})");
     info!(signal, "shutting down");
     let deadline = config.shutdown_timeout() + Duration::from_secs(1);
     let started = tokio::time::Instant::now();
@@ -78,13 +86,13 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         // What the sessions left at close is written before the process ends.
         let left = deadline.saturating_sub(started.elapsed()) + Duration::from_secs(2);
         if storage.close(left).await {
-            println!("storage: flushed");
+            say!("storage: flushed");
         } else {
-            println!("storage: NOT fully flushed (the backend did not answer in time)");
+            say!("storage: NOT fully flushed (the backend did not answer in time)");
             warn!("storage not fully flushed at shutdown");
         }
     }
-    println!("stopped");
+    say!("stopped");
     Ok(())
 }
 
@@ -100,28 +108,28 @@ async fn add_hooks(server: &Server, config: &Config) -> anyhow::Result<Option<Ar
                 .with_verification_limits(auth.verification_limits()),
         );
         server.add_hook_arc(hook.clone())?;
-        println!("auth: ledger from {} (SIGHUP reloads it)", path.display());
+        say!("auth: ledger from {} (SIGHUP reloads it)", path.display());
         warn_if_fails_open(&hook.ledger());
         reloadable = Some(hook);
     } else if let Some(ledger) = &auth.ledger {
         server.add_hook(
             LedgerHook::new(ledger.clone()).with_verification_limits(auth.verification_limits()),
         )?;
-        println!("auth: inline ledger");
+        say!("auth: inline ledger");
         warn_if_fails_open(ledger);
     } else if auth.allow_all {
         server.add_hook(AllowAllHook)?;
         // The hook logs its own warning too.
-        println!(
+        say!(
             "WARNING: auth: allow-all: every client may connect, publish and subscribe (development only)"
         );
     } else {
-        println!("WARNING: auth: no auth hook: every client is refused");
+        say!("WARNING: auth: no auth hook: every client is refused");
         warn!("no auth hook: every client is refused");
     }
     if config.hooks.debug.enabled {
         server.add_hook(DebugHook::new(config.debug_options()))?;
-        println!("debug: every packet is logged (target mqtt_hook_debug)");
+        say!("debug: every packet is logged (target mqtt_hook_debug)");
     }
     Ok(reloadable)
 }
@@ -153,10 +161,10 @@ fn acl_notice(ledger: &Ledger) -> Option<&'static str> {
 fn warn_if_fails_open(ledger: &Ledger) {
     match acl_notice(ledger) {
         Some(notice) if notice.starts_with("WARNING: ") => {
-            println!("{notice}");
+            say!("{notice}");
             warn!("{}", notice.trim_start_matches("WARNING: "));
         }
-        Some(notice) => println!("{notice}"),
+        Some(notice) => say!("{notice}"),
         None => {}
     }
 }
@@ -200,7 +208,7 @@ async fn bind(
                 .iter()
                 .any(|origin| origin == mqtt_listeners::ANY_ORIGIN)
             {
-                println!(
+                say!(
                     "WARNING: listener {id}: allowed_origins = [\"*\"]: any web page a user opens \
                      can connect through their browser"
                 );
@@ -266,12 +274,12 @@ impl Signals {
                 _ = self.hangup.recv() => match ledger {
                     Some(hook) => match hook.reload().await {
                         Ok(()) => {
-                            println!("auth: ledger reloaded");
+                            say!("auth: ledger reloaded");
                             warn_if_fails_open(&hook.ledger());
                         }
-                        Err(error) => println!("auth: ledger not reloaded, the previous one stays: {error}"),
+                        Err(error) => say!("auth: ledger not reloaded, the previous one stays: {error}"),
                     },
-                    None => println!("SIGHUP: no ledger file to reload"),
+                    None => say!("SIGHUP: no ledger file to reload"),
                 },
             }
         }

@@ -32,20 +32,7 @@ pub(crate) fn subscribe(
 ) -> SubscribeResult {
     let inner = &server.inner;
     let caps = &inner.options.capabilities;
-    let mut subscribe = subscribe;
-    if inner.hooks.provides(HookEvents::ON_SUBSCRIBE) {
-        let filters = subscribe.subscriptions.len();
-        let original = subscribe.clone();
-        for hook in inner.hooks.with(HookEvents::ON_SUBSCRIBE) {
-            subscribe = hook.on_subscribe(client, subscribe);
-        }
-        // One code per filter the client sent [MQTT-3.8.4-6]: a hook may rewrite filters but
-        // not change how many there are.
-        if subscribe.subscriptions.len() != filters {
-            tracing::warn!(client_id = %client.client_id, "on_subscribe changed the number of filters; ignored");
-            subscribe = original;
-        }
-    }
+    let subscribe = rewritten_by_hooks(server, client, subscribe);
     let v5 = client.protocol.is_v5();
     let identifier = subscribe.properties.subscription_identifier;
     if identifier.is_some() && !caps.subscription_identifiers_available {
@@ -147,38 +134,70 @@ pub(crate) fn subscribe(
     // The SUBACK goes out before the retained messages it triggers.
     acknowledge(&codes);
     if !retained.is_empty() {
-        if session.inline_sink.is_some() {
-            // The host program's subscription: straight into its channel.
-            let now = Instant::now();
-            for (filter, granted) in retained {
-                for (topic, message) in inner.retained.matching(&filter) {
-                    if let Some(delivery) = retained_delivery(
-                        server, session, client, &topic, message, granted, identifier, now,
-                    ) {
-                        server.enqueue(session, vec![delivery]);
-                    }
-                }
-            }
-        } else {
-            // Streamed by the subscriber's writer as its queue drains (see `send_retained`).
-            let mut state = session.state.lock();
-            for (filter, granted) in retained {
-                // Subscribing again restarts the filter's retained messages: one cursor each.
-                state.flow.add_retained(RetainedCursor {
-                    id: NEXT_CURSOR.fetch_add(1, Ordering::Relaxed),
-                    filter: filter.into_boxed_str(),
-                    granted,
-                    identifier,
-                    after: None,
-                });
-            }
-            state.wake_writer();
-        }
+        queue_retained(server, session, client, retained, identifier);
     }
     for hook in inner.hooks.with(HookEvents::ON_SUBSCRIBED) {
         hook.on_subscribed(client, &subscribe, &codes);
     }
     Ok(codes)
+}
+
+/// The SUBSCRIBE as the `on_subscribe` hooks rewrite it. One code per filter the client sent
+/// [MQTT-3.8.4-6]: a hook may rewrite filters but not change how many there are.
+fn rewritten_by_hooks(server: &Server, client: &ClientInfo, subscribe: Subscribe) -> Subscribe {
+    let hooks = &server.inner.hooks;
+    if !hooks.provides(HookEvents::ON_SUBSCRIBE) {
+        return subscribe;
+    }
+    let filters = subscribe.subscriptions.len();
+    let original = subscribe.clone();
+    let mut subscribe = subscribe;
+    for hook in hooks.with(HookEvents::ON_SUBSCRIBE) {
+        subscribe = hook.on_subscribe(client, subscribe);
+    }
+    if subscribe.subscriptions.len() != filters {
+        tracing::warn!(client_id = %client.client_id, "on_subscribe changed the number of filters; ignored");
+        return original;
+    }
+    subscribe
+}
+
+/// Queues the retained messages of new subscriptions (filter, granted QoS): at once for the
+/// inline client; otherwise as cursors the subscriber's writer streams as its queue drains (see
+/// [`send_retained`]).
+fn queue_retained(
+    server: &Server,
+    session: &Arc<Session>,
+    client: &ClientInfo,
+    retained: Vec<(String, QoS)>,
+    identifier: Option<NonZeroU32>,
+) {
+    if session.inline_sink.is_some() {
+        // The host program's subscription: straight into its channel.
+        let now = Instant::now();
+        for (filter, granted) in retained {
+            for (topic, message) in server.inner.retained.matching(&filter) {
+                if let Some(delivery) = retained_delivery(
+                    server, session, client, &topic, message, granted, identifier, now,
+                ) {
+                    server.enqueue(session, vec![delivery]);
+                }
+            }
+        }
+        return;
+    }
+    let mut state = session.state.lock();
+    for (filter, granted) in retained {
+        // Subscribing again restarts the filter's retained messages: one cursor each.
+        state.flow.add_retained(RetainedCursor {
+            id: NEXT_CURSOR.fetch_add(1, Ordering::Relaxed),
+            filter: filter.into_boxed_str(),
+            granted,
+            identifier,
+            after: None,
+        });
+    }
+    state.wake_writer();
 }
 
 /// Tells retained cursors apart (see [`RetainedCursor::id`]).

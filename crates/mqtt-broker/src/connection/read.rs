@@ -5,7 +5,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use mqtt_packets::{DecodeContext, DecodeError, Packet, decode};
@@ -17,6 +16,7 @@ use super::Connection;
 use super::End;
 use crate::Server;
 use crate::close::{ConnectionError, LimitExceeded};
+use crate::protocol::keep_alive;
 use crate::sys;
 
 #[derive(Debug)]
@@ -161,15 +161,8 @@ impl Connection {
             let server = self.server.clone();
             let options = &server.inner.options;
             let context = server.decode_context(self.protocol);
-            // 1.5 times the Keep Alive without a complete packet closes the connection
-            // [MQTT-3.1.2-22]: measured from the last packet, not the last byte, so a client
-            // that trickles a packet byte by byte cannot keep a connection (and the buffer of
-            // its partial packet) forever.
-            let idle = |keep_alive: u16| {
-                (keep_alive > 0)
-                    .then(|| Instant::now() + Duration::from_millis(u64::from(keep_alive) * 1500))
-            };
-            let mut deadline = idle(self.keep_alive);
+            // Keep alive runs from the last complete packet.
+            let mut deadline = keep_alive::deadline(Instant::now(), self.keep_alive);
             let mut decoded = false;
             let shared = self.handle.shared();
             let control_limit = options.capabilities.maximum_client_writes_pending.max(1024);
@@ -206,7 +199,7 @@ impl Connection {
                             if decoded {
                                 // After any wait for room or storage: the client is not idle
                                 // while the server holds its reads back.
-                                deadline = idle(self.keep_alive);
+                                deadline = keep_alive::deadline(Instant::now(), self.keep_alive);
                                 decoded = false;
                             }
                             break;
@@ -218,21 +211,10 @@ impl Connection {
                                 return end;
                             }
                         }
-                        Ok(Some(Some(end))) => {
-                            // What the read accepted before the end is placed as any read's,
-                            // waiting for room (a kill, or the close this end may have asked
-                            // for, places the rest at once); the end stays the reason.
-                            self.hand_over().await;
-                            self.flush_counters();
-                            self.boxed_release_acks_on_exit().await;
-                            return end;
-                        }
+                        Ok(Some(Some(end))) => return self.boxed_exit(Ok(end)).await,
                         Err(error) => {
-                            self.hand_over().await;
-                            self.flush_counters();
-                            self.boxed_release_acks_on_exit().await;
                             warn!(client_id = %self.client.client_id, %error, "closing on a bad packet");
-                            return self.fail(error);
+                            return self.boxed_exit(Err(error.into())).await;
                         }
                     }
                     if self.pending_auth.is_some() && !self.acks.durable() {
@@ -246,10 +228,7 @@ impl Connection {
                     if let Some(auth) = self.pending_auth.take()
                         && let Some(end) = self.boxed_reauthenticate(*auth).await
                     {
-                        self.hand_over().await;
-                        self.flush_counters();
-                        self.boxed_release_acks_on_exit().await;
-                        return end;
+                        return self.boxed_exit(Ok(end)).await;
                     }
                 }
                 // A client whose answers (PINGRESP, acks) pile up unsent is not read until they
@@ -301,6 +280,25 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// [`Connection::exit`] in a box (see [`super::serve`]): it runs once.
+    fn boxed_exit(
+        &mut self,
+        end: Result<End, ConnectionError>,
+    ) -> Pin<Box<impl Future<Output = End> + Send>> {
+        Box::pin(self.exit(end))
+    }
+
+    /// Leaves the packet loop: what the read accepted before the end is placed as any read's,
+    /// waiting for room (a kill, or the close the end may have asked for, places the rest at
+    /// once), counted, and acknowledged if storage allows; then an error closes the connection.
+    /// The end stays the reason.
+    async fn exit(&mut self, end: Result<End, ConnectionError>) -> End {
+        self.hand_over().await;
+        self.flush_counters();
+        self.release_acks_on_exit().await;
+        end.unwrap_or_else(|error| self.fail(error))
     }
 
     /// Hands the deliveries staged so far to their subscribers' queues. If a connected

@@ -5,4 +5,5 @@
 
 pub(crate) mod connect;
 pub(crate) mod encode;
+pub(crate) mod keep_alive;
 pub(crate) mod publish;
