@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use mqtt_broker::hooks::{Access, Decision, HookEvents};
 use mqtt_broker::{ClientInfo, Hook, Options, Server};
-use mqtt_packets::{Packet, Protocol, PubRec, PubRel, QoS, ReasonCode};
-use support::{Raw, connect, options, pid, publish};
+use mqtt_packets::{Packet, Protocol, PubRec, QoS, ReasonCode};
+use support::{Raw, connect, options, publish};
 
 /// Allows everything except writing to `denied/#`.
 struct DenyTopic;
@@ -174,24 +174,6 @@ async fn v5_limits_close_311_clients() {
         .send(publish("t", b"x", QoS::AtMostOnce, true, 0).into())
         .await;
     retained.expect_closed().await;
-}
-
-/// An unfinished inbound QoS 2 handshake is completed even if the message has expired
-/// meanwhile [MQTT-4.3.3-13].
-#[tokio::test]
-async fn an_expired_inbound_qos2_still_completes() {
-    let (_server, addr) = support::start().await;
-    let mut publisher = Raw::v5(addr, "exp-pub").await;
-    let mut message = publish("exp/t", b"x", QoS::ExactlyOnce, false, 3);
-    message.properties.message_expiry_interval = Some(1);
-    publisher.send(message.into()).await;
-    publisher.expect_pubrec().await;
-    tokio::time::sleep(Duration::from_millis(1200)).await; // let the message expire
-    publisher.send(PubRel::new(pid(3)).into()).await;
-    assert_eq!(
-        publisher.expect_pubcomp().await.reason_code,
-        ReasonCode::SUCCESS
-    );
 }
 
 /// 3.1.1 clients never receive DISCONNECT: a protocol error closes the connection silently.

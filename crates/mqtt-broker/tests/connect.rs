@@ -375,60 +375,6 @@ async fn takeover_v311_closes_the_old_connection() {
 
 // ----- keep alive ----------------------------------------------------------------------------
 
-/// A silent v5 client with Keep Alive 1 gets DISCONNECT 0x8D and is closed after 1.5 s
-/// [MQTT-3.1.2-22].
-#[tokio::test]
-async fn keep_alive_timeout_v5() {
-    let (_server, addr) = support::start().await;
-    let mut request = connect(Protocol::V5, "idle");
-    request.keep_alive = 1;
-    let started = Instant::now();
-    let (mut raw, _) = Raw::accepted(addr, request).await;
-    raw.expect_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT).await;
-    assert!(started.elapsed() >= Duration::from_secs(1));
-}
-
-/// A silent 3.1.1 client with Keep Alive 1 is closed without a packet.
-#[tokio::test]
-async fn keep_alive_timeout_v311() {
-    let (_server, addr) = support::start().await;
-    let mut request = connect(Protocol::V3_1_1, "idle311");
-    request.keep_alive = 1;
-    let (mut raw, _) = Raw::accepted(addr, request).await;
-    raw.expect_closed().await;
-}
-
-/// PINGREQ is answered with PINGRESP and keeps the connection alive past 1.5 times the Keep
-/// Alive [MQTT-3.12.4-1].
-#[tokio::test]
-async fn pingreq_gets_pingresp_and_keeps_the_connection_alive() {
-    let (_server, addr) = support::start().await;
-    let mut request = connect(Protocol::V5, "pinger");
-    request.keep_alive = 2;
-    let (mut raw, _) = Raw::accepted(addr, request).await;
-    let started = Instant::now();
-    // Pings every 300 ms for longer than 1.5 * 2 s.
-    while started.elapsed() < Duration::from_millis(3600) {
-        raw.ping().await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    raw.ping().await;
-}
-
-/// Server Keep Alive replaces the client's Keep Alive [MQTT-3.2.2-22]: the client asked for 0
-/// (no timeout) but the server enforces 1 s.
-#[tokio::test]
-async fn server_keep_alive_is_enforced() {
-    let mut options = Options::default();
-    options.capabilities.server_keep_alive = Some(1);
-    let (_server, addr) = support::start_with(options, true).await;
-    let mut request = connect(Protocol::V5, "overridden");
-    request.keep_alive = 0;
-    let (mut raw, connack) = Raw::accepted(addr, request).await;
-    assert_eq!(connack.properties.server_keep_alive, Some(1));
-    raw.expect_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT).await;
-}
-
 /// A maximum Keep Alive lowers a longer (or absent) client Keep Alive through Server Keep Alive
 /// [MQTT-3.2.2-21], and leaves a shorter one alone (no Server Keep Alive in CONNACK).
 #[tokio::test]
@@ -452,20 +398,6 @@ async fn maximum_keep_alive_caps_longer_keep_alives() {
     request.keep_alive = 120;
     let (_raw, connack) = Raw::accepted(addr, request).await;
     assert_eq!(connack.properties.server_keep_alive, None);
-}
-
-/// With a maximum Keep Alive of 1 s, a client that asked for none is held to 1 s
-/// [MQTT-3.1.2-22].
-#[tokio::test]
-async fn maximum_keep_alive_is_enforced() {
-    let mut options = Options::default();
-    options.capabilities.maximum_keep_alive = Some(1);
-    let (_server, addr) = support::start_with(options, true).await;
-    let mut request = connect(Protocol::V5, "capped-none");
-    request.keep_alive = 0;
-    let (mut raw, connack) = Raw::accepted(addr, request).await;
-    assert_eq!(connack.properties.server_keep_alive, Some(1));
-    raw.expect_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT).await;
 }
 
 // ----- graceful close ------------------------------------------------------------------------

@@ -231,19 +231,6 @@ async fn will_published_on_abnormal_close() {
     }
 }
 
-/// The Will is published after a keep alive timeout [MQTT-3.1.2-22].
-#[tokio::test]
-async fn will_published_after_keep_alive_timeout() {
-    let (_server, addr) = support::start().await;
-    let mut watch = watcher(addr, "will/ka").await;
-    let mut request = connect(Protocol::V5, "sleepy");
-    request.keep_alive = 1;
-    request.will = Some(will("will/ka", b"timed out"));
-    let (mut raw, _) = Raw::accepted(addr, request).await;
-    raw.expect_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT).await;
-    assert_eq!(&watch.expect_publish().await.payload[..], b"timed out");
-}
-
 /// DISCONNECT 0x00 discards the Will [MQTT-3.14.4-3] [MQTT-3.1.2-10], for v5 and 3.1.1.
 #[tokio::test]
 async fn will_not_published_after_normal_disconnect() {

@@ -475,11 +475,12 @@ pub fn watch_disconnects(server: &Server) -> Disconnects {
     Disconnects(receiver)
 }
 
-/// A v5 client over an in-memory stream served by `Server::serve_connection` (deterministic
-/// under the paused clock).
+/// A client over an in-memory stream served by `Server::serve_connection` (deterministic
+/// under the paused clock), speaking the protocol of its CONNECT.
 pub struct Duplex {
     pub stream: DuplexStream,
     buf: BytesMut,
+    protocol: Protocol,
 }
 
 impl Duplex {
@@ -504,6 +505,7 @@ impl Duplex {
         let mut client = Self {
             stream: client,
             buf: BytesMut::new(),
+            protocol: connect.protocol,
         };
         client.send(Packet::from(connect)).await;
         let answer = client.recv().await.expect("CONNACK");
@@ -512,13 +514,13 @@ impl Duplex {
 
     pub async fn send(&mut self, packet: Packet) {
         let mut out = BytesMut::new();
-        packet.encode(Protocol::V5, &mut out).unwrap();
+        packet.encode(self.protocol, &mut out).unwrap();
         self.stream.write_all(&out).await.unwrap();
     }
 
     /// The next packet, or `None` once the server closed the stream.
     pub async fn recv(&mut self) -> Option<Packet> {
-        let context = DecodeContext::new(Protocol::V5);
+        let context = DecodeContext::new(self.protocol);
         loop {
             if let Some(packet) = decode(&mut self.buf, &context).unwrap() {
                 return Some(packet);
