@@ -226,7 +226,16 @@ impl Server {
             let stored = crate::storage::stored_client(&client.client_id, &state, false);
             inner.hooks.storage(&StorageEvent::Session(&stored));
         }
+        // The attach invariant, kept here and in `detach` only: `connected` mirrors
+        // `state.connection.is_some()`, and `clients_connected` counts the attached sessions (a
+        // takeover, even while the new connection waits for storage, and the detach at the end
+        // subtract it).
         session.connected.store(true, Ordering::SeqCst);
+        let connected = inner.info.clients_connected.fetch_add(1, Ordering::Relaxed) + 1;
+        inner
+            .info
+            .clients_maximum
+            .fetch_max(connected, Ordering::Relaxed);
         drop(state);
         drop(sessions);
         self.unsubscribed_at_end(ended_subscriptions);

@@ -282,13 +282,6 @@ impl Connection {
         if let Some((old_client, will)) = old_will {
             server.publish_will(&old_client, will);
         }
-        // Counted from the moment the session is attached: a takeover (even during the wait
-        // below) and the detach at the end subtract it.
-        let connected = inner.info.clients_connected.fetch_add(1, Ordering::Relaxed) + 1;
-        inner
-            .info
-            .clients_maximum
-            .fetch_max(connected, Ordering::Relaxed);
         let mut accepted = Self {
             server: server.clone(),
             session,
