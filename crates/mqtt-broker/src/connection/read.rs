@@ -86,15 +86,17 @@ pub(super) async fn read_packet<R: AsyncRead + Unpin>(
 
 /// Reads more input into `buf`, growing it by `size` when it is full. While the connection is
 /// idle (nothing buffered, nothing to read yet) the buffer's memory is given back and taken again
-/// when input arrives, so an idle connection holds no read buffer. Returns the bytes read and
-/// the room that was offered for them.
+/// when input arrives, so an idle connection holds no read buffer. Returns the bytes read, the
+/// room that was offered for them, and whether the read had to wait for input (the task was
+/// then woken by the socket's readiness).
 ///
 /// Cancel safety: as [`AsyncReadExt::read_buf`]; nothing read is lost if the future is dropped.
 pub(super) async fn read_more<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut BytesMut,
     size: usize,
-) -> std::io::Result<(usize, usize)> {
+) -> std::io::Result<(usize, usize, bool)> {
+    let mut waited = false;
     std::future::poll_fn(|cx| {
         if buf.capacity() == buf.len() {
             buf.reserve(size);
@@ -104,10 +106,13 @@ pub(super) async fn read_more<R: AsyncRead + Unpin>(
             let read = std::pin::pin!(reader.read_buf(&mut *buf));
             read.poll(cx)
         };
-        if polled.is_pending() && buf.is_empty() {
-            *buf = BytesMut::new();
+        if polled.is_pending() {
+            waited = true;
+            if buf.is_empty() {
+                *buf = BytesMut::new();
+            }
         }
-        polled.map_ok(|read| (read, offered))
+        polled.map_ok(|read| (read, offered, waited))
     })
     .await
 }
@@ -266,13 +271,16 @@ impl Connection {
                         info!(client_id = %self.client.client_id, "keep alive timeout");
                         return self.fail(ConnectionError::KeepAliveTimeout);
                     }
-                    Some(Ok((0, _))) => {
+                    Some(Ok((0, _, _))) => {
                         return End::Error(ConnectionError::ClosedByClient);
                     }
-                    Some(Ok((read, offered))) => {
+                    Some(Ok((read, offered, waited))) => {
                         read_size.record(read, offered);
                         sys::add(&self.server.inner.info.bytes_received, read as u64);
-                        if starts_with_publish(&buf) {
+                        // Only a read that waited for its socket can be part of a batch of
+                        // sockets that became ready together; a busy publisher whose input is
+                        // always there does not pay for it.
+                        if waited && starts_with_publish(&buf) {
                             behind_ready_connections().await;
                         }
                     }
