@@ -477,26 +477,26 @@ pub trait Hook: Send + Sync + 'static {
     /// A PUBLISH was delivered to its subscribers.
     fn on_published(&self, client: &ClientInfo, publish: &Publish) {}
 
-    /// A message for `client_id` was dropped.
-    fn on_publish_dropped(&self, client_id: &str, publish: &Publish, reason: DropReason) {}
+    /// A message for `client` was dropped.
+    fn on_publish_dropped(&self, client: &ClientInfo, publish: &Publish, reason: DropReason) {}
 
     /// A retained message was set or cleared.
     fn on_retain_message(&self, client: &ClientInfo, publish: &Publish, change: RetainChange) {}
 
-    /// A retained message was sent to a new subscriber.
-    fn on_retain_published(&self, client_id: &str, publish: &Publish) {}
+    /// A retained message was sent to `client`, a new subscriber.
+    fn on_retain_published(&self, client: &ClientInfo, publish: &Publish) {}
 
-    /// A QoS 1/2 message was sent to `client_id` (or resent, with `resends` > 0).
-    fn on_qos_publish(&self, client_id: &str, publish: &Publish, resends: u32) {}
+    /// A QoS 1/2 message was sent to `client` (or resent, with `resends` > 0).
+    fn on_qos_publish(&self, client: &ClientInfo, publish: &Publish, resends: u32) {}
 
-    /// The QoS flow of `packet_id` to `client_id` completed.
-    fn on_qos_complete(&self, client_id: &str, packet_id: u16) {}
+    /// The QoS flow of `packet_id` to `client` completed.
+    fn on_qos_complete(&self, client: &ClientInfo, packet_id: u16) {}
 
-    /// The QoS flow of `packet_id` to `client_id` was abandoned (error code, expiry, session end).
-    fn on_qos_dropped(&self, client_id: &str, packet_id: u16) {}
+    /// The QoS flow of `packet_id` to `client` was abandoned (error code, expiry, session end).
+    fn on_qos_dropped(&self, client: &ClientInfo, packet_id: u16) {}
 
-    /// No packet identifier was free for a message to `client_id`.
-    fn on_packet_id_exhausted(&self, client_id: &str, publish: &Publish) {}
+    /// No packet identifier was free for a message to `client`.
+    fn on_packet_id_exhausted(&self, client: &ClientInfo, publish: &Publish) {}
 
     /// A Will is about to be published; the hook may change it, or return `None` to suppress it.
     fn on_will(&self, client: &ClientInfo, will: Will) -> Option<Will> {
@@ -507,7 +507,7 @@ pub trait Hook: Send + Sync + 'static {
     fn on_will_sent(&self, client: &ClientInfo, publish: &Publish) {}
 
     /// The session of `client_id` expired and was removed.
-    fn on_client_expired(&self, client_id: &str) {}
+    fn on_client_expired(&self, client: &ClientInfo) {}
 
     /// The retained message of `topic` expired and was removed.
     fn on_retained_expired(&self, topic: &str) {}

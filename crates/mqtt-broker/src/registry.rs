@@ -18,11 +18,22 @@ use crate::storage::{self, StorageEvent};
 use crate::sys;
 use crate::{ClientInfo, Server};
 
+/// A session that ended at its expiry.
+#[derive(Debug)]
+pub(crate) struct Ended {
+    /// Its pending Will, published now [MQTT-3.1.2-8].
+    pub(crate) will: Option<Box<Will>>,
+    /// Its client as of its last connection.
+    pub(crate) client: Arc<ClientInfo>,
+}
+
 /// What clearing a session leaves to do once the locks are released (see
 /// [`Server::after_clear`]): hooks and other sessions are not called under the registry and
 /// session locks.
 #[derive(Debug, Default)]
 pub(crate) struct Cleared {
+    /// The session's client as of its last connection.
+    client: Option<Arc<ClientInfo>>,
     /// In-flight packet ids of messages dropped with the session.
     dropped_ids: Vec<u16>,
     /// Messages of shared subscriptions, for the other members of their groups.
@@ -358,25 +369,24 @@ impl Server {
     }
 
     /// Ends a disconnected session whose expiry came (the connection of `generation` left it):
-    /// only if no newer connection resumed it [MQTT-4.1.0-1]. Returns the pending Will (if any)
-    /// when the session ended, to be published now [MQTT-3.1.2-8].
-    pub(crate) fn end_session(
-        &self,
-        session: &Arc<Session>,
-        generation: u64,
-    ) -> Option<Option<(Box<Will>, Arc<ClientInfo>)>> {
+    /// only if no newer connection resumed it [MQTT-4.1.0-1]. `None` when it did not end.
+    pub(crate) fn end_session(&self, session: &Arc<Session>, generation: u64) -> Option<Ended> {
         let inner = &self.inner;
         let mut sessions = inner.sessions.lock();
         let mut state = session.state.lock();
         if state.connection.is_some() || state.last_generation != generation {
             return None;
         }
-        let will = state.will.take().zip(state.client.clone());
+        let will = state.will.take();
+        let client = state
+            .client
+            .clone()
+            .unwrap_or_else(|| Arc::new(ClientInfo::inline(session.client_id.clone())));
         let cleared = self.clear_session(&mut sessions, session, &mut state);
         drop(state);
         drop(sessions);
         self.after_clear(&session.client_id, cleared);
-        Some(will)
+        Some(Ended { will, client })
     }
 
     /// Empties a session and removes it from the registry and the trie. Called with both locks
@@ -391,6 +401,7 @@ impl Server {
     ) -> Cleared {
         let inner = &self.inner;
         let mut cleared = Cleared {
+            client: state.client.clone(),
             unsubscribed: self.ending_subscriptions(state),
             ..Cleared::default()
         };
@@ -424,8 +435,14 @@ impl Server {
     /// After a session was cleared and the locks released: its in-flight ids are reported
     /// dropped, `on_unsubscribed` hooks see the filters it held, and its shared-subscription
     /// messages go to other members of their groups.
-    fn after_clear(&self, client_id: &str, cleared: Cleared) {
-        self.qos_dropped(client_id, cleared.dropped_ids);
+    fn after_clear(&self, client_id: &ClientId, cleared: Cleared) {
+        if !cleared.dropped_ids.is_empty() && self.inner.hooks.provides(HookEvents::ON_QOS_DROPPED)
+        {
+            let client = cleared
+                .client
+                .unwrap_or_else(|| Arc::new(ClientInfo::inline(client_id.clone())));
+            self.qos_dropped(&client, cleared.dropped_ids);
+        }
         self.unsubscribed_at_end(cleared.unsubscribed);
         self.reroute_shared(cleared.orphans);
     }

@@ -177,9 +177,9 @@ fn queue_retained(
         let now = Instant::now();
         for (filter, granted) in retained {
             for (topic, message) in server.inner.retained.matching(&filter) {
-                if let Some(delivery) = retained_delivery(
-                    server, session, client, &topic, message, granted, identifier, now,
-                ) {
+                if let Some(delivery) =
+                    retained_delivery(server, client, &topic, message, granted, identifier, now)
+                {
                     server.enqueue(session, vec![delivery]);
                 }
             }
@@ -262,9 +262,9 @@ pub(crate) fn send_retained(
             cut = true;
             break;
         }
-        if let Some(delivery) = retained_delivery(
-            server, session, client, &topic, message, granted, identifier, now,
-        ) {
+        if let Some(delivery) =
+            retained_delivery(server, client, &topic, message, granted, identifier, now)
+        {
             budget = budget.saturating_sub(size);
             deliveries.push(delivery);
         }
@@ -301,7 +301,6 @@ pub(crate) fn send_retained(
 #[allow(clippy::too_many_arguments)]
 fn retained_delivery(
     server: &Server,
-    session: &Session,
     client: &ClientInfo,
     topic: &str,
     message: Arc<Message>,
@@ -339,7 +338,7 @@ fn retained_delivery(
     if inner.hooks.provides(HookEvents::ON_RETAIN_PUBLISHED) {
         let publish = delivery.to_publish(None, false, now);
         for hook in inner.hooks.with(HookEvents::ON_RETAIN_PUBLISHED) {
-            hook.on_retain_published(&session.client_id, &publish);
+            hook.on_retain_published(client, &publish);
         }
     }
     Some(delivery)

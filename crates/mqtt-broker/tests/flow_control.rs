@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mqtt_broker::hooks::{DropReason, HookEvents};
-use mqtt_broker::{DropOrder, Hook, Options, Server};
+use mqtt_broker::{ClientInfo, DropOrder, Hook, Options, Server};
 use mqtt_packets::{Packet as Packet5, Publish as RawPublish};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use support::Raw;
@@ -497,11 +497,12 @@ async fn a_burst_ending_with_disconnect_is_not_dropped_for_a_slow_subscriber() {
     assert_eq!(server.info().snapshot().messages_dropped, 0);
 }
 
-/// Counts `on_publish_dropped` calls by reason.
+/// Counts `on_publish_dropped` calls by reason, and the clients they were for.
 #[derive(Default)]
 struct Drops {
     queue_full: AtomicUsize,
     offline_qos0: AtomicUsize,
+    clients: parking_lot::Mutex<std::collections::BTreeSet<String>>,
 }
 
 struct DropCounter(Arc<Drops>);
@@ -515,7 +516,8 @@ impl Hook for DropCounter {
         HookEvents::ON_PUBLISH_DROPPED
     }
 
-    fn on_publish_dropped(&self, _client_id: &str, _publish: &RawPublish, reason: DropReason) {
+    fn on_publish_dropped(&self, client: &ClientInfo, _publish: &RawPublish, reason: DropReason) {
+        self.0.clients.lock().insert(client.client_id.to_string());
         match reason {
             DropReason::QueueFull => self.0.queue_full.fetch_add(1, Ordering::Relaxed),
             DropReason::ClientOffline => self.0.offline_qos0.fetch_add(1, Ordering::Relaxed),
@@ -575,6 +577,8 @@ async fn offline_overflow(order: DropOrder) -> Vec<u32> {
     assert_eq!(snapshot.messages_dropped_by_reason[4], 7);
     assert_eq!(drops.queue_full.load(Ordering::Relaxed), 50);
     assert_eq!(drops.offline_qos0.load(Ordering::Relaxed), 7);
+    // The hook sees the client the messages were for, as of its last connection.
+    assert_eq!(drops.clients.lock().iter().collect::<Vec<_>>(), ["offline"]);
 
     // Back online: the 100 kept arrive.
     let (_subscriber, mut eventloop) = AsyncClient::new(options, 100);

@@ -76,7 +76,7 @@ impl Connection {
             }
             PubRecOutcome::Dropped => {
                 for hook in self.server.inner.hooks.with(HookEvents::ON_QOS_DROPPED) {
-                    hook.on_qos_dropped(&self.client.client_id, packet_id.get());
+                    hook.on_qos_dropped(&self.client, packet_id.get());
                 }
                 self.session.state.lock().wake_writer();
             }
@@ -272,7 +272,7 @@ impl Connection {
             // messages wait for it.
             self.counters.wake_writer = true;
             for hook in self.server.inner.hooks.with(HookEvents::ON_QOS_COMPLETE) {
-                hook.on_qos_complete(&self.client.client_id, packet_id.get());
+                hook.on_qos_complete(&self.client, packet_id.get());
             }
         }
     }

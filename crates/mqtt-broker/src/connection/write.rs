@@ -315,7 +315,7 @@ fn encode_round(
                         });
                     }
                 }
-                server.dropped(&client.client_id, &publish, DropReason::TooLargeForClient);
+                server.dropped(client, &publish, DropReason::TooLargeForClient);
             }
             Encoded::Unsendable(packet) => {
                 debug!(client_id = %client.client_id, %packet, "packet too large for the client; not sent");
@@ -340,10 +340,10 @@ fn report_dropped(
         let publish = delivery.to_publish(None, false, now);
         if reason == DropReason::PacketIdsExhausted {
             for hook in hooks.with(HookEvents::ON_PACKET_ID_EXHAUSTED) {
-                hook.on_packet_id_exhausted(&client.client_id, &publish);
+                hook.on_packet_id_exhausted(client, &publish);
             }
         }
-        server.dropped(&client.client_id, &publish, reason);
+        server.dropped(client, &publish, reason);
     }
 }
 

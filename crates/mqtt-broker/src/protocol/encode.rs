@@ -248,7 +248,7 @@ impl Encoder {
             Packet::Publish(publish) => {
                 if publish.qos > QoS::AtMostOnce && observers.qos_publish {
                     for hook in hooks.with(HookEvents::ON_QOS_PUBLISH) {
-                        hook.on_qos_publish(&client.client_id, publish, u32::from(publish.dup));
+                        hook.on_qos_publish(client, publish, u32::from(publish.dup));
                     }
                 }
                 Some(publish.qos)

@@ -12,6 +12,7 @@ use tracing::{debug, warn};
 
 use super::Server;
 
+use crate::ClientInfo;
 use crate::flow::{self, Admission, Admitted, Parked};
 use crate::hooks::{Access, DropReason, HookEvents};
 use crate::message::{Delivery, Message};
@@ -390,7 +391,8 @@ impl Server {
         for (client_id, delivery, reason) in dropped {
             if hooked {
                 let publish = delivery.to_publish(None, false, Instant::now());
-                self.dropped(&client_id, &publish, reason);
+                let client = self.client_of(&client_id);
+                self.dropped(&client, &publish, reason);
             } else {
                 // Counted and logged without building the PUBLISH no hook would see.
                 self.count_dropped(&client_id, delivery.message.topic.as_str(), reason);
@@ -411,11 +413,21 @@ impl Server {
         debug!(client_id, topic, ?reason, "message dropped");
     }
 
-    pub(crate) fn dropped(&self, client_id: &str, publish: &Publish, reason: DropReason) {
-        self.count_dropped(client_id, publish.topic.as_str(), reason);
+    pub(crate) fn dropped(&self, client: &ClientInfo, publish: &Publish, reason: DropReason) {
+        self.count_dropped(&client.client_id, publish.topic.as_str(), reason);
         for hook in self.inner.hooks.with(HookEvents::ON_PUBLISH_DROPPED) {
-            hook.on_publish_dropped(client_id, publish, reason);
+            hook.on_publish_dropped(client, publish, reason);
         }
+    }
+
+    /// The client of a session as of its last connection, for hooks that run where only its id
+    /// is at hand (the rare paths: drops with a hook listening). A session that never had a
+    /// connection (the inline client's) gets a description of the id alone.
+    pub(crate) fn client_of(&self, client_id: &ClientId) -> Arc<ClientInfo> {
+        let session = self.inner.sessions.lock().get(client_id).cloned();
+        session
+            .and_then(|session| session.state.lock().client.clone())
+            .unwrap_or_else(|| Arc::new(ClientInfo::inline(client_id.clone())))
     }
 
     /// Offers the unacknowledged QoS 0/1 messages of a shared-subscription member whose session
@@ -459,10 +471,10 @@ impl Server {
         self.deliver(&mut staged);
     }
 
-    pub(crate) fn qos_dropped(&self, client_id: &str, ids: Vec<u16>) {
+    pub(crate) fn qos_dropped(&self, client: &ClientInfo, ids: Vec<u16>) {
         for id in ids {
             for hook in self.inner.hooks.with(HookEvents::ON_QOS_DROPPED) {
-                hook.on_qos_dropped(client_id, id);
+                hook.on_qos_dropped(client, id);
             }
         }
     }

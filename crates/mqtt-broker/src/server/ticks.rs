@@ -117,16 +117,16 @@ impl Server {
                 let Some(session) = inner.sessions.lock().get(&client_id).cloned() else {
                     return;
                 };
-                let Some(will) = self.end_session(&session, generation) else {
+                let Some(ended) = self.end_session(&session, generation) else {
                     return;
                 };
                 // The session ends, so a pending delayed Will goes now [MQTT-3.1.2-8].
-                if let Some((will, client)) = will {
-                    self.publish_will(&client, will);
+                if let Some(will) = ended.will {
+                    self.publish_will(&ended.client, will);
                 }
                 info!(client_id = %client_id, "session expired");
                 for hook in inner.hooks.with(HookEvents::ON_CLIENT_EXPIRED) {
-                    hook.on_client_expired(&client_id);
+                    hook.on_client_expired(&ended.client);
                 }
             }
             TimerEvent::WillDelay {
