@@ -98,6 +98,6 @@ pub use mqtt_hook_redis as redis;
 
 pub use mqtt_broker::{
     AllowAllHook, BrokerError, Capabilities, ClientInfo, Compatibilities, ConnectRefusal,
-    ConnectionInfo, Hook, InlineClient, Options, Server, TlsInfo,
+    ConnectionError, ConnectionInfo, Hook, InlineClient, Options, Server, TlsInfo,
 };
 pub use mqtt_packets::{Packet, Protocol, QoS, ReasonCode};
