@@ -106,6 +106,17 @@ impl ClientInfo {
         }
     }
 
+    /// A session's client when none is recorded (a session that never had a connection): the
+    /// id alone, not trusted as the inline client.
+    pub(crate) fn unknown(client_id: ClientId) -> Self {
+        Self::new(
+            client_id,
+            None,
+            Protocol::V5,
+            ConnectionInfo::new("none", None),
+        )
+    }
+
     pub(crate) fn inline(client_id: ClientId) -> Self {
         Self {
             client_id,

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::flow;
 use crate::hooks::{DropReason, HookEvents};
 use crate::message::Delivery;
+use crate::server::Dropped;
 use crate::session::{Close, ConnectionHandle, PeerLimits, Session};
 use crate::storage::{self, StorageEvent};
 use crate::sys;
@@ -331,6 +332,8 @@ impl Server {
         } else {
             state.outbound.drop_qos0()
         };
+        // For the drop report, made once the locks are released: the session may be gone then.
+        let client = state.client.clone();
         if !ends {
             // What stays queued or in flight may wait for long: it must not keep alive the
             // read buffers of the publishers it came from.
@@ -351,11 +354,7 @@ impl Server {
             offline_qos0
                 .into_iter()
                 .map(|delivery| {
-                    (
-                        session.client_id.clone(),
-                        delivery,
-                        DropReason::ClientOffline,
-                    )
+                    Dropped::new(session, client.clone(), delivery, DropReason::ClientOffline)
                 })
                 .collect(),
         );
@@ -377,11 +376,12 @@ impl Server {
         if state.connection.is_some() || state.last_generation != generation {
             return None;
         }
-        let will = state.will.take();
+        // A Will goes out only with the client that set it (never under a stand-in identity).
+        let will = state.will.take().filter(|_| state.client.is_some());
         let client = state
             .client
             .clone()
-            .unwrap_or_else(|| Arc::new(ClientInfo::inline(session.client_id.clone())));
+            .unwrap_or_else(|| Arc::new(ClientInfo::unknown(session.client_id.clone())));
         let cleared = self.clear_session(&mut sessions, session, &mut state);
         drop(state);
         drop(sessions);
@@ -440,7 +440,7 @@ impl Server {
         {
             let client = cleared
                 .client
-                .unwrap_or_else(|| Arc::new(ClientInfo::inline(client_id.clone())));
+                .unwrap_or_else(|| Arc::new(ClientInfo::unknown(client_id.clone())));
             self.qos_dropped(&client, cleared.dropped_ids);
         }
         self.unsubscribed_at_end(cleared.unsubscribed);

@@ -211,3 +211,66 @@ async fn on_auth_packet_sees_the_answers_of_enhanced_authentication_and_may_refu
         ]
     );
 }
+
+/// Records the clients `on_publish_dropped` sees.
+struct DropWatch(Arc<Mutex<Vec<(String, Option<String>, mqtt_broker::hooks::DropReason)>>>);
+
+impl Hook for DropWatch {
+    fn id(&self) -> &str {
+        "drop-watch"
+    }
+
+    fn provides(&self) -> HookEvents {
+        HookEvents::ON_PUBLISH_DROPPED
+    }
+
+    fn on_publish_dropped(
+        &self,
+        client: &ClientInfo,
+        _: &mqtt_packets::Publish,
+        reason: mqtt_broker::hooks::DropReason,
+    ) {
+        self.0.lock().push((
+            client.client_id.to_string(),
+            client.username.as_ref().map(|name| name.to_string()),
+            reason,
+        ));
+    }
+}
+
+/// A session that ends with its connection drops the QoS 0 messages still queued for it; the
+/// hook sees the client they were for (its user name too), although the session is gone by the
+/// time the drop is reported.
+#[tokio::test(start_paused = true)]
+async fn on_publish_dropped_sees_the_client_of_a_session_that_ended() {
+    let server = mqtt_broker::Server::new(Options::default());
+    server.add_hook(mqtt_broker::AllowAllHook).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    server.add_hook(DropWatch(seen.clone())).unwrap();
+    let mut request = connect(Protocol::V5, "reader");
+    request.username = Some(MqttString::from_static("alice"));
+    // A stream buffer of 256 bytes: the writer blocks once the client stops reading.
+    let (mut client, answer) = support::Duplex::open(&server, 256, request).await;
+    assert!(matches!(answer, Packet::ConnAck(_)));
+    client.subscribe("q", QoS::AtMostOnce).await;
+    // More than the writer takes in one round (256): the rest stays queued.
+    for _ in 0..600 {
+        server
+            .publish("q", vec![0u8; 100], false, QoS::AtMostOnce)
+            .unwrap();
+    }
+    // Let the writer fill the stream and block.
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    drop(client);
+    let offline = |seen: &[(String, Option<String>, mqtt_broker::hooks::DropReason)]| {
+        seen.iter()
+            .any(|(_, _, reason)| *reason == mqtt_broker::hooks::DropReason::ClientOffline)
+    };
+    wait_until("drops reported", || offline(&seen.lock())).await;
+    let seen = seen.lock();
+    assert!(
+        seen.iter()
+            .all(|(id, user, _)| id == "reader" && user.as_deref() == Some("alice")),
+        "{seen:?}"
+    );
+}

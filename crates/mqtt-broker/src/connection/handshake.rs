@@ -470,6 +470,20 @@ impl Connection {
     fn queue_connack(&self, connack: ConnAck, session_present: bool) {
         let accepted = connack.reason_code == ReasonCode::SUCCESS;
         let mut state = self.session.state.lock();
+        let current = state
+            .connection
+            .as_ref()
+            .is_some_and(|connection| connection.generation == self.handle.generation);
+        if !current {
+            // Taken over since it attached: the CONNACK is this closing connection's, not the
+            // new one's (and nothing of the session is resent here).
+            drop(state);
+            self.handle
+                .unsent
+                .lock()
+                .push(Control::packet(Packet::ConnAck(connack)));
+            return;
+        }
         state
             .control
             .push_front(Control::packet(Packet::ConnAck(connack)));

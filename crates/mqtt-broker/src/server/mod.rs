@@ -33,6 +33,7 @@ use crate::timers::Timers;
 use crate::{BrokerError, ConnectionInfo, Hook, Options};
 
 pub(crate) use publish::PublishOutcome;
+pub(crate) use queue::Dropped;
 
 /// An MQTT broker. Cheap to clone: clones share the same server.
 ///

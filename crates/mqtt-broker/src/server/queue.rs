@@ -22,6 +22,34 @@ use crate::staged::Staged;
 use crate::storage::{self, StorageEvent};
 use crate::sys::{self};
 
+/// A delivery a queue refused, for [`Server::report_dropped`] once the locks are released.
+#[derive(Debug)]
+pub(crate) struct Dropped {
+    client_id: ClientId,
+    /// The session's client as of its last connection, for `on_publish_dropped` hooks: taken
+    /// under the session lock, since the session may be gone when the drop is reported.
+    client: Option<Arc<ClientInfo>>,
+    delivery: Delivery,
+    reason: DropReason,
+}
+
+impl Dropped {
+    /// `delivery`, refused for `session` (whose client is `client`) for `reason`.
+    pub(crate) fn new(
+        session: &Session,
+        client: Option<Arc<ClientInfo>>,
+        delivery: Delivery,
+        reason: DropReason,
+    ) -> Self {
+        Self {
+            client_id: session.client_id.clone(),
+            client,
+            delivery,
+            reason,
+        }
+    }
+}
+
 impl Server {
     /// Puts the server's own deliveries in a session's queue, in order, and wakes its writer
     /// ([`Admission::Force`]: nobody waits).
@@ -100,14 +128,14 @@ impl Server {
         now: Instant,
         parked: &mut Parked,
         compacted: &mut HashMap<usize, Arc<Message>>,
-        dropped: &mut Vec<(ClientId, Delivery, DropReason)>,
+        dropped: &mut Vec<Dropped>,
     ) {
         let inner = &self.inner;
         if let Some(sink) = &session.inline_sink {
             for delivery in deliveries {
                 let publish = delivery.to_publish(None, false, Instant::now());
                 if sink.try_send(publish).is_err() {
-                    dropped.push((session.client_id.clone(), delivery, DropReason::QueueFull));
+                    dropped.push(Dropped::new(session, None, delivery, DropReason::QueueFull));
                 }
             }
             return;
@@ -166,7 +194,7 @@ impl Server {
         admission: Admission<'_>,
         now: Instant,
         compacted: &mut crate::message::Compacted,
-        dropped: &mut Vec<(ClientId, Delivery, DropReason)>,
+        dropped: &mut Vec<Dropped>,
     ) -> Option<Delivery> {
         let inner = &self.inner;
         let limits = &inner.flow_limits;
@@ -232,7 +260,7 @@ impl Server {
         delivery: Delivery,
         reason: DropReason,
         now: Instant,
-        dropped: &mut Vec<(ClientId, Delivery, DropReason)>,
+        dropped: &mut Vec<Dropped>,
     ) {
         if let Some(count) = state.flow.note_drop(now) {
             warn!(
@@ -244,7 +272,12 @@ impl Server {
                 "messages dropped for this client (count since the last such line)"
             );
         }
-        dropped.push((session.client_id.clone(), delivery, reason));
+        dropped.push(Dropped::new(
+            session,
+            state.client.clone(),
+            delivery,
+            reason,
+        ));
     }
 
     /// Offers a connection's parked deliveries again, each subscriber's in order. Returns `None`
@@ -348,7 +381,7 @@ impl Server {
         &self,
         session: &Session,
         state: &mut SessionState,
-        dropped: &mut Vec<(ClientId, Delivery, DropReason)>,
+        dropped: &mut Vec<Dropped>,
     ) -> Vec<Arc<HandleShared>> {
         let limits = &self.inner.flow_limits;
         sys::add(&self.inner.info.slow_subscribers, 1);
@@ -374,8 +407,9 @@ impl Server {
             }
             SlowSubscriberPolicy::Skip => {
                 for delivery in state.outbound.drop_qos0() {
-                    dropped.push((
-                        session.client_id.clone(),
+                    dropped.push(Dropped::new(
+                        session,
+                        state.client.clone(),
                         delivery,
                         DropReason::SubscriberStuck,
                     ));
@@ -386,12 +420,18 @@ impl Server {
     }
 
     /// Counts and reports the deliveries a queue refused.
-    pub(crate) fn report_dropped(&self, dropped: Vec<(ClientId, Delivery, DropReason)>) {
+    pub(crate) fn report_dropped(&self, dropped: Vec<Dropped>) {
         let hooked = self.inner.hooks.provides(HookEvents::ON_PUBLISH_DROPPED);
-        for (client_id, delivery, reason) in dropped {
+        for Dropped {
+            client_id,
+            client,
+            delivery,
+            reason,
+        } in dropped
+        {
             if hooked {
                 let publish = delivery.to_publish(None, false, Instant::now());
-                let client = self.client_of(&client_id);
+                let client = client.unwrap_or_else(|| Arc::new(ClientInfo::unknown(client_id)));
                 self.dropped(&client, &publish, reason);
             } else {
                 // Counted and logged without building the PUBLISH no hook would see.
@@ -418,16 +458,6 @@ impl Server {
         for hook in self.inner.hooks.with(HookEvents::ON_PUBLISH_DROPPED) {
             hook.on_publish_dropped(client, publish, reason);
         }
-    }
-
-    /// The client of a session as of its last connection, for hooks that run where only its id
-    /// is at hand (the rare paths: drops with a hook listening). A session that never had a
-    /// connection (the inline client's) gets a description of the id alone.
-    pub(crate) fn client_of(&self, client_id: &ClientId) -> Arc<ClientInfo> {
-        let session = self.inner.sessions.lock().get(client_id).cloned();
-        session
-            .and_then(|session| session.state.lock().client.clone())
-            .unwrap_or_else(|| Arc::new(ClientInfo::inline(client_id.clone())))
     }
 
     /// Offers the unacknowledged QoS 0/1 messages of a shared-subscription member whose session
