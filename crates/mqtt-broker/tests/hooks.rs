@@ -212,8 +212,11 @@ async fn on_auth_packet_sees_the_answers_of_enhanced_authentication_and_may_refu
     );
 }
 
+/// A drop as the hook saw it: client id, user name, reason.
+type SeenDrop = (String, Option<String>, mqtt_broker::hooks::DropReason);
+
 /// Records the clients `on_publish_dropped` sees.
-struct DropWatch(Arc<Mutex<Vec<(String, Option<String>, mqtt_broker::hooks::DropReason)>>>);
+struct DropWatch(Arc<Mutex<Vec<SeenDrop>>>);
 
 impl Hook for DropWatch {
     fn id(&self) -> &str {
@@ -262,7 +265,7 @@ async fn on_publish_dropped_sees_the_client_of_a_session_that_ended() {
     // Let the writer fill the stream and block.
     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     drop(client);
-    let offline = |seen: &[(String, Option<String>, mqtt_broker::hooks::DropReason)]| {
+    let offline = |seen: &[SeenDrop]| {
         seen.iter()
             .any(|(_, _, reason)| *reason == mqtt_broker::hooks::DropReason::ClientOffline)
     };
