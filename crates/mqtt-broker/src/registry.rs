@@ -333,7 +333,7 @@ impl Server {
             state.outbound.drop_qos0()
         };
         // For the drop report, made once the locks are released: the session may be gone then.
-        let client = state.client.clone();
+        let client = self.drop_subject(&state);
         if !ends {
             // What stays queued or in flight may wait for long: it must not keep alive the
             // read buffers of the publishers it came from.

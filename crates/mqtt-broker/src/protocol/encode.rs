@@ -108,8 +108,7 @@ impl Encoder {
         buf: &mut BytesMut,
     ) -> Encoded {
         let protocol = self.protocol;
-        let sendable = (peer.maximum_packet_size as usize)
-            .min(mqtt_packets::PROTOCOL_MAXIMUM_PACKET_SIZE as usize);
+        let sendable = sendable(peer);
         let direct_acks = !observers.encode && !observers.sent;
         let direct = direct_acks
             && !observers.qos_publish
@@ -174,8 +173,7 @@ impl Encoder {
         buf: &mut BytesMut,
     ) -> Encoded {
         let protocol = self.protocol;
-        let sendable = (peer.maximum_packet_size as usize)
-            .min(mqtt_packets::PROTOCOL_MAXIMUM_PACKET_SIZE as usize);
+        let sendable = sendable(peer);
         let (mut packet, packet_id) = match item {
             Control::Ack(ack) => (ack.into_packet(), None),
             Control::Packet(packet) => (*packet, None),
@@ -261,6 +259,12 @@ impl Encoder {
             sent: observers.sent.then(|| Box::new(packet)),
         }
     }
+}
+
+/// The largest packet that may go to this client: its Maximum Packet Size, within what the
+/// protocol can express.
+fn sendable(peer: &PeerLimits) -> usize {
+    (peer.maximum_packet_size as usize).min(mqtt_packets::PROTOCOL_MAXIMUM_PACKET_SIZE as usize)
 }
 
 /// With Request Problem Information 0, Reason Strings and User Properties may go only on

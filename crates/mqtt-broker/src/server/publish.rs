@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mqtt_packets::{Publish, QoS, ReasonCode, Will};
-use mqtt_topics::{ClientId, validate_topic_name};
+use mqtt_topics::{ClientId, SharedMatch, validate_topic_name};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -14,6 +14,7 @@ use super::Server;
 use crate::ClientInfo;
 use crate::hooks::{Access, HookEvents, PublishDecision, RetainChange};
 use crate::message::{Delivery, Message};
+use crate::session::SubscriptionEntry;
 use crate::staged::{LastRoute, Staged};
 use crate::storage::{self, StorageEvent};
 use crate::sys::{self};
@@ -304,16 +305,10 @@ impl Server {
             if !chosen(&shared.client_id) {
                 continue;
             }
-            let entry = &shared.subscription;
-            let delivery = Delivery {
-                message: message.clone(),
-                qos: message.qos.min(entry.options.maximum_qos).min(maximum_qos),
-                retain: entry.options.retain_as_published && message.retain,
-                subscription_identifiers: entry.identifier.into_iter().collect(),
-                shared: Some(shared.group.clone()),
-                seq: 0,
-            };
-            staged.push(&entry.session, delivery);
+            staged.push(
+                &shared.subscription.session,
+                member_delivery(message, shared, maximum_qos),
+            );
             delivered += 1;
         }
         staged.set_last_route(last_route);
@@ -355,5 +350,23 @@ impl Server {
         for hook in self.inner.hooks.with(HookEvents::ON_WILL_SENT) {
             hook.on_will_sent(client, &sent);
         }
+    }
+}
+
+/// The delivery of `message` to the member of a shared subscription chosen for it: the member's
+/// own QoS and identifier [MQTT-4.8.2-3].
+pub(crate) fn member_delivery(
+    message: &Arc<Message>,
+    member: &SharedMatch<SubscriptionEntry>,
+    maximum_qos: QoS,
+) -> Delivery {
+    let entry = &member.subscription;
+    Delivery {
+        message: message.clone(),
+        qos: message.qos.min(entry.options.maximum_qos).min(maximum_qos),
+        retain: entry.options.retain_as_published && message.retain,
+        subscription_identifiers: entry.identifier.into_iter().collect(),
+        shared: Some(member.group.clone()),
+        seq: 0,
     }
 }

@@ -274,7 +274,7 @@ impl Server {
         }
         dropped.push(Dropped::new(
             session,
-            state.client.clone(),
+            self.drop_subject(state),
             delivery,
             reason,
         ));
@@ -409,7 +409,7 @@ impl Server {
                 for delivery in state.outbound.drop_qos0() {
                     dropped.push(Dropped::new(
                         session,
-                        state.client.clone(),
+                        self.drop_subject(state),
                         delivery,
                         DropReason::SubscriberStuck,
                     ));
@@ -420,6 +420,16 @@ impl Server {
     }
 
     /// Counts and reports the deliveries a queue refused.
+    /// The client a drop report names, when an `on_publish_dropped` hook will see it (a
+    /// reference count otherwise not taken per dropped message).
+    pub(crate) fn drop_subject(&self, state: &SessionState) -> Option<Arc<ClientInfo>> {
+        if self.inner.hooks.provides(HookEvents::ON_PUBLISH_DROPPED) {
+            state.client.clone()
+        } else {
+            None
+        }
+    }
+
     pub(crate) fn report_dropped(&self, dropped: Vec<Dropped>) {
         let hooked = self.inner.hooks.provides(HookEvents::ON_PUBLISH_DROPPED);
         for Dropped {
@@ -487,16 +497,10 @@ impl Server {
                 sys::add(&self.inner.info.messages_dropped, 1);
                 continue;
             };
-            let entry = &member.subscription;
-            let delivery = Delivery {
-                message: message.clone(),
-                qos: message.qos.min(entry.options.maximum_qos).min(maximum_qos),
-                retain: entry.options.retain_as_published && message.retain,
-                subscription_identifiers: entry.identifier.into_iter().collect(),
-                shared: Some(member.group.clone()),
-                seq: 0,
-            };
-            staged.push(&entry.session, delivery);
+            staged.push(
+                &member.subscription.session,
+                super::publish::member_delivery(message, member, maximum_qos),
+            );
         }
         self.deliver(&mut staged);
     }
